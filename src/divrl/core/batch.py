@@ -1,0 +1,134 @@
+"""``GroupBatch``: P prompts × G rollouts, the one input type of every estimator, loss and signal.
+
+Dimension letters used across ``divrl.core``:
+    P  prompts in the batch
+    G  rollouts (samples) per prompt -- one *group*
+    T  response tokens (padded; ``mask`` marks the real ones)
+    D  embedding width
+
+Rewards may hold ``NaN`` for an *unscorable* rollout (a reward function returned ``None``);
+:func:`divrl.core.advantages.compute_advantages` gives such rollouts a zero advantage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_TOKEN_FIELDS = ("logprobs", "old_logprobs", "ref_logprobs", "mask", "entropies")
+
+
+@dataclass(frozen=True)
+class GroupBatch:
+    """A batch of P prompts with G rollouts each. Only ``rewards`` is required; every other field
+    is optional and validated against ``(P, G[, T | D])`` when given.
+
+    Attributes:
+        rewards: (P, G) float rewards; NaN marks an unscorable rollout.
+        correct: (P, G) bool verifier correctness (R1-zero-Div's gate, distinct-correct metrics).
+        texts: P lists of G completion strings (n-gram kernels, learned partitions).
+        answers: P lists of G extracted final answers, ``None`` where none was found.
+        logprobs: (P, G, T) current-policy log-probs of the sampled tokens (carry grad in a loss).
+        old_logprobs: (P, G, T) behaviour-policy log-probs (no grad).
+        ref_logprobs: (P, G, T) frozen reference-policy log-probs, for the KL term.
+        mask: (P, G, T) bool/0-1 response-token mask.
+        entropies: (P, G, T) full-vocabulary token entropies of the current policy.
+        embeddings: (P, G, D) one embedding per rollout (cosine kernels).
+        partition: (P, G) int semantic-class labels per group (equal label = same class).
+    """
+
+    rewards: Tensor
+    correct: Tensor | None = None
+    texts: list[list[str]] | None = None
+    answers: list[list[str | None]] | None = None
+    logprobs: Tensor | None = None
+    old_logprobs: Tensor | None = None
+    ref_logprobs: Tensor | None = None
+    mask: Tensor | None = None
+    entropies: Tensor | None = None
+    embeddings: Tensor | None = None
+    partition: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        r = self.rewards
+        if not isinstance(r, Tensor):
+            raise ValueError(f"GroupBatch.rewards must be a torch.Tensor of shape (P, G), got {type(r).__name__}")
+        if r.dim() != 2:
+            raise ValueError(f"GroupBatch.rewards must have shape (P, G), got shape {tuple(r.shape)}")
+        if not torch.is_floating_point(r):
+            raise ValueError(f"GroupBatch.rewards must be a float tensor, got dtype {r.dtype}")
+        pg = (r.shape[0], r.shape[1])
+
+        if self.correct is not None:
+            _check_tensor("correct", self.correct, pg, "(P, G)")
+            if self.correct.dtype is not torch.bool:
+                raise ValueError(f"GroupBatch.correct must be a bool tensor, got dtype {self.correct.dtype}")
+        if self.partition is not None:
+            _check_tensor("partition", self.partition, pg, "(P, G)")
+            if torch.is_floating_point(self.partition) or self.partition.dtype is torch.bool:
+                raise ValueError(f"GroupBatch.partition must hold integer labels, got dtype {self.partition.dtype}")
+        token_shape: tuple[int, ...] | None = None
+        for name in _TOKEN_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if token_shape is None:
+                _check_tensor(name, value, pg, "(P, G, T)", extra_dims=1)
+                token_shape = tuple(value.shape)
+            elif tuple(value.shape) != token_shape:
+                raise ValueError(
+                    f"GroupBatch.{name} has shape {tuple(value.shape)} but the other token fields have shape "
+                    f"{token_shape} (P, G, T)"
+                )
+        if self.embeddings is not None:
+            _check_tensor("embeddings", self.embeddings, pg, "(P, G, D)", extra_dims=1)
+        for name in ("texts", "answers"):
+            _check_nested(name, getattr(self, name), pg)
+
+    @property
+    def num_prompts(self) -> int:
+        """P."""
+        return int(self.rewards.shape[0])
+
+    @property
+    def group_size(self) -> int:
+        """G."""
+        return int(self.rewards.shape[1])
+
+    @property
+    def scored(self) -> Tensor:
+        """(P, G) bool: rollouts whose reward is a number (not NaN)."""
+        return ~torch.isnan(self.rewards)
+
+    def replace(self, **changes: Any) -> GroupBatch:
+        """A copy with some fields replaced (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check_tensor(name: str, value: object, pg: tuple[int, int], spec: str, extra_dims: int = 0) -> None:
+    if not isinstance(value, Tensor):
+        raise ValueError(f"GroupBatch.{name} must be a torch.Tensor of shape {spec}, got {type(value).__name__}")
+    shape = tuple(value.shape)
+    if value.dim() != 2 + extra_dims or shape[:2] != pg:
+        raise ValueError(f"GroupBatch.{name} must have shape {spec} with (P, G) = {pg}, got shape {shape}")
+
+
+def _check_nested(name: str, value: object, pg: tuple[int, int]) -> None:
+    if value is None:
+        return
+    p, g = pg
+    if not isinstance(value, (list, tuple)) or len(value) != p:
+        got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
+        raise ValueError(f"GroupBatch.{name} must be a list of P={p} lists of G={g} items, got {got} rows")
+    for i, row in enumerate(value):
+        if not isinstance(row, (list, tuple)) or len(row) != g:
+            got = len(row) if isinstance(row, (list, tuple)) else type(row).__name__
+            raise ValueError(f"GroupBatch.{name}[{i}] must hold G={g} items, got {got} (shape (P, G) = {pg})")
+        for j, item in enumerate(row):
+            if not (isinstance(item, str) or (name == "answers" and item is None)):
+                allowed = "str or None" if name == "answers" else "str"
+                raise ValueError(f"GroupBatch.{name}[{i}][{j}] must be {allowed}, got {type(item).__name__}")

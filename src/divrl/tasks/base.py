@@ -1,0 +1,55 @@
+"""What a task is to the trainer and the evaluator: prompts, a verifier, and (optionally) an exact
+semantic-equivalence key for solutions.
+
+A task never raises on model output: :meth:`Task.verify` returns a :class:`Verdict` whose ``reason``
+says why a completion earned nothing (or why it could not be scored at all: ``reward=None``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's judgement of one completion.
+
+    Attributes:
+        reward: the scalar reward, or ``None`` when the completion could not be scored (timeout,
+            verifier failure); the trainer then gives it a zero advantage.
+        correct: whether the final answer is right (R1-zero-Div's gate, pass@k).
+        answer: the extracted final answer (normalised string), ``None`` if none was found.
+        reason: ``"ok"`` for a correct answer, otherwise a short human-readable reason.
+    """
+
+    reward: float | None
+    correct: bool
+    answer: str | None
+    reason: str
+
+
+@runtime_checkable
+class Task(Protocol):
+    """The interface the trainer and evaluator use. ``Problem`` objects are opaque to them."""
+
+    name: str
+    stop: tuple[str, ...]
+    """Strings that end a completion (sampling stops right after one is produced)."""
+
+    def problems(self, split: str, n: int | None = None, seed: int = 0) -> list[Any]:
+        """Problems of a named split (``train``/``test``/...), the first ``n`` if given."""
+        ...
+
+    def prompt(self, problem: Any) -> str:
+        """The prompt text shown to the policy."""
+        ...
+
+    def verify(self, problem: Any, completion: str) -> Verdict:
+        """Grade one completion; never raises."""
+        ...
+
+    def equivalence_key(self, problem: Any, completion: str) -> str | None:
+        """An exact semantic-class key of the completion's solution (equal key = same solution),
+        or ``None`` when the task has no exact equivalence or the completion has no parsable solution."""
+        ...
