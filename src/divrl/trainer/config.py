@@ -1,0 +1,144 @@
+"""Documented config dataclasses for the RL trainer and the supervised warm start.
+
+Every field has a docstring; YAML recipes under ``configs/`` hold only values, and any field can be
+overridden from the command line as ``--set section.field=value``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = "builtin:countdown-tiny"
+    """Policy to start from: a local ``save_pretrained`` folder, a hub id, or ``builtin:countdown-tiny``
+    (the pre-trained tiny Countdown base shipped with divrl)."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Parameter dtype: ``auto`` = bfloat16 on GPU, float32 on CPU."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "countdown"
+    """A task registered in ``divrl.tasks`` (``countdown``, ...)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of the task's config (e.g. ``num_numbers``, ``min_classes``)."""
+    split: str = "train"
+    """Split the RL prompts are drawn from."""
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    prompts_per_step: int = 16
+    """P: prompts sampled per step."""
+    group_size: int = 16
+    """G: completions per prompt (one group)."""
+    temperature: float = 1.0
+    """Sampling temperature (log-probs in the loss use the same temperature, as TRL does)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    max_new_tokens: int = 64
+    """Cap on completion length in tokens."""
+    batch_size: int = 512
+    """Rows decoded at once."""
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    source: Literal["none", "exact", "answer", "learned"] = "none"
+    """Semantic classes of a group: ``exact`` = the task's canonical form of the solution, ``answer`` =
+    equality of extracted final answers, ``learned`` = a trained equivalence classifier, ``none``."""
+    checkpoint: str | None = None
+    """Classifier checkpoint for ``source: learned``."""
+
+
+@dataclass(frozen=True)
+class AdvantageConfig:
+    name: str = "grpo"
+    """An estimator in ``divrl.core.advantages`` (grpo, dr_grpo, rloo, darling, setpo, ...)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of that estimator."""
+
+
+@dataclass(frozen=True)
+class LossTermConfig:
+    name: str = "ppo"
+    """An entry of ``divrl.core.losses`` (ppo, positive_entropy, entropy_bonus, ...)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of that loss."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 3e-4
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0 disables)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """Learning-rate shape after warm-up."""
+    min_lr_ratio: float = 0.1
+    """Cosine floor as a fraction of ``lr``."""
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """One RL run: rollout → verify → GroupBatch → signals → advantage → loss → AdamW step."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    loss: list[LossTermConfig] = field(default_factory=lambda: [LossTermConfig()])
+    """Loss terms, summed; the first is normally ``ppo`` (its ``beta`` > 0 loads a frozen reference)."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 60
+    """Optimizer steps (one rollout batch per step when ``num_iterations`` = 1)."""
+    num_iterations: int = 1
+    """Optimizer passes over each rollout batch (> 1 reuses stored old log-probs: off-policy PPO)."""
+    micro_batch_prompts: int = 0
+    """Prompts per forward/backward chunk (0 = the whole step at once); losses are averaged over chunks."""
+    seed: int = 0
+    """Seeds prompt choice, sampling and initialisation; a resumed run reproduces an uninterrupted one."""
+    save_every: int = 20
+    """Checkpoint every N steps (and at the end)."""
+    keep_checkpoints: int = 1
+    """How many step checkpoints to keep."""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+    name: str = ""
+    """Run name shown in tables (defaults to the advantage name)."""
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Supervised warm start on solver-generated solutions (one solution class drawn uniformly per problem)."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    size: str = "tiny"
+    """Named policy size (``tiny`` ≈ 1M params, ``small`` ≈ 4M)."""
+    arch: Literal["llama", "qwen2"] = "llama"
+    """transformers architecture of the policy."""
+    steps: int = 400
+    """Optimizer steps."""
+    batch_size: int = 128
+    """Sequences per step."""
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=2e-3, warmup_steps=20, schedule="cosine", min_lr_ratio=0.1)
+    )
+    seed: int = 0
+    """Seeds initialisation and data order."""
+    save_every: int = 100
+    """Checkpoint every N steps (and at the end)."""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+    max_minutes: float = 0.0
+    """Stop early (and save) after this many minutes; 0 = no limit."""

@@ -1,0 +1,339 @@
+"""The single-machine RL loop. One step reads as one chain:
+
+    prompts → rollout (G samples each) → verify → GroupBatch → diversity signals (partition)
+            → advantages (registry) → policy loss terms (registry) → AdamW step
+
+Every random choice of a step (which prompts, which samples) is seeded from ``(seed, step)``, so a run
+resumed from a checkpoint reproduces the uninterrupted run exactly (on the same machine and threads).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from divrl.config import save_yaml
+from divrl.core.advantages import compute_advantages
+from divrl.core.batch import GroupBatch
+from divrl.core.diversity import partition_by_key
+from divrl.core.losses import compute_loss
+from divrl.tasks import get_task
+from divrl.tasks.base import Task, Verdict
+from divrl.trainer.common import (
+    MetricLogger,
+    Timer,
+    build_optimizer,
+    build_scheduler,
+    derive_seed,
+    latest_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    set_threads,
+)
+from divrl.trainer.config import RLConfig
+
+log_warnings: list[str] = []
+
+
+@dataclass
+class Scored:
+    """Verifier output for a step's P×G rollouts (row-major: group p is rows p*G .. p*G+G-1)."""
+
+    rewards: torch.Tensor  # (P, G) float, NaN = unscorable
+    correct: torch.Tensor  # (P, G) bool
+    answers: list[list[str | None]]
+    keys: list[list[str | None]]  # exact equivalence key of each solution (None = none)
+    reasons: dict[str, int]
+
+
+def safe_verify(task: Task, problem: Any, text: str) -> Verdict:
+    """The task's verdict; a verifier that raises yields an unscorable verdict, never a crash."""
+    try:
+        return task.verify(problem, text)
+    except Exception as exc:  # noqa: BLE001 - a reward function never stops training
+        return Verdict(reward=None, correct=False, answer=None, reason=f"verifier error: {type(exc).__name__}: {exc}")
+
+
+def safe_key(task: Task, problem: Any, text: str) -> str | None:
+    try:
+        return task.equivalence_key(problem, text)
+    except Exception:  # noqa: BLE001 - a failed partition key makes the rollout its own class
+        return None
+
+
+def score(task: Task, problems: list[Any], texts: list[str], group_size: int, want_keys: bool) -> Scored:
+    """Verify every rollout and collect rewards, correctness, answers and equivalence keys."""
+    p_count = len(problems)
+    rewards = torch.zeros(p_count, group_size)  # (P, G)
+    correct = torch.zeros(p_count, group_size, dtype=torch.bool)  # (P, G)
+    answers: list[list[str | None]] = []
+    keys: list[list[str | None]] = []
+    reasons: dict[str, int] = {}
+    for p, problem in enumerate(problems):
+        row_answers, row_keys = [], []
+        for g in range(group_size):
+            text = texts[p * group_size + g]
+            verdict = safe_verify(task, problem, text)
+            rewards[p, g] = math.nan if verdict.reward is None else float(verdict.reward)
+            correct[p, g] = bool(verdict.correct)
+            row_answers.append(verdict.answer)
+            row_keys.append(safe_key(task, problem, text) if want_keys else None)
+            reason = verdict.reason.split(":")[0]
+            reasons[reason] = reasons.get(reason, 0) + 1
+        answers.append(row_answers)
+        keys.append(row_keys)
+    return Scored(rewards, correct, answers, keys, reasons)
+
+
+def partition_labels(source: str, scored: Scored) -> torch.Tensor | None:
+    """(P, G) class labels from the configured partition source, or None."""
+    if source == "none":
+        return None
+    if source == "exact":
+        rows = [partition_by_key(k) for k in scored.keys]
+    elif source == "answer":
+        rows = [partition_by_key(a) for a in scored.answers]
+    else:
+        raise ValueError(
+            f"partition.source {source!r} is not available in this build; use 'exact', 'answer' or 'none'"
+        )
+    return torch.tensor(rows, dtype=torch.long)  # (P, G)
+
+
+def distinct_correct_classes(scored: Scored) -> float:
+    """Mean over groups of the number of distinct solution classes among correct rollouts."""
+    counts = []
+    for p, row in enumerate(scored.keys):
+        classes = {
+            (k if k is not None else scored.answers[p][g])
+            for g, k in enumerate(row)
+            if scored.correct[p, g]
+        }
+        counts.append(len(classes))
+    return sum(counts) / max(1, len(counts))
+
+
+class RLTrainer:
+    """Owns the policy, optimizer and run folder of one RL run. ``run()`` trains to ``cfg.steps``."""
+
+    def __init__(self, cfg: RLConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+        from divrl.models import load_policy
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        set_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.task: Task = get_task(cfg.task.name, **cfg.task.options)
+        self.problems = self.task.problems(cfg.task.split)
+        if len(self.problems) < cfg.rollout.prompts_per_step:
+            raise ValueError(
+                f"task {cfg.task.name!r} split {cfg.task.split!r} has {len(self.problems)} problems, fewer than "
+                f"rollout.prompts_per_step={cfg.rollout.prompts_per_step}"
+            )
+        self.start_step = 0
+        checkpoint = latest_checkpoint(self.run_dir) if resume else None
+        if resume and checkpoint is None:
+            raise FileNotFoundError(f"--resume {self.run_dir}: no complete checkpoint found there")
+        self.model, self.tokenizer = load_policy(str(checkpoint) if checkpoint else cfg.model.path, dtype=cfg.model.dtype)
+        self.model.train()
+        self.ref_model = self._reference_model()
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.steps, cfg.optim)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.logger = MetricLogger(self.run_dir)
+        if checkpoint is not None:
+            state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.start_step = int(state["step"])
+            self.logger.truncate_after(self.start_step)
+        else:
+            save_yaml(cfg, self.run_dir / "config.yaml")
+        self.want_keys = cfg.partition.source == "exact" or True  # keys also feed the distinct-classes metric
+
+    def _reference_model(self) -> Any:
+        if not any(float(t.options.get("beta", 0.0)) > 0 for t in self.cfg.loss):
+            return None
+        from divrl.models import load_policy
+
+        ref, _ = load_policy(self.cfg.model.path, dtype=self.cfg.model.dtype)
+        ref.eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
+    # ----------------------------------------------------------------------------------------------
+    def run(self) -> list[dict[str, float]]:
+        history = []
+        bar = tqdm(
+            range(self.start_step, self.cfg.steps),
+            initial=self.start_step,
+            total=self.cfg.steps,
+            desc=self.cfg.name or self.cfg.advantage.name,
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        for step in bar:
+            metrics = self.step(step)
+            self.logger.log(step + 1, metrics)
+            history.append(metrics)
+            bar.set_postfix(
+                reward=f"{metrics['reward']:.2f}",
+                acc=f"{metrics['accuracy']:.2f}",
+                ent=f"{metrics['entropy']:.2f}",
+                classes=f"{metrics['distinct_correct_classes']:.2f}",
+            )
+            if (step + 1) % self.cfg.save_every == 0 or step + 1 == self.cfg.steps:
+                self.save(step + 1)
+        self.logger.close()
+        return history
+
+    def save(self, step: int) -> Path:
+        state = {"step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return save_checkpoint(self.run_dir, step, self.model, self.tokenizer, state, keep=self.cfg.keep_checkpoints)
+
+    # ----------------------------------------------------------------------------------------------
+    def step(self, step: int) -> dict[str, float]:
+        """One RL step: rollout → verify → signals → advantage → loss → AdamW. Returns its metrics."""
+        from divrl.rollout import sample
+
+        cfg, ro = self.cfg, self.cfg.rollout
+        timer = Timer()
+        rng = random.Random(derive_seed(cfg.seed, step, 1))
+        problems = rng.sample(self.problems, ro.prompts_per_step)
+        prompts = [self.task.prompt(p) for p in problems]
+
+        self.model.eval()
+        rollouts = sample(
+            self.model,
+            self.tokenizer,
+            prompts,
+            num_samples=ro.group_size,
+            max_new_tokens=ro.max_new_tokens,
+            temperature=ro.temperature,
+            top_p=ro.top_p,
+            stop=self.task.stop,
+            seed=derive_seed(cfg.seed, step, 2),
+            batch_size=ro.batch_size,
+        )
+        self.model.train()
+        t_sample = timer()
+
+        scored = score(self.task, problems, rollouts.texts, ro.group_size, self.want_keys)
+        texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
+        batch = GroupBatch(
+            rewards=scored.rewards,
+            correct=scored.correct,
+            texts=texts,
+            answers=scored.answers,
+            partition=partition_labels(cfg.partition.source, scored),
+        )
+        advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (P, G)
+        t_score = timer()
+
+        loss_metrics = self.optimize(batch, advantages, rollouts)
+
+        lengths = rollouts.completion_mask.sum(-1).float()  # (N,)
+        metrics = {
+            "reward": float(torch.nanmean(scored.rewards)),
+            "accuracy": float(scored.correct.float().mean()),
+            "distinct_correct_classes": distinct_correct_classes(scored),
+            "unscorable_frac": float(torch.isnan(scored.rewards).float().mean()),
+            "response_len": float(lengths.mean()),
+            "finished_frac": float(rollouts.finished.float().mean()),
+            "adv_abs_mean": float(advantages.abs().mean()),
+            "lr": self.scheduler.get_last_lr()[0],
+            "time_sample_s": t_sample,
+            "time_score_s": t_score - t_sample,
+            "time_step_s": timer(),
+            **loss_metrics,
+        }
+        return metrics
+
+    def optimize(self, batch: GroupBatch, advantages: torch.Tensor, rollouts: Any) -> dict[str, float]:
+        """``num_iterations`` AdamW steps on one rollout batch, in micro-batches of whole groups."""
+        from divrl.rollout import token_logprobs
+
+        cfg = self.cfg
+        p_count, g = batch.num_prompts, batch.group_size
+        input_ids = torch.cat([rollouts.prompt_ids, rollouts.completion_ids], dim=1)  # (N, Lp+Lc)
+        attention_mask = getattr(rollouts, "attention_mask", None)
+        start = rollouts.prompt_ids.shape[1]
+        mask = rollouts.completion_mask  # (N, Lc)
+        t = mask.shape[1]
+        chunk = cfg.micro_batch_prompts or p_count
+        chunks = [(i, min(p_count, i + chunk)) for i in range(0, p_count, chunk)]
+
+        def forward(model: Any, lo: int, hi: int, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            rows = slice(lo * g, hi * g)
+            am = attention_mask[rows] if attention_mask is not None else None
+            with torch.set_grad_enabled(grad):
+                lp, ent = token_logprobs(
+                    model,
+                    input_ids[rows],
+                    start,
+                    mask[rows],
+                    temperature=cfg.rollout.temperature,
+                    with_entropy=True,
+                    attention_mask=am,
+                )
+            return lp.view(hi - lo, g, t), ent.view(hi - lo, g, t)  # (p, G, T) each
+
+        old = ref = None
+        if cfg.num_iterations > 1:
+            old = torch.cat([forward(self.model, lo, hi, False)[0] for lo, hi in chunks])  # (P, G, T)
+        if self.ref_model is not None:
+            ref = torch.cat([forward(self.ref_model, lo, hi, False)[0] for lo, hi in chunks])  # (P, G, T)
+
+        sums: dict[str, float] = {}
+        for _ in range(cfg.num_iterations):
+            self.optimizer.zero_grad(set_to_none=True)
+            for lo, hi in chunks:
+                lp, ent = forward(self.model, lo, hi, True)
+                sub = GroupBatch(
+                    rewards=batch.rewards[lo:hi],
+                    correct=batch.correct[lo:hi] if batch.correct is not None else None,
+                    logprobs=lp,
+                    old_logprobs=old[lo:hi] if old is not None else lp.detach(),
+                    ref_logprobs=ref[lo:hi] if ref is not None else None,
+                    mask=mask[lo * g : hi * g].view(hi - lo, g, t),
+                    entropies=ent,
+                )
+                total = torch.zeros(())
+                for term in cfg.loss:
+                    out = compute_loss(term.name, sub, advantages[lo:hi], **term.options)
+                    total = total + out.loss
+                    for key, value in out.metrics.items():
+                        sums[f"{term.name}/{key}"] = sums.get(f"{term.name}/{key}", 0.0) + value
+                with torch.no_grad():
+                    m = sub.mask.float()
+                    sums["entropy"] = sums.get("entropy", 0.0) + float((ent * m).sum() / m.sum().clamp(min=1))
+                sums["loss"] = sums.get("loss", 0.0) + float(total)
+                (total / len(chunks)).backward()
+            if cfg.optim.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * len(chunks)
+            self.optimizer.step()
+        self.scheduler.step()
+        n = len(chunks) * cfg.num_iterations
+        return {k: v / n for k, v in sums.items()}
+
+
+def train(cfg: RLConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> list[dict[str, float]]:
+    """Train (or resume) a run in ``run_dir``; returns the metrics of the steps run now."""
+    trainer = RLTrainer(cfg, run_dir, resume=resume, progress=progress)
+    return trainer.run()
+
+
+def clone_config(cfg: RLConfig, **changes: Any) -> RLConfig:
+    import dataclasses
+
+    return dataclasses.replace(copy.deepcopy(cfg), **changes)
