@@ -1,0 +1,64 @@
+import pytest
+
+from divrl.config import ConfigError, apply_overrides, from_dict, load_yaml, save_yaml, to_dict
+from divrl.trainer.config import OptimConfig, RLConfig
+
+
+def test_defaults_round_trip(tmp_path):
+    cfg = RLConfig()
+    save_yaml(cfg, tmp_path / "c.yaml")
+    again = from_dict(RLConfig, load_yaml(tmp_path / "c.yaml"))
+    assert again == cfg
+
+
+def test_nested_values_and_lists():
+    cfg = from_dict(
+        RLConfig,
+        {
+            "rollout": {"group_size": 8, "temperature": 1},
+            "advantage": {"name": "darling", "options": {"scale": "group"}},
+            "loss": [{"name": "ppo"}, {"name": "positive_entropy", "options": {"lam": 0.1}}],
+            "optim": {"betas": [0.9, 0.95]},
+        },
+    )
+    assert cfg.rollout.group_size == 8 and cfg.rollout.temperature == 1.0
+    assert cfg.loss[1].options == {"lam": 0.1}
+    assert cfg.optim.betas == (0.9, 0.95)
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"rollout": {"group_sise": 8}}, "rollout.group_sise: unknown field"),
+        ({"rollout": {"group_size": "8"}}, "rollout.group_size: expected an integer"),
+        ({"rollout": {"group_size": True}}, "rollout.group_size: expected an integer"),
+        ({"optim": {"schedule": "linear"}}, "optim.schedule: 'linear' is not one of ['constant', 'cosine']"),
+        ({"loss": [{"name": "ppo", "opts": {}}]}, "loss[0].opts: unknown field"),
+        ({"steps": 1.5}, "steps: expected an integer"),
+    ],
+)
+def test_errors_name_the_field(data, needle):
+    with pytest.raises(ConfigError) as err:
+        from_dict(RLConfig, data)
+    assert needle in str(err.value)
+
+
+def test_overrides_parse_yaml_scalars():
+    data = apply_overrides({"rollout": {"group_size": 4}}, ["rollout.group_size=16", "optim.lr=1e-4", "name=x"])
+    cfg = from_dict(RLConfig, data)
+    assert cfg.rollout.group_size == 16 and cfg.optim.lr == 1e-4 and cfg.name == "x"
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        apply_overrides({}, ["novalue"])
+
+
+def test_load_yaml_errors_name_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+        load_yaml(bad)
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_yaml(tmp_path / "missing.yaml")
+
+
+def test_to_dict_plain():
+    assert to_dict(OptimConfig())["betas"] == [0.9, 0.999]
