@@ -7,3 +7,32 @@ from divrl.core.batch import GroupBatch
 from divrl.core.registry import Registry, UnknownNameError
 
 __all__ = ["GroupBatch", "Registry", "UnknownNameError"]
+
+from divrl.core.losses import (
+    LOSSES,
+    LossOutput,
+    aggregate,
+    combine_losses,
+    compute_loss,
+    get_loss,
+    loss_names,
+    masked_mean,
+    register_loss,
+)
+from divrl.core.metrics import (
+    answer_entropy,
+    distinct_n,
+    div_equ,
+    mean_pairwise_cosine_distance,
+    mean_pass_at_k,
+    num_classes,
+    pass_at_k,
+    pass_at_k_array,
+    potential_at_k,
+    self_bleu,
+)
+
+__all__ += ["LOSSES", "LossOutput", "aggregate", "combine_losses", "compute_loss", "get_loss", "loss_names"]
+__all__ += ["masked_mean", "register_loss"]
+__all__ += ["answer_entropy", "distinct_n", "div_equ", "mean_pairwise_cosine_distance", "mean_pass_at_k"]
+__all__ += ["num_classes", "pass_at_k", "pass_at_k_array", "potential_at_k", "self_bleu"]
