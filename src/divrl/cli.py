@@ -28,7 +28,7 @@ def _fail(message: str) -> None:
 @app.command()
 def pretrain(
     out: Path = typer.Option(..., "--out", help="Output folder (a save_pretrained policy + tokenizer)."),
-    task: str = typer.Option("countdown", help="Task to warm-start on."),
+    task: str = typer.Option(None, help="Task to warm-start on (default: countdown)."),
     size: str = typer.Option("tiny", help="Policy size: tiny (~1M params) or small (~4M)."),
     steps: int = typer.Option(None, help="Optimizer steps (default from the config)."),
     config: Path = typer.Option(None, help="YAML with PretrainConfig values."),
@@ -42,7 +42,8 @@ def pretrain(
 
     try:
         data: dict[str, Any] = load_yaml(config) if config else {}
-        data.setdefault("task", {}).setdefault("name", task)
+        if task is not None:
+            data.setdefault("task", {})["name"] = task
         data["size"] = data.get("size", size)
         if steps is not None:
             data["steps"] = steps

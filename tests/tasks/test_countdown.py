@@ -508,12 +508,13 @@ def test_splits_are_disjoint_and_exhaustive() -> None:
     train = generate(None, "train")
     test = generate(None, "test")
     assert not {p.key for p in train} & {p.key for p in test}
-    # Measured pool of the default config (3 numbers from 1..13, >= 2 classes): 1,098 train / 109 test.
-    assert (len(train), len(test)) == (1098, 109)
+    # Measured pool of the default config (3 numbers from 1..13, >= 2 classes, test_fraction 0.2).
+    assert (len(train), len(test)) == (989, 218)
+    assert (len(generate(None, "train", test_fraction=0.1)), len(generate(None, "test", test_fraction=0.1))) == (1098, 109)
     assert all(split_of(p) == "test" for p in test)
-    assert {p.key for p in generate(109, "test", seed=5)} == {p.key for p in test}  # sweeps to exhaustion
-    with pytest.raises(ValueError, match="only 109 distinct test problems exist"):
-        generate(110, "test")
+    assert {p.key for p in generate(218, "test", seed=5)} == {p.key for p in test}  # sweeps to exhaustion
+    with pytest.raises(ValueError, match="only 218 distinct test problems exist"):
+        generate(219, "test")
     # Generated test problems of any size/seed are never train problems of the default split.
     four = generate(30, "test", seed=1, num_numbers=4)
     assert all(split_of(p) == "test" for p in four)

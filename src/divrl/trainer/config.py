@@ -122,7 +122,8 @@ class RLConfig:
 class PretrainConfig:
     """Supervised warm start on solver-generated solutions (one solution class drawn uniformly per problem)."""
 
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(options={"min_classes": 1}))
+    """Task and split to warm-start on; all train problems by default (single-class ones included)."""
     size: str = "tiny"
     """Named policy size (``tiny`` ≈ 1M params, ``small`` ≈ 4M)."""
     arch: Literal["llama", "qwen2"] = "llama"

@@ -9,7 +9,6 @@ resumed from a checkpoint reproduces the uninterrupted run exactly (on the same 
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 from dataclasses import dataclass
@@ -39,9 +38,6 @@ from divrl.trainer.common import (
 )
 from divrl.trainer.config import RLConfig
 
-log_warnings: list[str] = []
-
-
 @dataclass
 class Scored:
     """Verifier output for a step's P×G rollouts (row-major: group p is rows p*G .. p*G+G-1)."""
@@ -68,7 +64,7 @@ def safe_key(task: Task, problem: Any, text: str) -> str | None:
         return None
 
 
-def score(task: Task, problems: list[Any], texts: list[str], group_size: int, want_keys: bool) -> Scored:
+def score(task: Task, problems: list[Any], texts: list[str], group_size: int) -> Scored:
     """Verify every rollout and collect rewards, correctness, answers and equivalence keys."""
     p_count = len(problems)
     rewards = torch.zeros(p_count, group_size)  # (P, G)
@@ -84,7 +80,7 @@ def score(task: Task, problems: list[Any], texts: list[str], group_size: int, wa
             rewards[p, g] = math.nan if verdict.reward is None else float(verdict.reward)
             correct[p, g] = bool(verdict.correct)
             row_answers.append(verdict.answer)
-            row_keys.append(safe_key(task, problem, text) if want_keys else None)
+            row_keys.append(safe_key(task, problem, text))
             reason = verdict.reason.split(":")[0]
             reasons[reason] = reasons.get(reason, 0) + 1
         answers.append(row_answers)
@@ -157,7 +153,9 @@ class RLTrainer:
             self.logger.truncate_after(self.start_step)
         else:
             save_yaml(cfg, self.run_dir / "config.yaml")
-        self.want_keys = cfg.partition.source == "exact" or True  # keys also feed the distinct-classes metric
+        bind = getattr(self.task, "bind_tokenizer", None)
+        if callable(bind):  # e.g. a chat template needs the policy's tokenizer
+            bind(self.tokenizer)
 
     def _reference_model(self) -> Any:
         if not any(float(t.options.get("beta", 0.0)) > 0 for t in self.cfg.loss):
@@ -227,7 +225,7 @@ class RLTrainer:
         self.model.train()
         t_sample = timer()
 
-        scored = score(self.task, problems, rollouts.texts, ro.group_size, self.want_keys)
+        scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
         batch = GroupBatch(
             rewards=scored.rewards,
@@ -259,7 +257,11 @@ class RLTrainer:
         return metrics
 
     def optimize(self, batch: GroupBatch, advantages: torch.Tensor, rollouts: Any) -> dict[str, float]:
-        """``num_iterations`` AdamW steps on one rollout batch, in micro-batches of whole groups."""
+        """``num_iterations`` AdamW steps on one rollout batch, in micro-batches of whole groups.
+
+        With ``micro_batch_prompts`` set, each chunk's loss is aggregated within the chunk and the chunk
+        losses are averaged (as verl does with gradient accumulation); for ``token-mean`` this weights
+        chunks equally rather than by their token counts."""
         from divrl.rollout import token_logprobs
 
         cfg = self.cfg
@@ -331,9 +333,3 @@ def train(cfg: RLConfig, run_dir: str | Path, resume: bool = False, progress: bo
     """Train (or resume) a run in ``run_dir``; returns the metrics of the steps run now."""
     trainer = RLTrainer(cfg, run_dir, resume=resume, progress=progress)
     return trainer.run()
-
-
-def clone_config(cfg: RLConfig, **changes: Any) -> RLConfig:
-    import dataclasses
-
-    return dataclasses.replace(copy.deepcopy(cfg), **changes)
