@@ -1,0 +1,437 @@
+"""divrl inside TRL: a ``GRPOTrainer`` subclass with divrl advantages and R1-zero-Div's term, and reward functions.
+
+Two ways in, from the most to the least general:
+
+1. :class:`DiversityGRPOTrainer` (any world size). Advantages come from a divrl estimator computed over **whole
+   groups, with their texts**, on every run (one process, multi-GPU, multi-node, DeepSpeed, FSDP, vLLM server or
+   colocate), plus, optionally, R1-zero-Div's positive-entropy term in the loss::
+
+       trainer = DiversityGRPOTrainer(
+           model=..., reward_funcs=[accuracy], args=GRPOConfig(..., scale_rewards="none"), train_dataset=...,
+           advantage="darling", partition_key=canonical_answer,        # DARLING, exact-key classes
+           positive_entropy={"lam": 0.01, "gate": "correct"},          # R1-zero-Div (off when None)
+       )
+
+2. :func:`darling_reward`: a plain TRL reward function (DARLING's multiplied reward ``r * div``) for a stock
+   ``GRPOTrainer``. It sees whole groups only under a batch-size rule (see there).
+
+Why a subclass. TRL 1.16 runs reward functions per process on that process's slice of the generation batch, which
+may hold only part of a group (trl#3896), and it has no advantage hook (trl#4525; PR #7298 proposes one). The
+subclass overrides four private methods, each by calling ``super()`` and post-processing its result; no TRL method
+is copied:
+
+=========================================  ==========================================================================
+``_calculate_rewards``                      super() returns the rewards already gathered over processes; also
+                                            ``gather_object`` the prompts and completion texts, in the same order
+``_generate_and_score_completions``         super() builds the batch; recompute ``advantages`` over the gathered
+                                            groups with the divrl estimator and keep this process's slice; add a
+                                            per-sample ``divrl_correct`` column for the loss
+``_get_per_token_logps_and_entropies``      keep the (grad-carrying) log-probs and entropies of the training forward
+``_compute_loss``                           super() loss + R1-zero-Div's term on the same forward pass
+=========================================  ==========================================================================
+
+These are private APIs, hence the pin ``trl>=1.16,<1.17`` (extra ``divrl[trl]``) and the contract test
+``tests/integrations/test_trl.py::test_trl_contract``. Importing this module warns on another TRL version.
+
+Layout facts relied on (TRL 1.16, ``grpo_trainer.py``): the rows of the gathered rewards are the processes' local
+batches concatenated in process order, and every ``num_generations`` consecutive rows are one prompt's group (TRL's
+own ``rewards.view(-1, num_generations)`` relies on the same); each process's slice is
+``[process_index * B_local, (process_index + 1) * B_local)``. Both vLLM modes hand each process its own rows in that
+order before rewards are computed (server mode: gather prompts, generate on the main process, broadcast, slice;
+colocate: each process generates for its own prompts, tensor-parallel groups re-slice), so nothing here depends on
+the generation backend. :func:`group_rollouts` checks that every group holds a single prompt and raises otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from divrl.core.advantages import compute_advantages, get_advantage
+from divrl.core.batch import GroupBatch
+from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
+from divrl.core.losses import compute_loss, get_loss
+from divrl.core.registry import check_options
+
+try:
+    import trl
+    from accelerate.utils import gather_object
+    from trl.trainer.grpo_trainer import GRPOTrainer
+except ImportError as exc:
+    raise ImportError("divrl.integrations.trl needs TRL: pip install 'divrl[trl]' (pins trl>=1.16,<1.17)") from exc
+
+__all__ = [
+    "TESTED_TRL",
+    "DiversityGRPOTrainer",
+    "PartitionFn",
+    "PartitionKey",
+    "completion_text",
+    "darling_reward",
+    "group_rollouts",
+]
+
+TESTED_TRL = (1, 16)
+"""The TRL minor version whose private methods the overrides were written against."""
+
+PartitionFn = Callable[[Any, list[str]], Sequence[int]]
+"""``fn(prompt, completion_texts) -> labels``: G class labels for one group (equal label = same class)."""
+
+PartitionKey = Callable[[str], Hashable | None]
+"""``key(completion_text) -> key``: equal keys share a class; ``None`` is a class of its own."""
+
+
+def _trl_minor(version: str) -> tuple[int, int]:
+    parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]]
+    return (parts[0], parts[1] if len(parts) > 1 else 0)
+
+
+if _trl_minor(trl.__version__) != TESTED_TRL:  # pragma: no cover - depends on the installed version
+    warnings.warn(
+        f"divrl.integrations.trl overrides private GRPOTrainer methods written for trl "
+        f"{TESTED_TRL[0]}.{TESTED_TRL[1]}.x; found trl {trl.__version__}. Run tests/integrations/test_trl.py",
+        stacklevel=2,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Framework-free helpers (also used by the reward functions)
+# ---------------------------------------------------------------------------------------------
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a TRL completion: a string (standard format) or a list of messages (conversational format,
+    the ``content`` of every message joined; content blocks contribute their ``text``)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list):
+        parts: list[str] = []
+        for message in completion:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
+        return "".join(parts)
+    raise TypeError(f"completion must be a string or a list of message dicts, got {type(completion).__name__}")
+
+
+def group_rollouts(prompts: Sequence[Any], items: Sequence[Any], num_generations: int) -> list[list[Any]]:
+    """Split ``items`` (one per rollout, TRL's flat layout) into groups of ``num_generations`` consecutive rows.
+
+    Raises ``ValueError`` when the count is not a multiple of ``num_generations`` or when a group mixes prompts:
+    both mean the rows are not whole groups (e.g. a reward function on one process of a multi-process run).
+    """
+    n = len(items)
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+    if len(prompts) != n:
+        raise ValueError(f"got {len(prompts)} prompts for {n} completions; expected one prompt per completion")
+    if n % num_generations != 0:
+        raise ValueError(
+            f"{n} completions are not a whole number of groups of num_generations={num_generations}: this process "
+            "holds part of a group. Use DiversityGRPOTrainer, or make per_device_train_batch_size * "
+            "steps_per_generation a multiple of num_generations"
+        )
+    groups: list[list[Any]] = []
+    for start in range(0, n, num_generations):
+        group_prompts = prompts[start : start + num_generations]
+        if any(p != group_prompts[0] for p in group_prompts[1:]):
+            raise ValueError(
+                f"rows {start}..{start + num_generations - 1} mix different prompts, so they are not one group of "
+                f"num_generations={num_generations} (is num_generations right? did TRL's batch layout change?)"
+            )
+        groups.append(list(items[start : start + num_generations]))
+    return groups
+
+
+def _labels(
+    prompt: Any, texts: list[str], partition_fn: PartitionFn | None, partition_key: PartitionKey | None
+) -> list[int]:
+    if partition_key is not None:
+        return partition_by_key([partition_key(t) for t in texts])
+    assert partition_fn is not None
+    labels = [int(x) for x in partition_fn(prompt, texts)]
+    if len(labels) != len(texts):
+        raise ValueError(f"partition_fn returned {len(labels)} labels for a group of {len(texts)} completions")
+    return labels
+
+
+def _check_partition_source(partition_fn: PartitionFn | None, partition_key: PartitionKey | None) -> None:
+    if partition_fn is not None and partition_key is not None:
+        raise ValueError("pass either partition_fn or partition_key, not both")
+    for name, fn in (("partition_fn", partition_fn), ("partition_key", partition_key)):
+        if fn is not None and not callable(fn):
+            raise ValueError(f"{name} must be callable, got {type(fn).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reward functions for a stock GRPOTrainer
+# ---------------------------------------------------------------------------------------------
+
+
+def darling_reward(
+    base_reward_fn: Callable[..., Sequence[float | None]],
+    key_fn: PartitionKey,
+    *,
+    num_generations: int,
+    floor: float = 0.1,
+) -> Callable[..., list[float | None]]:
+    """DARLING's multiplied reward ``r_i * div_i`` as a TRL reward function (Li et al., arXiv 2509.02534, Eq. 5).
+
+    ``div_i = max((G - |C(i)|) / (G - 1), floor)`` (:func:`~divrl.core.diversity.darling_diversity`; the floor is
+    from the official code) over the classes of ``key_fn`` on the completion texts within each group of
+    ``num_generations`` consecutive completions. Pair it with ``GRPOConfig(scale_rewards="none")``: DARLING centres
+    the shaped reward without a std division (``norm_adv_by_std_in_grpo=False``), which TRL then does.
+
+    **Batch-size rule.** TRL calls reward functions on each process's local generation batch, before gathering, so
+    this sees whole groups only when ``per_device_train_batch_size * steps_per_generation`` (and, for evaluation,
+    ``per_device_eval_batch_size``) is a multiple of ``num_generations``; one process always qualifies. Otherwise
+    it raises (it never scores a partial group). :class:`DiversityGRPOTrainer` with ``advantage="darling"`` has no
+    such rule.
+
+    Args:
+        base_reward_fn: a TRL reward function ``fn(prompts=, completions=, **kwargs) -> list[float | None]``; its
+            rewards must be >= 0 (DARLING multiplies them by a diversity in (0, 1]). ``None`` passes through.
+        key_fn: ``key(completion_text) -> Hashable | None``, e.g. a normalised final answer (exact classes).
+        num_generations: G, the ``GRPOConfig.num_generations`` of the run.
+        floor: diversity floor (official code: 0.1).
+    """
+    if not callable(base_reward_fn) or not callable(key_fn):
+        raise ValueError("darling_reward: base_reward_fn and key_fn must be callable")
+    if num_generations < 2:
+        raise ValueError(f"darling_reward: num_generations must be >= 2, got {num_generations}")
+
+    def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
+        base = list(base_reward_fn(prompts=prompts, completions=completions, **kwargs))
+        if len(base) != len(completions):
+            raise ValueError(f"darling_reward: base reward returned {len(base)} values for {len(completions)}")
+        texts = [completion_text(c) for c in completions]
+        groups = group_rollouts(prompts, texts, num_generations)
+        labels = labels_tensor([partition_by_key([key_fn(t) for t in g]) for g in groups])  # (P, G)
+        div = darling_diversity(labels, floor).reshape(-1).tolist()  # (P*G,)
+        out: list[float | None] = []
+        for r, d in zip(base, div, strict=True):
+            if r is None or (isinstance(r, float) and math.isnan(r)):
+                out.append(None)
+            elif r < 0:
+                raise ValueError(f"darling_reward: base rewards must be >= 0, got {r}")
+            else:
+                out.append(float(r) * d)
+        return out
+
+    reward.__name__ = f"darling_{getattr(base_reward_fn, '__name__', 'reward')}"
+    return reward
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+
+
+class DiversityGRPOTrainer(GRPOTrainer):
+    """TRL ``GRPOTrainer`` whose advantages come from a divrl estimator over whole gathered groups, optionally with
+    R1-zero-Div's positive-entropy term (Yao et al., arXiv 2505.23433, Eq. 12) added to TRL's loss.
+
+    Every ``GRPOTrainer`` argument is accepted unchanged; the divrl ones are keyword-only.
+
+    Args:
+        advantage: a registered divrl estimator (``grpo``, ``dr_grpo``, ``rloo``, ``darling``, ``setpo``,
+            ``passk``, ...); ``None`` keeps TRL's own advantages (e.g. to add only the entropy term). Estimators
+            needing token-level inputs (``unlikeliness``) are not supported here. The estimator sees
+            ``GroupBatch(rewards, correct, texts, answers=None, partition)``, ``(P, G)`` over the **global**
+            generation batch; rewards are TRL's ``reward_weights``-weighted sum of the reward functions (NaN where
+            every function returned ``None``; such rollouts get advantage 0).
+        advantage_options: keyword options of the estimator (checked at construction), e.g. ``{"lam": 0.5}``.
+        partition_fn: ``fn(prompt, completion_texts) -> labels`` for one group (e.g. a learned equivalence, or
+            :func:`divrl.core.diversity.partition` over a pairwise judge). Each group is partitioned once, by one
+            process (groups are dealt round-robin across processes and the labels gathered).
+        partition_key: ``key(completion_text) -> Hashable | None``: exact-key classes (fast path). Give at most one
+            of the two; ``darling`` needs one.
+        correct_reward: which reward function decides correctness (index into ``reward_funcs`` or its name);
+            ``correct = reward >= correct_threshold`` (NaN is incorrect). Used for ``GroupBatch.correct``
+            (``passk``, ``setpo`` with ``gate="correct"``) and for the entropy term's ``gate="correct"``.
+        correct_threshold: see ``correct_reward`` (default 1.0: R1-zero-Div's ``1(r_i = 1)`` for 0/1 rewards).
+        positive_entropy: options of ``divrl.core.losses.compute_loss("positive_entropy", ...)`` (``lam``,
+            ``gate``, ``estimator``, ``ratio``; checked at construction), or ``None`` for no term. The term
+            ``-lam * J_div`` of the micro-batch is divided by the gradient-accumulation steps, like TRL's own
+            entropy bonus, and added to TRL's loss. It reuses the training forward pass (no extra forward) and
+            ignores ``top_entropy_quantile`` and the vLLM importance-sampling correction.
+
+    Attributes:
+        last_group_batch: the ``GroupBatch`` of the latest generation batch (global), when ``advantage`` is set.
+        last_advantages: its ``(P, G)`` divrl advantages.
+        last_group_prompts: its P prompts, one per group.
+
+    Caveat: TRL's logged reward statistics are its own; the completions table's ``advantages`` column is replaced
+    with the divrl values. Extra metrics: ``divrl/classes_per_group``, ``divrl/correct_frac``,
+    ``divrl/div_term``, ``divrl/div_gate_frac``.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        advantage: str | None = None,
+        advantage_options: Mapping[str, Any] | None = None,
+        partition_fn: PartitionFn | None = None,
+        partition_key: PartitionKey | None = None,
+        correct_reward: int | str = 0,
+        correct_threshold: float = 1.0,
+        positive_entropy: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _check_partition_source(partition_fn, partition_key)
+        options = dict(advantage_options or {})
+        if advantage is not None:
+            check_options(get_advantage(advantage), options, f"advantage estimator {advantage!r}")
+        elif options:
+            raise ValueError("advantage_options given without an advantage name")
+        if advantage == "darling" and partition_fn is None and partition_key is None:
+            raise ValueError("advantage='darling' needs a partition source: partition_key= or partition_fn=")
+        entropy_options = None if positive_entropy is None else dict(positive_entropy)
+        if entropy_options is not None:
+            check_options(get_loss("positive_entropy"), entropy_options, "policy loss 'positive_entropy'")
+        super().__init__(*args, **kwargs)
+        if advantage is not None and self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                "DiversityGRPOTrainer: advantage= needs GRPOConfig(multi_objective_aggregation='sum_then_normalize') "
+                f"(divrl estimators take the weighted reward sum), got {self.multi_objective_aggregation!r}"
+            )
+        if isinstance(correct_reward, str):
+            if correct_reward not in self.reward_func_names:
+                raise ValueError(f"correct_reward={correct_reward!r} is not one of {self.reward_func_names}")
+            correct_reward = self.reward_func_names.index(correct_reward)
+        if not 0 <= correct_reward < len(self.reward_func_names):
+            raise ValueError(
+                f"correct_reward={correct_reward} is out of range for {len(self.reward_func_names)} funcs"
+            )
+        self.divrl_advantage = advantage
+        self.divrl_advantage_options = options
+        self.divrl_partition_fn = partition_fn
+        self.divrl_partition_key = partition_key
+        self.divrl_correct_index = int(correct_reward)
+        self.divrl_correct_threshold = float(correct_threshold)
+        self.divrl_positive_entropy = entropy_options
+        self.last_group_batch: GroupBatch | None = None
+        self.last_advantages: Tensor | None = None
+        self.last_group_prompts: list[Any] = []
+        self._divrl_gathered: tuple[Tensor, list[Any], list[str]] | None = None
+        self._divrl_forward: tuple[Tensor, Tensor | None] | None = None
+
+    # -- override 1: the gathered rewards, plus the gathered prompts and texts in the same row order ---------------
+
+    def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> Tensor:
+        rewards_per_func: Tensor = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.divrl_advantage is not None:  # every process calls this, so the collectives line up
+            texts = [completion_text(c) for c in completions]
+            self._divrl_gathered = (rewards_per_func, gather_object(list(prompts)), gather_object(texts))
+        else:
+            self._divrl_gathered = (rewards_per_func, [], [])
+        return rewards_per_func
+
+    # -- override 2: advantages over whole groups, this process's slice kept ---------------------------------------
+
+    def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
+        out: dict[str, Any] = super()._generate_and_score_completions(inputs)
+        if self._divrl_gathered is None:
+            raise RuntimeError("DiversityGRPOTrainer: _calculate_rewards was not called (did TRL 1.16's flow change?)")
+        rewards_per_func, prompts, texts = self._divrl_gathered
+        self._divrl_gathered = None
+        mode = self._divrl_mode()
+        n_local = int(out["advantages"].shape[0])
+        local = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
+        correct = rewards_per_func[:, self.divrl_correct_index].nan_to_num(nan=-math.inf)  # (N,)
+        correct = correct >= self.divrl_correct_threshold  # (N,) bool
+        if self.divrl_positive_entropy is not None:
+            out["divrl_correct"] = correct[local].to(out["advantages"].device)  # (B,)
+            self._metrics[mode]["divrl/correct_frac"].append(correct.float().mean().item())
+        if self.divrl_advantage is None:
+            return out
+
+        g: int = self.num_generations if mode == "train" else self.num_generations_eval  # type: ignore[assignment]
+        weights = self.reward_weights.to(rewards_per_func.device)  # (F,)
+        rewards = (rewards_per_func * weights).nansum(dim=1)  # (N,)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # unscorable rows
+        prompt_groups, text_groups = group_rollouts(prompts, prompts, g), group_rollouts(prompts, texts, g)
+        batch = GroupBatch(
+            rewards=rewards.view(-1, g).float().cpu(),  # (P, G)
+            correct=correct.view(-1, g).cpu(),  # (P, G)
+            texts=text_groups,
+            partition=self._partition([group[0] for group in prompt_groups], text_groups),
+        )
+        adv = self.compute_group_advantages(batch)  # (P, G)
+        self.last_group_batch, self.last_advantages = batch, adv
+        self.last_group_prompts = [group[0] for group in prompt_groups]
+        flat = adv.reshape(-1).to(out["advantages"])  # (N,)
+        out["advantages"] = flat[local]  # (B,)
+        logged = cast("deque[float]", self._logs["advantages"])  # replace TRL's logged (original) advantages with ours
+        for _ in range(min(flat.numel(), len(logged))):
+            logged.pop()
+        logged.extend(flat.tolist())
+        if batch.partition is not None:
+            classes = (batch.partition.sort(-1).values.diff(dim=-1) != 0).sum(-1) + 1  # (P,)
+            self._metrics[mode]["divrl/classes_per_group"].append(classes.float().mean().item())
+        return out
+
+    def _divrl_mode(self) -> str:
+        return "train" if self.model is not None and self.model.training else "eval"
+
+    def compute_group_advantages(self, batch: GroupBatch) -> Tensor:
+        """``(P, G)`` advantages for the gathered groups; override to plug in another computation."""
+        assert self.divrl_advantage is not None
+        return compute_advantages(self.divrl_advantage, batch, **self.divrl_advantage_options)
+
+    def _partition(self, prompts: list[Any], texts: list[list[str]]) -> Tensor | None:
+        """(P, G) labels, each group partitioned by one process (round-robin), then gathered to all."""
+        if self.divrl_partition_fn is None and self.divrl_partition_key is None:
+            return None
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        mine = [
+            (i, _labels(prompts[i], texts[i], self.divrl_partition_fn, self.divrl_partition_key))
+            for i in range(rank, len(texts), world)
+        ]
+        pairs = gather_object(mine) if world > 1 else mine
+        by_group = dict(pairs)
+        return labels_tensor([by_group[i] for i in range(len(texts))])  # (P, G)
+
+    # -- overrides 3 and 4: R1-zero-Div's term on the training forward pass ----------------------------------------
+
+    def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any) -> Any:
+        result = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self.divrl_positive_entropy is not None and kwargs.get("compute_entropy"):
+            self._divrl_forward = (result[0], result[1])  # (B, T) each, with grad in training
+        return result
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Tensor:
+        self._divrl_forward = None
+        loss: Tensor = super()._compute_loss(model, inputs)  # type: ignore[no-untyped-call]
+        if self.divrl_positive_entropy is None:
+            return loss
+        if self._divrl_forward is None:
+            raise RuntimeError("DiversityGRPOTrainer: no training forward was seen (did TRL 1.16's flow change?)")
+        logps, entropies = self._divrl_forward
+        self._divrl_forward = None
+        mask = inputs["completion_mask"]  # (B, T)
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]  # (B, T)
+        old = inputs.get("old_per_token_logps")  # (B, T) or None: on-policy
+        batch = GroupBatch(  # one "group" of the B local sequences; the term needs no group structure
+            rewards=torch.zeros(1, logps.shape[0], device=logps.device),  # (1, B) unused
+            correct=inputs["divrl_correct"].bool()[None],  # (1, B)
+            logprobs=logps[None],  # (1, B, T)
+            old_logprobs=None if old is None else old[None],  # (1, B, T)
+            mask=mask[None],  # (1, B, T)
+            entropies=None if entropies is None else entropies[None],  # (1, B, T)
+        )
+        term = compute_loss("positive_entropy", batch, inputs["advantages"][None], **self.divrl_positive_entropy)
+        mode = self._divrl_mode()
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
+        for name, value in term.metrics.items():
+            stat = self.accelerator.gather(torch.tensor([value], device=logps.device)).mean().item()
+            self._metrics[mode][f"divrl/{name}"].append(stat)
+        return loss + term.loss / accumulation
