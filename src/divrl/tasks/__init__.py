@@ -24,6 +24,13 @@ def _countdown(**options: Any) -> Task:
     return CountdownTask(CountdownConfig.from_options(options))
 
 
+@TASKS.register("math")
+def _math(**options: Any) -> Task:
+    from divrl.tasks.math import MathConfig, MathTask
+
+    return MathTask(MathConfig.from_options(options))
+
+
 def get_task(name: str, **options: Any) -> Task:
     """The task registered as ``name`` built with ``options`` (its config fields).
 
