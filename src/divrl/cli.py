@@ -130,13 +130,15 @@ def eval_(
 
 
 def print_metrics(rows: dict[str, dict[str, Any]]) -> None:
-    keys = [k for k in next(iter(rows.values())) if isinstance(next(iter(rows.values()))[k], float)]
+    """One row per metric, one column per run."""
+    names = list(rows)
+    keys = [k for k, v in rows[names[0]].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     table = Table(show_header=True, header_style="bold")
-    table.add_column("run")
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right")
     for k in keys:
-        table.add_column(k, justify="right")
-    for name, m in rows.items():
-        table.add_row(name, *(f"{m[k]:.3f}" for k in keys))
+        table.add_row(k, *(f"{rows[n][k]:.4g}" if isinstance(rows[n].get(k), (int, float)) else "-" for n in names))
     console.print(table)
 
 

@@ -23,6 +23,7 @@ from divrl.core.advantages import compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import partition_by_key
 from divrl.core.losses import compute_loss
+from divrl.models.builtin import resolve_model_path
 from divrl.tasks import get_task
 from divrl.tasks.base import Task, Verdict
 from divrl.trainer.common import (
@@ -116,6 +117,13 @@ def distinct_correct_classes(scored: Scored) -> float:
     return sum(counts) / max(1, len(counts))
 
 
+def resolve_dtype(name: str) -> str:
+    """``auto`` = bfloat16 on a GPU, float32 on CPU (this CPU class has no native bf16)."""
+    if name == "auto":
+        return "bfloat16" if torch.cuda.is_available() else "float32"
+    return name
+
+
 class RLTrainer:
     """Owns the policy, optimizer and run folder of one RL run. ``run()`` trains to ``cfg.steps``."""
 
@@ -138,7 +146,9 @@ class RLTrainer:
         checkpoint = latest_checkpoint(self.run_dir) if resume else None
         if resume and checkpoint is None:
             raise FileNotFoundError(f"--resume {self.run_dir}: no complete checkpoint found there")
-        self.model, self.tokenizer = load_policy(str(checkpoint) if checkpoint else cfg.model.path, dtype=cfg.model.dtype)
+        self.model, self.tokenizer = load_policy(
+            str(checkpoint) if checkpoint else resolve_model_path(cfg.model.path), dtype=resolve_dtype(cfg.model.dtype)
+        )
         self.model.train()
         self.ref_model = self._reference_model()
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -162,7 +172,7 @@ class RLTrainer:
             return None
         from divrl.models import load_policy
 
-        ref, _ = load_policy(self.cfg.model.path, dtype=self.cfg.model.dtype)
+        ref, _ = load_policy(resolve_model_path(self.cfg.model.path), dtype=resolve_dtype(self.cfg.model.dtype))
         ref.eval()
         for p in ref.parameters():
             p.requires_grad_(False)
@@ -318,7 +328,7 @@ class RLTrainer:
                 with torch.no_grad():
                     m = sub.mask.float()
                     sums["entropy"] = sums.get("entropy", 0.0) + float((ent * m).sum() / m.sum().clamp(min=1))
-                sums["loss"] = sums.get("loss", 0.0) + float(total)
+                sums["loss"] = sums.get("loss", 0.0) + total.item()
                 (total / len(chunks)).backward()
             if cfg.optim.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
