@@ -508,9 +508,13 @@ def test_splits_are_disjoint_and_exhaustive() -> None:
     train = generate(None, "train")
     test = generate(None, "test")
     assert not {p.key for p in train} & {p.key for p in test}
-    # Measured pool of the default config (3 numbers from 1..13, >= 2 classes, test_fraction 0.2).
-    assert (len(train), len(test)) == (989, 218)
-    assert (len(generate(None, "train", test_fraction=0.1)), len(generate(None, "test", test_fraction=0.1))) == (1098, 109)
+    val = generate(None, "val")
+    assert not {p.key for p in train} & {p.key for p in val} and not {p.key for p in val} & {p.key for p in test}
+    # Measured pool of the default config (3 numbers from 1..13, >= 2 classes, test 0.2, val 0.1).
+    assert (len(train), len(val), len(test)) == (851, 138, 218)
+    no_val = {"test_fraction": 0.1, "val_fraction": 0.0}
+    assert (len(generate(None, "train", **no_val)), len(generate(None, "test", **no_val))) == (1098, 109)
+    assert all(split_of(p) == "val" for p in val)
     assert all(split_of(p) == "test" for p in test)
     assert {p.key for p in generate(218, "test", seed=5)} == {p.key for p in test}  # sweeps to exhaustion
     with pytest.raises(ValueError, match="only 218 distinct test problems exist"):

@@ -65,9 +65,10 @@ multiply the classes (``1 2 5 -> 3`` has 9: ``5-2``, ``1*(5-2)``, ``(5-2)/1``, `
 Problem pool (measured; numbers 1..13, max_target 100)
 ------------------------------------------------------
 * 3 numbers: 7,338 problems; 83.6% have a single class, mean 1.32 classes. With ``min_classes=2``
-  (the default) and ``test_fraction`` 0.2 (the default) 989 train and 218 test problems remain
-  (mean 3.00 / 2.73 classes); with ``min_classes=1`` 5,876 / 1,462. (``test_fraction`` 0.1 gives
-  1,098 / 109; 296 of the 1,207 multi-class problems contain a 1.) Solver: ~0.05 ms per problem cold.
+  (the default), ``test_fraction`` 0.2 and ``val_fraction`` 0.1 (the defaults) 851 train, 138 val
+  and 218 test problems remain (test: mean 2.73 classes); with ``min_classes=1`` 5,134 / 742 / 1,462.
+  (``test_fraction`` 0.1 without val gives 1,098 / 109; 296 of the 1,207 multi-class problems
+  contain a 1.) Solver: ~0.05 ms per problem cold.
 * 4 numbers: 99,729 problems; 42% single-class, mean 3.10, max 53; with ``min_classes=2`` and
   ``test_fraction`` 0.1: 51,961 train / 5,747 test. Solver: ~1.3-1.6 ms per problem cold (a fresh multiset).
 """
@@ -820,6 +821,8 @@ class CountdownConfig:
     """Require every number exactly once (verifier, solver and generator); default: at most once."""
     test_fraction: float = 0.2
     """Share of all problems (by a stable hash of sorted numbers and target) that form the test split."""
+    val_fraction: float = 0.1
+    """Share that forms the validation split (hyperparameter sweeps), disjoint from train and test."""
 
     def __post_init__(self) -> None:
         sizes: Any = self.num_numbers
@@ -841,6 +844,9 @@ class CountdownConfig:
             raise ValueError(f"exact_use must be a bool, got {self.exact_use!r}")
         if not isinstance(self.test_fraction, (int, float)) or not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
+        vf = self.val_fraction
+        if not isinstance(vf, (int, float)) or not 0.0 <= vf < 1.0 - self.test_fraction:
+            raise ValueError(f"val_fraction must be in [0, 1 - test_fraction), got {vf!r}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> CountdownConfig:
@@ -887,19 +893,23 @@ class CountdownConfig:
         return root + (k - 2) + len(ANSWER_OPEN) + answer + len(ANSWER_CLOSE)
 
 
-def split_of(problem: Problem, test_fraction: float = 0.2) -> str:
-    """``"test"`` or ``"train"`` by a stable SHA-256 hash of (sorted numbers, target).
+def split_of(problem: Problem, test_fraction: float = 0.2, val_fraction: float = 0.1) -> str:
+    """``"test"``, ``"val"`` or ``"train"`` by a stable SHA-256 hash of (sorted numbers, target).
 
     Independent of the generator's seed, ``n`` and config, so no generated test problem is ever a
-    train problem (of any config with the same ``test_fraction``).
+    train or validation problem (of any config with the same fractions). The test range of the hash
+    does not depend on ``val_fraction``.
     """
-    return _split_of_key(problem.key, test_fraction)
+    return _split_of_key(problem.key, test_fraction, val_fraction)
 
 
-def _split_of_key(key: tuple[tuple[int, ...], int], test_fraction: float) -> str:
+def _split_of_key(key: tuple[tuple[int, ...], int], test_fraction: float, val_fraction: float = 0.0) -> str:
     numbers, target = key
     digest = hashlib.sha256(f"{','.join(map(str, numbers))}->{target}".encode()).digest()
-    return "test" if int.from_bytes(digest[:8], "big") < test_fraction * 2**64 else "train"
+    u = int.from_bytes(digest[:8], "big")
+    if u < test_fraction * 2**64:
+        return "test"
+    return "val" if u < (test_fraction + val_fraction) * 2**64 else "train"
 
 
 _MAX_MISSES = 1000
@@ -927,7 +937,11 @@ def _n_multisets(m: int, k: int) -> int:
 def _eligible_targets(cfg: CountdownConfig, split: str, ms: tuple[int, ...]) -> list[int]:
     """Targets of the multiset ``ms`` that belong to ``split`` and have >= ``min_classes`` classes."""
     counts = _class_counts(ms, cfg.exact_use, cfg.max_target)
-    return [t for t, c in counts if c >= cfg.min_classes and _split_of_key((ms, t), cfg.test_fraction) == split]
+    return [
+        t
+        for t, c in counts
+        if c >= cfg.min_classes and _split_of_key((ms, t), cfg.test_fraction, cfg.val_fraction) == split
+    ]
 
 
 def generate(
@@ -942,6 +956,7 @@ def generate(
     min_classes: int = 2,
     exact_use: bool = False,
     test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
 ) -> list[Problem]:
     """``n`` distinct problems of a split (``None``: all of them, shuffled), seeded and reproducible.
 
@@ -964,13 +979,14 @@ def generate(
         min_classes=min_classes,
         exact_use=exact_use,
         test_fraction=test_fraction,
+        val_fraction=val_fraction,
     )
     return _generate(cfg, n, split, seed)
 
 
 def _generate(cfg: CountdownConfig, n: int | None, split: str, seed: int) -> list[Problem]:
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test' (or a .jsonl path for a task), got {split!r}")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test' (or a .jsonl path for a task), got {split!r}")
     if n is not None and (not _is_int(n) or n < 0):
         raise ValueError(f"n must be a non-negative int or None, got {n!r}")
     rng = random.Random(f"countdown/{split}/{seed}")
