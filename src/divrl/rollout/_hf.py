@@ -1,0 +1,33 @@
+"""Small helpers for driving arbitrary HF-style causal LMs."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of the model's parameters (CPU for a parameter-free model)."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(next(model.parameters()).device)
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+_ACCEPTS: dict[tuple[type, str], bool] = {}
+
+
+def accepts(model: Any, arg: str) -> bool:
+    """Whether ``model.forward`` names ``arg`` in its signature (cached per class)."""
+    key = (type(model), arg)
+    if key not in _ACCEPTS:
+        try:
+            _ACCEPTS[key] = arg in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            _ACCEPTS[key] = False
+    return _ACCEPTS[key]

@@ -1,0 +1,76 @@
+"""Per-token log-probabilities (and entropies) of completions under a causal LM, in one forward pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from divrl.rollout._hf import accepts
+
+
+def token_logprobs(
+    model: Any,
+    input_ids: Tensor,
+    completion_start: int,
+    completion_mask: Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    attention_mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probs of the completion tokens ``input_ids[:, completion_start:]`` under temperature-scaled logits.
+
+    ``logp[n, j] = log softmax(z / T)[input_ids[n, completion_start + j]]`` where ``z`` are the logits at position
+    ``completion_start + j - 1``; dividing by the sampling temperature before the softmax is what TRL's GRPOTrainer
+    does before its per-token log-probs and entropies, so the ratio in the PPO loss
+    compares the distribution that was actually sampled from (before top-k/top-p truncation, as in TRL).
+    ``entropy[n, j] = -sum_v p_v log p_v`` over the full vocabulary of the same scaled distribution.
+
+    Runs with grad unless called under ``torch.no_grad()`` / ``inference_mode()``. Only the Lc + 1 last positions go
+    through the LM head (``logits_to_keep``, when the model accepts it), and the normaliser is a ``logsumexp``, so
+    no (N, L, V) log-softmax is materialised. Logits are upcast to float32.
+
+    Args:
+        model: an HF causal LM (anything whose ``forward(input_ids=..., attention_mask=..., position_ids=...)``
+            returns ``.logits`` of shape (N, L or fewer, V)).
+        input_ids: (N, L) prompts then completions, e.g. :attr:`divrl.rollout.sampler.Rollouts.input_ids`.
+        completion_start: first completion column (Lc = L - completion_start completion tokens).
+        completion_mask: (N, Lc) bool/0-1; masked positions get log-prob (and entropy) 0.
+        temperature: the sampling temperature (> 0).
+        with_entropy: also return entropies.
+        attention_mask: (N, L) 1 for real tokens, for left-padded prompts; position ids then count real tokens only
+            (``cumsum - 1``), exactly as the sampler fed them. ``None``: no padding before any real token.
+
+    Returns:
+        ``(logprobs, entropies)``: (N, Lc) float32 each; ``entropies`` is ``None`` unless ``with_entropy``.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (N, L), got shape {tuple(input_ids.shape)}")
+    n, length = input_ids.shape
+    if not 1 <= completion_start < length:
+        raise ValueError(f"completion_start must be in [1, L-1] = [1, {length - 1}], got {completion_start}")
+    lc = length - completion_start
+    if tuple(completion_mask.shape) != (n, lc):
+        raise ValueError(f"completion_mask must have shape (N, Lc) = {(n, lc)}, got {tuple(completion_mask.shape)}")
+    if attention_mask is not None and tuple(attention_mask.shape) != (n, length):
+        raise ValueError(f"attention_mask must have shape (N, L) = {(n, length)}, got {tuple(attention_mask.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask.long()
+        kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
+    if accepts(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = lc + 1
+    logits = model(**kwargs).logits  # (N, Lc + 1 or L, V)
+    logits = logits[:, -(lc + 1) : -1, :].float() / temperature  # (N, Lc, V): position i predicts token i + 1
+    targets = input_ids[:, completion_start:]  # (N, Lc)
+    lse = logits.logsumexp(-1)  # (N, Lc)
+    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse  # (N, Lc)
+    mask = completion_mask.bool()
+    logp = logp.masked_fill(~mask, 0.0)
+    if not with_entropy:
+        return logp, None
+    entropy = lse - (logits.softmax(-1) * logits).sum(-1)  # (N, Lc): -sum p log p with log p = z - lse
+    return logp, entropy.masked_fill(~mask, 0.0)

@@ -1,0 +1,459 @@
+"""The batched sampler and token log-probs: shapes, masks, stops, EOS, seeding, diversity, mixed lengths, naive parity.
+
+Two kinds of models: mocks with scripted logits (through the same forward interface) where the exact output must be
+forced, and tiny random Llama/Qwen2 policies (hidden 32) where real attention, KV caches and padding matter. The random
+weights are scaled up (``sharp``) so greedy decoding has clear margins and varied output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, trainers
+from transformers import PreTrainedTokenizerFast
+
+import divrl.rollout.sampler as sampler_module
+from divrl.models import build_char_tokenizer, build_policy
+from divrl.rollout import Rollouts, sample, token_logprobs
+
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+MIXED = ["1+2=", "(3*4)-5=", "7", "12+30=4"]  # 4, 8, 1 and 7 tokens
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_char_tokenizer()
+
+
+def sharp(tok, arch="llama", seed=0, scale=25.0):
+    """A tiny random policy with weights scaled up: confident, varied greedy output."""
+    model = build_policy("tiny", arch, tok, seed=seed, **TINY)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(scale)
+    return model
+
+
+@pytest.fixture(scope="module")
+def llama(tok):
+    return sharp(tok)
+
+
+class MockLM(torch.nn.Module):
+    """Logits = ``bias`` + 50 at ``table[last token]`` (a forced successor, where the table has one).
+
+    Has no KV cache (returns ``past_key_values=None``), so it also exercises the sampler's generic-cache path.
+    """
+
+    def __init__(self, vocab: int = 100, table: dict[int, int] | None = None, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+        self.register_buffer("bias", torch.zeros(vocab) if bias is None else bias.float())
+        lut = torch.full((vocab,), -1, dtype=torch.long)
+        for src, dst in (table or {}).items():
+            lut[src] = dst
+        self.register_buffer("lut", lut)
+        self.calls = 0
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None):
+        self.calls += 1
+        b, length = input_ids.shape
+        logits = self.bias.expand(b, length, -1).clone()  # (B, L, V)
+        nxt = self.lut[input_ids]  # (B, L)
+        logits.scatter_add_(-1, nxt.clamp(min=0)[..., None], 50.0 * (nxt >= 0)[..., None].float())
+        return SimpleNamespace(logits=logits, past_key_values=None)
+
+
+def chain(tok, text: str, end: str | None = "<eos>") -> MockLM:
+    """A mock that, after each character of ``text``, emits the next one (and ``end`` after the last)."""
+    ids = tok.encode(text)
+    table = dict(itertools.pairwise(ids))
+    if end is not None:
+        table[ids[-1]] = tok.convert_tokens_to_ids(end)
+    return MockLM(table=table)
+
+
+class ScriptedLM(MockLM):
+    """Emits ``script[k]`` at the k-th forward call (one row), whatever the input."""
+
+    def __init__(self, vocab: int, script: list[int]):
+        super().__init__(vocab=vocab)
+        self.script = script
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None):
+        logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], len(self.bias))  # (B, L, V)
+        logits[:, -1, self.script[min(self.calls, len(self.script) - 1)]] = 50.0
+        self.calls += 1
+        return SimpleNamespace(logits=logits, past_key_values=None)
+
+
+def ends_with_any(ids: list[int], stop_ids: list[list[int]]) -> bool:
+    return any(len(ids) >= len(s) and ids[len(ids) - len(s) :] == s for s in stop_ids)
+
+
+def rows_of(r: Rollouts) -> list[list[int]]:
+    """The real completion ids of each row."""
+    return [ids[:n] for ids, n in zip(r.completion_ids.tolist(), r.completion_mask.sum(-1).tolist(), strict=True)]
+
+
+def check_invariants(r: Rollouts, tok, prompts, g, max_new, stop=()):
+    n = len(prompts) * g
+    lp, lc = r.prompt_ids.shape[1], r.completion_ids.shape[1]
+    assert r.prompt_ids.shape == r.prompt_mask.shape == (n, lp) and lp == max(len(tok.encode(p)) for p in prompts)
+    assert r.completion_ids.shape == r.completion_mask.shape == (n, lc) and 1 <= lc <= max_new
+    assert r.finished.shape == (n,) and len(r.texts) == n
+    lengths = r.completion_mask.sum(-1)
+    assert torch.equal(r.completion_mask, torch.arange(lc) < lengths[:, None])  # a prefix of each row
+    assert int(lengths.max()) == lc and int(lengths.min()) >= 1
+    assert (r.completion_ids[~r.completion_mask] == tok.pad_token_id).all()
+    for i, (ids, text) in enumerate(zip(rows_of(r), r.texts, strict=True)):
+        prompt = tok.encode(prompts[i // g])
+        assert r.prompt_ids[i, lp - len(prompt) :].tolist() == prompt and r.prompt_mask[i].sum() == len(prompt)
+        ended_by_eos = ids[-1] == tok.eos_token_id
+        assert tok.eos_token_id not in ids[:-1]
+        assert text == tok.decode(ids[:-1] if ended_by_eos else ids)
+        # stops are matched on ids (char tokenizer): a stop may only end at the last token
+        stop_ids = [tok.encode(s) for s in stop]
+        hits = [k for k in range(1, len(ids) + 1) if ends_with_any(ids[:k], stop_ids)]
+        assert hits in ([], [len(ids)])
+        assert bool(r.finished[i]) == (ended_by_eos or bool(hits))
+        if not r.finished[i]:
+            assert len(ids) == max_new
+
+
+# ---------------------------------------------------------------------------------------------- shapes and order
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_invariants_with_mixed_lengths_and_stops(tok, seed):
+    model = build_policy("tiny", tokenizer=tok, seed=seed, **TINY)
+    stop = ("a", "b", "cd", "=")
+    r = sample(model, tok, MIXED, num_samples=3, max_new_tokens=20, stop=stop, seed=seed, batch_size=5)
+    check_invariants(r, tok, MIXED, 3, 20, stop)
+    assert 0 < int(r.finished.sum()) < len(r.finished)  # both kinds of row occur here
+
+
+def test_rows_are_grouped_by_prompt(tok):
+    r = sample(MockLM(), tok, ["ab", "cd", "ef"], num_samples=4, max_new_tokens=3, seed=0)
+    expected = torch.tensor(tok(["ab", "cd", "ef"])["input_ids"]).repeat_interleave(4, dim=0)  # (12, 2)
+    assert torch.equal(r.prompt_ids, expected)
+    assert r.attention_mask is None and r.completion_start == 2
+    assert torch.equal(r.input_ids, torch.cat([expected, r.completion_ids], dim=1))
+
+
+def test_left_padding_and_attention_mask(tok):
+    r = sample(MockLM(), tok, ["abc", "d"], max_new_tokens=2, seed=0)
+    assert r.prompt_ids.tolist()[1][:2] == [0, 0] and r.prompt_mask.tolist() == [[True] * 3, [False, False, True]]
+    assert r.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]
+
+
+# ---------------------------------------------------------------------------------------------- stops and EOS
+
+
+@pytest.mark.parametrize(
+    ("stop", "text", "finished"),
+    [
+        ((), "12=\n", True),  # ended by EOS: in the mask, not in the text
+        (("2=",), "12=", True),
+        (("=\n", "2="), "12=", True),  # the first stop reached wins
+        (("\n",), "12=\n", True),
+        (("9",), "12=\n", True),  # never matched: EOS ends it
+    ],
+)
+def test_stop_strings_and_eos(tok, stop, text, finished):
+    r = sample(chain(tok, "x12=\n"), tok, ["x"], max_new_tokens=10, stop=stop, seed=0)
+    assert r.texts == [text] and r.finished.tolist() == [finished]
+    ids = tok.encode(text) + ([tok.eos_token_id] if not stop or stop == ("9",) else [])
+    assert rows_of(r) == [ids] and r.completion_ids.shape == (1, len(ids))
+
+
+def test_stop_string_is_matched_in_the_completion_only(tok):
+    # the prompt ends with "1" and the model says "2": the text "12" is not generated text, so no stop
+    r = sample(chain(tok, "x12=\n"), tok, ["x1"], max_new_tokens=10, stop=("12",), seed=0)
+    assert r.texts == ["2=\n"] and r.finished.tolist() == [True]
+
+
+def test_rows_finish_at_different_steps_and_hit_the_limit(tok):
+    model = chain(tok, "x12=\n")
+    model.lut[tok.convert_tokens_to_ids("a")] = tok.convert_tokens_to_ids("b")  # a -> b -> a -> ... never ends
+    model.lut[tok.convert_tokens_to_ids("b")] = tok.convert_tokens_to_ids("a")
+    r = sample(model, tok, ["x", "=", "a"], num_samples=2, max_new_tokens=6, seed=0)
+    assert r.texts == ["12=\n", "12=\n", "\n", "\n", "bababa", "bababa"]
+    assert r.finished.tolist() == [True, True, True, True, False, False]
+    assert r.completion_mask.sum(-1).tolist() == [5, 5, 2, 2, 6, 6]
+    assert r.completion_ids[2].tolist() == [tok.convert_tokens_to_ids("\n"), 2, 0, 0, 0, 0]
+
+
+def test_exits_early_once_every_row_finished(tok):
+    model = chain(tok, "x1")  # x -> 1 -> EOS
+    r = sample(model, tok, ["x", "x"], max_new_tokens=50, seed=0)
+    assert model.calls == 2  # prefill, then one decode step; the EOS step needs no forward
+    assert r.completion_ids.shape == (2, 2) and r.texts == ["1", "1"]
+
+
+def test_general_tokenizer_stop_matching_on_decoded_text():
+    """A BPE vocabulary with multi-character tokens: stops are found in decoded text, even inside a token."""
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.decoder = decoders.Fuse()
+    corpus = ["12+34=46", "2=3", "(7*8)-5=51", "12=12", "34=34"] * 20
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=60, special_tokens=["<pad>", "<eos>", "<unk>"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    vocab = tok.get_vocab()
+    assert "2=" in vocab and "=" in vocab  # "2=" can be generated as one token or two
+    script = [vocab["1"], vocab["2="], vocab["1"], vocab["2"], vocab["="], vocab["4"], vocab["<eos>"]]  # "12=12=4"
+    assert sampler_module._stop_token_ids(tok, ("2=",)) is None  # not a char-level vocabulary: decoded matching
+    r = sample(ScriptedLM(len(tok), script), tok, ["1"], max_new_tokens=10, stop=("2=",), seed=0)
+    assert r.texts == ["12="] and r.finished.tolist() == [True]  # found inside the single token "2="
+    r = sample(ScriptedLM(len(tok), script), tok, ["1"], max_new_tokens=10, stop=("=4",), seed=0)
+    assert r.texts == ["12=12=4"] and rows_of(r) == [script[:-1]]  # "=4" spans two tokens
+    r = sample(ScriptedLM(len(tok), script), tok, ["1"], max_new_tokens=10, stop=("8",), seed=0)
+    assert r.texts == ["12=12=4"] and rows_of(r) == [script] and r.finished.tolist() == [True]  # EOS
+
+
+def test_bpe_tokenizer_with_qwen2_mixed_lengths_and_stops():
+    """Any HF causal LM + tokenizer: a Qwen2 policy with a BPE tokenizer, left padding, decoded-text stops."""
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.decoder = decoders.Fuse()
+    corpus = [f"{a}+{b}={a + b}" for a in range(12) for b in range(12)]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=80, special_tokens=["<pad>", "<eos>", "<unk>"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    model = sharp(tok, arch="qwen2", seed=1)
+    prompts = ["1+2=", "10+11=21", "3"]
+    free = sample(model, tok, prompts, max_new_tokens=12, greedy=True)
+    alone = [sample(model, tok, [p], max_new_tokens=12, greedy=True) for p in prompts]
+    assert free.texts == [a.texts[0] for a in alone]
+    assert rows_of(free) == [rows_of(a)[0] for a in alone]
+    # stops: each row must end at the first prefix of its free-running greedy text that contains a stop string
+    candidates = sorted({t[k : k + 2] for t in free.texts for k in (2, 5)})
+    stop = tuple(c for c in candidates if len(c) == 2 and tok.decode(tok.encode(c)) == c)
+    assert stop
+    r = sample(model, tok, prompts, max_new_tokens=12, greedy=True, stop=stop)
+    for ids, got, text, done in zip(rows_of(free), rows_of(r), r.texts, r.finished.tolist(), strict=True):
+        cut = next((k for k in range(1, len(ids) + 1) if any(s in tok.decode(ids[:k]) for s in stop)), None)
+        assert done == (cut is not None or ids[-1] == tok.eos_token_id)
+        assert got == ids[: cut or len(ids)]
+        if cut is not None:
+            assert text == tok.decode(ids[:cut])
+
+
+# ---------------------------------------------------------------------------------------------- seeding and diversity
+
+
+def test_same_seed_same_samples_and_global_rng_untouched(tok):
+    state = torch.random.get_rng_state()
+    a = sample(MockLM(), tok, ["ab", "cd"], num_samples=4, max_new_tokens=8, seed=7)
+    b = sample(MockLM(), tok, ["ab", "cd"], num_samples=4, max_new_tokens=8, seed=7)
+    c = sample(MockLM(), tok, ["ab", "cd"], num_samples=4, max_new_tokens=8, seed=8)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(a.completion_ids, b.completion_ids) and a.texts == b.texts
+    assert not torch.equal(a.completion_ids, c.completion_ids)
+
+
+def test_same_seed_same_samples_real_model(tok, llama):
+    a = sample(llama, tok, MIXED, num_samples=3, max_new_tokens=10, seed=3, stop=("a",))
+    b = sample(llama, tok, MIXED, num_samples=3, max_new_tokens=10, seed=3, stop=("a",))
+    assert a.texts == b.texts and torch.equal(a.completion_ids, b.completion_ids)
+
+
+@pytest.mark.parametrize("model_kind", ["uniform_mock", "random_llama"])
+def test_multi_sample_first_token_diversity(tok, model_kind):
+    """Regression in the spirit of nanochat's test: the G samples of one prompt must not share a broadcast first
+    token (the random Llama goes through the prefill-once-then-copy-the-cache path)."""
+    model = MockLM() if model_kind == "uniform_mock" else build_policy("tiny", tokenizer=tok, seed=0, **TINY)
+    r = sample(model, tok, ["12+3="], num_samples=16, max_new_tokens=2, seed=0)
+    first = r.completion_ids[:, 0]
+    assert len(set(first.tolist())) >= 8  # ~15 distinct of 100 near-uniform tokens expected
+
+
+# ---------------------------------------------------------------------------------------------- sampling knobs
+
+PROBS = {10: 0.5, 11: 0.3, 12: 0.15}  # the remaining 0.05 is spread over the other 97 ids
+
+
+def peaked_mock() -> MockLM:
+    p = torch.full((100,), 0.05 / 97)
+    for i, q in PROBS.items():
+        p[i] = q
+    return MockLM(bias=p.log())
+
+
+def first_tokens(tok, n=400, **kw) -> torch.Tensor:
+    return sample(peaked_mock(), tok, ["a"], num_samples=n, max_new_tokens=1, seed=0, **kw).completion_ids[:, 0]
+
+
+def test_top_k(tok):
+    assert set(first_tokens(tok, top_k=2).tolist()) == {10, 11}
+    assert set(first_tokens(tok, top_k=1).tolist()) == {10}
+
+
+@pytest.mark.parametrize(("top_p", "kept"), [(0.3, {10}), (0.45, {10}), (0.7, {10, 11}), (0.9, {10, 11, 12})])
+def test_top_p_keeps_the_smallest_set_reaching_p(tok, top_p, kept):
+    assert set(first_tokens(tok, top_p=top_p).tolist()) == kept
+
+
+def test_greedy_and_near_zero_temperature_pick_the_argmax(tok):
+    assert set(first_tokens(tok, n=20, greedy=True).tolist()) == {10}
+    assert set(first_tokens(tok, n=20, temperature=1e-3).tolist()) == {10}
+    assert set(first_tokens(tok, n=20, greedy=True, temperature=0.0).tolist()) == {10}  # temperature unused
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_sample_frequencies_follow_the_tempered_distribution(tok, temperature):
+    n = 4000
+    toks = first_tokens(tok, n=n, temperature=temperature)
+    p = torch.full((100,), 0.05 / 97)
+    for i, q in PROBS.items():
+        p[i] = q
+    expected = (p.log() / temperature).softmax(-1)
+    for i in PROBS:
+        freq = float((toks == i).float().mean())
+        sd = math.sqrt(float(expected[i]) * (1 - float(expected[i])) / n)
+        assert abs(freq - float(expected[i])) < 5 * sd
+
+
+# ---------------------------------------------------------------------------------------------- batching
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_greedy_result_does_not_depend_on_batch_mates(tok, arch):
+    """Unmasked path (a prompt alone) vs left-padded masked path (with prompts of other lengths)."""
+    model = sharp(tok, arch=arch)
+    together = sample(model, tok, MIXED, max_new_tokens=16, greedy=True)
+    for i, p in enumerate(MIXED):
+        alone = sample(model, tok, [p], max_new_tokens=16, greedy=True)
+        assert alone.attention_mask is None
+        assert alone.texts[0] == together.texts[i]
+        assert rows_of(alone)[0] == rows_of(together)[i]
+    assert together.attention_mask is not None
+
+
+def test_chunking_across_groups_gives_the_same_greedy_result(tok, llama):
+    prompts = ["1+2=", "3*4=", "5-6=", "7+8="]
+    whole = sample(llama, tok, prompts, num_samples=3, max_new_tokens=12, greedy=True)
+    for batch_size in (1, 5, 7):  # chunks that split groups and mix widths
+        chunked = sample(llama, tok, prompts, num_samples=3, max_new_tokens=12, greedy=True, batch_size=batch_size)
+        assert chunked.texts == whole.texts and torch.equal(chunked.prompt_ids, whole.prompt_ids)
+
+
+def test_dropping_finished_rows_changes_nothing(tok, llama, monkeypatch):
+    """Stops cut the free-running greedy text at the first stop; pruning finished rows from the KV cache or not."""
+    free = sample(llama, tok, MIXED, num_samples=2, max_new_tokens=16, greedy=True)
+    chars = [[i for i in ids if i > 3] for ids in rows_of(free)]  # character ids only
+    stop_ids = [c[k : k + 2] for c, k in zip(chars, (1, 3, 5, 8, 2, 10, 4, 6), strict=True) if len(c) >= k + 2]
+    stop = tuple(tok.decode(s) for s in stop_ids)
+    pruned = sample(llama, tok, MIXED, num_samples=2, max_new_tokens=16, greedy=True, stop=stop)
+    monkeypatch.setattr(sampler_module, "_PRUNE_FRACTION", math.inf)
+    kept = sample(llama, tok, MIXED, num_samples=2, max_new_tokens=16, greedy=True, stop=stop)
+    assert pruned.texts == kept.texts and torch.equal(pruned.completion_ids, kept.completion_ids)
+    for ids, got in zip(rows_of(free), rows_of(pruned), strict=True):
+        cut = next((k for k in range(1, len(ids) + 1) if ends_with_any(ids[:k], stop_ids)), len(ids))
+        assert got == ids[:cut]
+    assert len(set(map(len, rows_of(pruned)))) > 2  # rows really finished at different steps
+
+
+def test_train_mode_restored_and_outputs_usable_with_grad(tok):
+    model = build_policy("tiny", tokenizer=tok, seed=0, **TINY)
+    model.train()
+    r = sample(model, tok, MIXED, max_new_tokens=6, seed=0)
+    assert model.training
+    assert not r.input_ids.is_inference() and not r.completion_mask.is_inference()
+    lp, _ = token_logprobs(model, r.input_ids, r.completion_start, r.completion_mask, attention_mask=r.attention_mask)
+    lp.sum().backward()
+    assert model.model.embed_tokens.weight.grad.abs().sum() > 0
+    model.eval()
+    sample(model, tok, MIXED, max_new_tokens=2, seed=0)
+    assert not model.training
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"prompts": []}, "prompts must be a non-empty list"),
+        ({"prompts": "1+2="}, "prompts must be a non-empty list"),
+        ({"prompts": ["ok", 3]}, r"prompts\[1\] must be a str"),
+        ({"prompts": ["ok", ""]}, r"prompts\[1\] is empty after tokenisation"),
+        ({"num_samples": 0}, "num_samples must be a positive int"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be a positive int"),
+        ({"batch_size": 0}, "batch_size must be a positive int"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+        ({"top_k": -1}, "top_k must be an int >= 0"),
+        ({"stop": "="}, "stop must be a sequence of strings"),
+        ({"stop": ("=", "")}, r"stop\[1\] must be a non-empty string"),
+        ({"stop": ("\t",)}, "does not survive an encode/decode round trip"),
+    ],
+)
+def test_bad_arguments_name_the_field(tok, kwargs, match):
+    args = {"prompts": ["1+2="], "max_new_tokens": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sample(MockLM(), tok, args.pop("prompts"), **args)
+
+
+# ---------------------------------------------------------------------------------------------- log-probs
+
+
+def naive_logprobs(model, r: Rollouts, temperature: float):
+    """One forward per (row, completion position) on the unpadded prefix."""
+    n, lc = r.completion_ids.shape
+    logp, ent = torch.zeros(n, lc), torch.zeros(n, lc)
+    with torch.no_grad():
+        for i in range(n):
+            prompt = r.prompt_ids[i][r.prompt_mask[i]]
+            for j in range(int(r.completion_mask[i].sum())):
+                seq = torch.cat([prompt, r.completion_ids[i, :j]])[None]
+                logits = model(seq).logits[0, -1] / temperature
+                lsm = logits.log_softmax(-1)
+                logp[i, j] = lsm[r.completion_ids[i, j]]
+                ent[i, j] = -(lsm.exp() * lsm).sum()
+    return logp, ent
+
+
+class NoLogitsToKeep(torch.nn.Module):
+    """Hides ``logits_to_keep`` from the signature: the full-logits fallback."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+
+@pytest.mark.parametrize("prompts", [MIXED, ["1+2=", "3*4="]], ids=["left_padded", "equal_lengths"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_logprobs_match_naive(tok, prompts, temperature):
+    model = build_policy("tiny", tokenizer=tok, seed=0, **TINY)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(5.0)  # non-trivial distributions
+    r = sample(model, tok, prompts, num_samples=2, max_new_tokens=6, seed=0, stop=("a", "b", "c"))
+    assert (r.attention_mask is None) == (prompts != MIXED)
+    want_lp, want_ent = naive_logprobs(model, r, temperature)
+    for m in (model, NoLogitsToKeep(model)):
+        with torch.no_grad():
+            lp, ent = token_logprobs(
+                m, r.input_ids, r.completion_start, r.completion_mask, temperature, True, r.attention_mask
+            )
+        torch.testing.assert_close(lp, want_lp, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(ent, want_ent, atol=1e-4, rtol=1e-4)
+    assert (lp[~r.completion_mask] == 0).all() and (lp[r.completion_mask] < 0).all()
+    assert token_logprobs(model, r.input_ids, r.completion_start, r.completion_mask)[1] is None
+
+
+def test_token_logprobs_bad_input(tok):
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    model = MockLM()
+    with pytest.raises(ValueError, match=r"completion_start must be in \[1, L-1\]"):
+        token_logprobs(model, ids, 5, torch.ones(2, 0, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"completion_mask must have shape \(N, Lc\) = \(2, 3\)"):
+        token_logprobs(model, ids, 2, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(N, L\)"):
+        token_logprobs(model, ids, 2, torch.ones(2, 3, dtype=torch.bool), attention_mask=torch.ones(2, 4))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        token_logprobs(model, ids, 2, torch.ones(2, 3, dtype=torch.bool), temperature=0.0)
