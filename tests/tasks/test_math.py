@@ -580,7 +580,7 @@ def test_extract_equations_is_linear_on_degenerate_text():
     for text in ["1+" * 20000, "( " * 20000, "1 = " * 20000, "$" * 20000, "<<" * 20000]:
         assert extract_equations(text) == []
     assert extract_equations("1+" * 20000 + "1=20001") == ["1+" * 20000 + "1=20001"]
-    assert time.monotonic() - start < 2.0  # about 0.1 s; a backtracking regex took minutes
+    assert time.monotonic() - start < 10.0  # about 0.1 s alone; a backtracking regex took minutes
 
 
 def test_div_equ_over_extracted_equations():
