@@ -38,8 +38,8 @@ class Budget:
     eval_n: int
 
 
-FULL = Budget(steps=60, eval_problems=200, eval_n=32)
-QUICK = Budget(steps=12, eval_problems=100, eval_n=16)
+FULL = Budget(steps=80, eval_problems=218, eval_n=32)
+QUICK = Budget(steps=20, eval_problems=100, eval_n=16)
 
 
 def recipe(method: str, budget: Budget, seed: int, overrides: list[str] = ()) -> RLConfig:  # type: ignore[assignment]
