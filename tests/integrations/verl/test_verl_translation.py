@@ -1,0 +1,326 @@
+"""Tests for the verl adapter's translation layer, which needs no verl: flat (bs, T) rows + uid <-> (P, G) groups.
+
+These run in the main environment (verl absent) and in .venv-verl. The registry and trainer contracts against the
+real verl are in test_verl_plugin.py. Every expected value is either hand-computed or divrl.core run on each group
+on its own: verl's layout (shuffled groups, unequal sizes, string uids, ragged masks) must not change a number.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from divrl.core.advantages import compute_advantages
+from divrl.core.batch import GroupBatch
+from divrl.core.diversity import labels_tensor, partition_by_key
+from divrl.integrations.verl import (
+    SampleInfo,
+    group_advantages,
+    group_rows,
+    positive_entropy_term,
+    sample_info_from_rows,
+    token_advantages,
+)
+
+R2 = 1 / math.sqrt(2)  # GRPO value of a binary group of two
+
+
+def ragged_mask(lengths: list[int], width: int) -> torch.Tensor:
+    return (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).to(torch.int64)  # (bs, T)
+
+
+def last_token_rewards(scores: list[float], lengths: list[int], width: int) -> torch.Tensor:
+    """verl's token_level_rewards: the outcome score on the last response token, zeros elsewhere."""
+    out = torch.zeros(len(scores), width)  # (bs, T)
+    for i, (s, n) in enumerate(zip(scores, lengths, strict=True)):
+        out[i, n - 1] = s
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# group_rows
+
+
+def test_group_rows_orders_groups_by_first_appearance_and_keeps_batch_order_within():
+    groups = group_rows(np.array(["b", "a", "b", "c", "a", "b"], dtype=object))
+    assert [g.tolist() for g in groups] == [[0, 2, 5], [1, 4], [3]]
+
+
+def test_group_rows_accepts_lists_and_int_uids():
+    assert [g.tolist() for g in group_rows([7, 3, 7, 3])] == [[0, 2], [1, 3]]
+
+
+@pytest.mark.parametrize(("index", "match"), [([], "empty"), (np.zeros((2, 2)), "one-dimensional")])
+def test_group_rows_rejects_bad_index(index: Any, match: str):
+    with pytest.raises(ValueError, match=match):
+        group_rows(index)
+
+
+def test_group_rows_rejects_incomparable_uids():
+    with pytest.raises(ValueError, match="mutually comparable"):
+        group_rows(np.array(["a", 1, None], dtype=object))
+
+
+# ---------------------------------------------------------------------------------------------
+# group_advantages / token_advantages: hand-computed values
+
+
+def test_grpo_on_interleaved_string_uids_hand_computed():
+    # u1 = rows 0, 2 (scores 1, 0); u0 = rows 1, 3 (scores 0, 1): each group is (1, 0) -> +-1/sqrt(2) (unbiased std)
+    adv, _ = group_advantages("grpo", torch.tensor([1.0, 0.0, 0.0, 1.0]), np.array(["u1", "u0", "u1", "u0"]))
+    torch.testing.assert_close(adv, torch.tensor([R2, -R2, -R2, R2]), atol=1e-5, rtol=0)
+
+
+def test_unequal_group_sizes_are_exact_hand_computed():
+    index = ["a", "b", "a", "a", "b"]  # a = rows 0, 2, 3 (1, 0, 0); b = rows 1, 4 (1, 0)
+    scores = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0])
+    dr, _ = group_advantages("dr_grpo", scores, index)
+    torch.testing.assert_close(dr, torch.tensor([2 / 3, 0.5, -1 / 3, -1 / 3, -0.5]))
+    rloo, _ = group_advantages("rloo", scores, index)  # G/(G-1) * centred: a x 3/2, b x 2
+    torch.testing.assert_close(rloo, torch.tensor([1.0, 1.0, -0.5, -0.5, -1.0]))
+
+
+def test_darling_with_keys_hand_computed_on_shuffled_rows():
+    # One group of 4 with keys x, x, y, None and rewards 1, 1, 1, 0 (floor 0.1):
+    # div = (G - |C|)/(G - 1) = 2/3, 2/3, 1, 1; r*div = 2/3, 2/3, 1, 0; mean 7/12 -> 1/12, 1/12, 5/12, -7/12.
+    # Rows are interleaved with a second group whose rewards are all 0 (advantage 0).
+    order = [2, 0, 3, 1]  # row r of the batch holds member order[r] of group g
+    keys_g = ["x", "x", "y", None]
+    rewards_g = [1.0, 1.0, 1.0, 0.0]
+    expected_g = [1 / 12, 1 / 12, 5 / 12, -7 / 12]
+    index, scores, keys, expected = [], [], [], []
+    for member in order:
+        index += ["g", "h"]
+        scores += [rewards_g[member], 0.0]
+        keys += [keys_g[member], f"k{member}"]
+        expected += [expected_g[member], 0.0]
+    adv, stats = group_advantages("darling", torch.tensor(scores), index, keys=keys)
+    torch.testing.assert_close(adv, torch.tensor(expected))
+    assert stats == {"classes_per_group": pytest.approx((3 + 4) / 2)}
+
+
+def test_token_advantages_broadcast_over_ragged_masks():
+    lengths, width = [3, 1, 2, 4], 4
+    scores = [1.0, 0.0, 0.0, 1.0]
+    mask = ragged_mask(lengths, width)
+    adv, returns, _ = token_advantages(
+        "dr_grpo", last_token_rewards(scores, lengths, width), mask, np.array(["u1", "u0", "u1", "u0"], dtype=object)
+    )
+    expected = torch.tensor([0.5, -0.5, -0.5, 0.5])[:, None] * mask  # (bs, T)
+    torch.testing.assert_close(adv, expected)
+    assert adv.shape == (4, width)
+    assert bool((adv[mask == 0] == 0).all())
+    torch.testing.assert_close(returns, adv)
+
+
+def test_token_advantages_shape_errors_name_the_field():
+    with pytest.raises(ValueError, match="token_level_rewards"):
+        token_advantages("grpo", torch.zeros(4), torch.ones(4), ["a"] * 4)
+    with pytest.raises(ValueError, match="response_mask"):
+        token_advantages("grpo", torch.zeros(4, 3), torch.ones(4, 2), ["a"] * 4)
+
+
+def test_side_information_length_errors():
+    with pytest.raises(ValueError, match="texts has 1 entries for 2 rows"):
+        group_advantages("grpo", torch.zeros(2), ["a", "a"], texts=["x"])
+    with pytest.raises(ValueError, match="index"):
+        group_advantages("grpo", torch.zeros(3), ["a", "a"])
+
+
+def test_batch_scale_with_unequal_sizes_raises():
+    with pytest.raises(ValueError, match="scale='batch'"):
+        group_advantages("grpo", torch.tensor([1.0, 0.0, 1.0]), ["a", "a", "b"], options={"scale": "batch"})
+    # equal sizes: batch scale is taken over the whole batch, as divrl.core does
+    scores = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    adv, _ = group_advantages("grpo", scores, ["a", "b", "a", "b"], options={"scale": "batch"})
+    core = compute_advantages("grpo", GroupBatch(rewards=torch.tensor([[1.0, 1.0], [0.0, 1.0]])), scale="batch")
+    torch.testing.assert_close(adv, core.T.reshape(-1))
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(ValueError, match="bogus"):
+        group_advantages("grpo", torch.zeros(2), ["a", "a"], options={"bogus": 1})
+
+
+# ---------------------------------------------------------------------------------------------
+# Property: any verl layout gives divrl.core's per-group values
+
+
+@st.composite
+def verl_layouts(draw: st.DrawFn) -> tuple[list[str], list[int], torch.Tensor, list[str]]:
+    sizes = draw(st.lists(st.integers(1, 5), min_size=1, max_size=5))
+    uids = [f"uid-{i:02d}" for i in range(len(sizes))]
+    index = [u for u, g in zip(uids, sizes, strict=True) for _ in range(g)]
+    perm = draw(st.permutations(range(len(index))))
+    index = [index[p] for p in perm]
+    scores = draw(st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=len(index), max_size=len(index)))
+    keys = draw(st.lists(st.sampled_from(["p", "q", "r"]), min_size=len(index), max_size=len(index)))
+    return index, list(perm), torch.tensor(scores), keys
+
+
+CASES = [("grpo", {}), ("dr_grpo", {}), ("rloo", {}), ("darling", {"floor": 0.2}), ("passk", {"k": 1})]
+
+
+@settings(max_examples=40, deadline=None)
+@given(layout=verl_layouts(), case=st.sampled_from(CASES))
+def test_any_layout_matches_core_group_by_group(
+    layout: tuple[list[str], list[int], torch.Tensor, list[str]], case: tuple[str, dict[str, Any]]
+):
+    index, _, scores, keys = layout
+    name, options = case
+    correct = (scores == 1).numpy()
+    adv, _ = group_advantages(name, scores, index, options=options, correct=correct, keys=keys)
+    for uid in dict.fromkeys(index):
+        rows = [i for i, u in enumerate(index) if u == uid]
+        alone = GroupBatch(
+            rewards=scores[rows][None],
+            correct=torch.as_tensor(correct[rows])[None],
+            partition=labels_tensor([partition_by_key([keys[i] for i in rows])]),
+        )
+        torch.testing.assert_close(adv[rows], compute_advantages(name, alone, **options)[0])
+
+
+def test_setpo_texts_follow_their_rows():
+    # Group "a" holds two identical texts and one different text; with an n-gram kernel the odd one out gets the
+    # larger leave-one-out bonus, wherever verl put the rows.
+    texts = ["same words here", "other", "completely different thing", "same words here", "other"]
+    index = ["a", "b", "a", "a", "b"]
+    scores = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    adv, _ = group_advantages("setpo", scores, index, texts=texts, options={"kernel": "ngram"})
+    core = compute_advantages(
+        "setpo", GroupBatch(rewards=torch.ones(1, 3), texts=[[texts[0], texts[2], texts[3]]]), kernel="ngram"
+    )[0]
+    torch.testing.assert_close(adv[[0, 2, 3]], core)
+    assert adv[2] > adv[0] == adv[3]
+
+
+def test_partition_fn_runs_per_group_on_texts():
+    seen: list[list[str]] = []
+
+    def first_char(texts: list[str]) -> list[int]:
+        seen.append(texts)
+        return partition_by_key([t[0] for t in texts])
+
+    texts = ["x1", "y1", "x2", "y2", "z"]
+    index = ["a", "b", "a", "b", "b"]
+    adv, stats = group_advantages("darling", torch.ones(5), index, texts=texts, partition_fn=first_char)
+    assert sorted(seen) == [["x1", "x2"], ["y1", "y2", "z"]]
+    # group a: one class of 2 -> div = max(0, 0.1) for both -> equal -> 0; group b: y, y, z -> 1/2, 1/2, 1
+    torch.testing.assert_close(adv, torch.tensor([0.0, -1 / 6, 0.0, -1 / 6, 1 / 3]))
+    assert stats["classes_per_group"] == pytest.approx(1.5)
+
+
+def test_partition_fn_wrong_length_raises():
+    with pytest.raises(ValueError, match="returned 1 labels for a group of 2"):
+        group_advantages("darling", torch.ones(2), ["a", "a"], texts=["x", "y"], partition_fn=lambda t: [0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Side information from reward extra info
+
+
+def test_sample_info_reads_reward_extra_info():
+    info = sample_info_from_rows(
+        ["u", "u"],
+        texts=["decoded 1", "decoded 2"],
+        extras=[{"divrl_key": "3", "divrl_correct": 1, "acc": 1.0}, {"divrl_key": None, "divrl_correct": False}],
+    )
+    assert isinstance(info, SampleInfo)
+    assert info.keys == ["3", None]
+    assert info.correct is not None and info.correct.tolist() == [True, False]
+    assert info.texts == ["decoded 1", "decoded 2"]
+    assert info.uids.tolist() == ["u", "u"]
+
+
+def test_sample_info_text_override_and_absent_fields():
+    info = sample_info_from_rows(["u"], texts=["decoded"], extras=[{"divrl_text": "answer: 4"}])
+    assert info.texts == ["answer: 4"] and info.keys is None and info.correct is None
+    assert sample_info_from_rows(["u", "v"], extras=[None, {}]).keys is None
+
+
+def test_sample_info_partial_column_raises():
+    with pytest.raises(ValueError, match="'divrl_key' is set for some samples but missing for 1 of 2"):
+        sample_info_from_rows(["u", "u"], extras=[{"divrl_key": 1}, {}])
+
+
+# ---------------------------------------------------------------------------------------------
+# R1-zero-Div's term for one verl micro-batch
+
+
+def term_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    log_prob = torch.tensor([[-1.0, -2.0, -9.0], [-0.5, -9.0, -9.0]], requires_grad=True)  # (B, T); -9 = padding
+    advantages = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])  # (B, T) token-level, as verl has them
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    return log_prob, advantages, mask
+
+
+def test_positive_entropy_term_hand_computed():
+    # on-policy: h = -logp -> row means 1.5 and 0.5; gate A > 0 keeps row 0 -> J = (1.5 + 0) / 2 = 0.75
+    log_prob, advantages, mask = term_inputs()
+    loss, metrics = positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, lam=0.01)
+    torch.testing.assert_close(loss, torch.tensor(-0.0075))
+    assert metrics == {"div_term": pytest.approx(0.75), "div_gate_frac": pytest.approx(0.5)}
+    loss.backward()
+    assert log_prob.grad is not None
+    # d/dlogp of -lam * (1/2) * (1/2) * sum_t h, h = -exp(lp - old) lp with old = lp: -(1 + lp) -> x(-lam/4)
+    torch.testing.assert_close(log_prob.grad[0, :2], 0.01 / 4 * torch.tensor([1 - 1.0, 1 - 2.0]))
+    assert bool((log_prob.grad[1] == 0).all()) and bool((log_prob.grad[0, 2] == 0).all())
+
+
+def test_positive_entropy_term_global_scaling_and_gate_all():
+    log_prob, advantages, mask = term_inputs()
+    local, _ = positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, gate="all", lam=0.01)
+    torch.testing.assert_close(local, torch.tensor(-0.01 * (1.5 + 0.5) / 2))
+    scaled, _ = positive_entropy_term(
+        log_prob, log_prob.detach(), advantages, mask, gate="all", lam=0.01, dp_size=2, global_batch_size=8
+    )
+    torch.testing.assert_close(scaled, local * 2 * 2 / 8)  # x N_local * dp_size / global_batch_size
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"gate": "correct"}, "gate='correct' is not available inside verl"),
+        ({"estimator": "exact"}, "only estimator='surrogate'"),
+        ({"beta": 1.0}, "unknown option"),
+        ({"dp_size": 2}, "global_batch_size is required"),
+    ],
+)
+def test_positive_entropy_term_rejects(options: dict[str, Any], match: str):
+    log_prob, advantages, mask = term_inputs()
+    with pytest.raises(ValueError, match=match):
+        positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Imports: divrl.core never needs verl; the verl-facing functions say how to install it
+
+
+def test_importing_core_and_the_adapter_does_not_import_verl():
+    code = "import sys, divrl.core, divrl.integrations.verl; print('verl' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _verl_installed() -> bool:
+    try:
+        return importlib.util.find_spec("verl.trainer.ppo.core_algos") is not None
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(_verl_installed(), reason="verl is installed here")
+def test_register_without_verl_names_the_extra():
+    from divrl.integrations.verl import register
+
+    with pytest.raises(ImportError, match=r"pip install 'divrl\[verl\]'"):
+        register()
