@@ -172,7 +172,8 @@ def load_policy(
     """Load ``(model, tokenizer)`` from a ``save_pretrained`` folder or a hub id, in eval mode on ``device``.
 
     Args:
-        path_or_id: a local folder (e.g. written by :func:`save_policy`) or a hub id already in the local HF cache.
+        path_or_id: a local folder (e.g. written by :func:`save_policy`), ``builtin:countdown-tiny`` (a policy shipped
+            with divrl, see :mod:`divrl.models.builtin`) or a hub id already in the local HF cache.
         device: where to put the model.
         dtype: ``torch.float32`` / ``"bfloat16"`` / ...; ``None`` keeps the dtype stored in the checkpoint's config.
         local_files_only: never touch the network for a hub id (set ``HF_HUB_OFFLINE=1`` for the same effect).
@@ -186,6 +187,9 @@ def load_policy(
         if not isinstance(resolved, torch.dtype):
             raise ValueError(f"dtype {dtype!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
         dtype = resolved
+    from divrl.models.builtin import resolve_model_path
+
+    path_or_id = resolve_model_path(str(path_or_id))  # builtin:<name> -> the shipped folder
     source = Path(path_or_id).expanduser()
     if source.is_dir():
         if not (source / "config.json").is_file():

@@ -23,7 +23,6 @@ from divrl.core.advantages import compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import partition_by_key
 from divrl.core.losses import compute_loss
-from divrl.models.builtin import resolve_model_path
 from divrl.tasks import get_task
 from divrl.tasks.base import Task, Verdict
 from divrl.trainer.common import (
@@ -147,7 +146,7 @@ class RLTrainer:
         if resume and checkpoint is None:
             raise FileNotFoundError(f"--resume {self.run_dir}: no complete checkpoint found there")
         self.model, self.tokenizer = load_policy(
-            str(checkpoint) if checkpoint else resolve_model_path(cfg.model.path), dtype=resolve_dtype(cfg.model.dtype)
+            str(checkpoint) if checkpoint else cfg.model.path, dtype=resolve_dtype(cfg.model.dtype)
         )
         self.model.train()
         self.ref_model = self._reference_model()
@@ -172,7 +171,7 @@ class RLTrainer:
             return None
         from divrl.models import load_policy
 
-        ref, _ = load_policy(resolve_model_path(self.cfg.model.path), dtype=resolve_dtype(self.cfg.model.dtype))
+        ref, _ = load_policy(self.cfg.model.path, dtype=resolve_dtype(self.cfg.model.dtype))
         ref.eval()
         for p in ref.parameters():
             p.requires_grad_(False)
