@@ -105,7 +105,9 @@ def eval_(
     temperature: float = typer.Option(1.0, "--temperature"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
     seed: int = typer.Option(0, "--seed"),
-    out: Path = typer.Option(None, "--out", help="metrics.json path (default <model>/metrics.json or ./metrics.json)."),
+    out: Path = typer.Option(
+        None, "--out", help="metrics.json path (default <model>/metrics.json or ./metrics.json)."
+    ),
     threads: int = typer.Option(0, "--threads"),
 ) -> None:
     """Sample n completions per problem; pass@k, Potential@k, Div-Equ, distinct classes, distinct-n, self-BLEU."""
@@ -120,7 +122,9 @@ def eval_(
     the_task = get_task(task)
     chosen = the_task.problems(split, n=problems or None)
     policy, tokenizer = load_policy(model)
-    metrics = evaluate(policy, tokenizer, the_task, chosen, n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    metrics = evaluate(
+        policy, tokenizer, the_task, chosen, n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
+    )
     metrics.update({"model": model, "task": task, "split": split, "temperature": temperature, "seed": seed})
     if out is None:
         out = Path(model) / "metrics.json" if Path(model).is_dir() else Path("metrics.json")
@@ -154,7 +158,9 @@ def demo(
     from divrl.eval.demo import run_demo
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run_demo(out, quick=quick, seeds=seeds, methods=[m.strip() for m in methods.split(",") if m.strip()], threads=threads)
+    run_demo(
+        out, quick=quick, seeds=seeds, methods=[m.strip() for m in methods.split(",") if m.strip()], threads=threads
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

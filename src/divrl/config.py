@@ -31,7 +31,9 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{_path(where, unknown[0])}: unknown field; known fields of {cls.__name__}: {sorted(fields)}")
+        raise ConfigError(
+            f"{_path(where, unknown[0])}: unknown field; known fields of {cls.__name__}: {sorted(fields)}"
+        )
     kwargs = {name: _coerce(hints[name], value, _path(where, name)) for name, value in data.items()}
     return cls(**kwargs)
 

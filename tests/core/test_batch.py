@@ -30,11 +30,17 @@ def test_full_batch_validates():
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"partition": torch.zeros(2, 4, dtype=torch.long)}, "partition must have shape (P, G) with (P, G) = (2, 3), got shape (2, 4)"),
+        (
+            {"partition": torch.zeros(2, 4, dtype=torch.long)},
+            "partition must have shape (P, G) with (P, G) = (2, 3), got shape (2, 4)",
+        ),
         ({"correct": torch.zeros(2, 3)}, "correct must be a bool tensor"),
         ({"partition": torch.zeros(2, 3)}, "partition must hold integer labels"),
         ({"logprobs": torch.zeros(2, 3)}, "logprobs must have shape (P, G, T)"),
-        ({"logprobs": torch.zeros(2, 3, 4), "mask": torch.zeros(2, 3, 5)}, "mask has shape (2, 3, 5) but the other token fields have shape (2, 3, 4)"),
+        (
+            {"logprobs": torch.zeros(2, 3, 4), "mask": torch.zeros(2, 3, 5)},
+            "mask has shape (2, 3, 5) but the other token fields have shape (2, 3, 4)",
+        ),
         ({"embeddings": torch.zeros(3, 3, 4)}, "embeddings must have shape (P, G, D)"),
         ({"texts": [["a", "b", "c"]]}, "texts must be a list of P=2 lists"),
         ({"texts": [["a", "b", "c"], ["a", "b"]]}, "texts[1] must hold G=3 items, got 2"),

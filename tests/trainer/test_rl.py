@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -48,7 +47,12 @@ def test_random_policy_runs(tmp_path):
 
 
 def _cfg(method: str, policy: str, steps: int = 2, extra: list[str] = ()) -> RLConfig:
-    return recipe(method, Budget(steps=steps, eval_problems=1, eval_n=1), seed=0, overrides=[f"model.path={policy}", *TINY, *extra])
+    return recipe(
+        method,
+        Budget(steps=steps, eval_problems=1, eval_n=1),
+        seed=0,
+        overrides=[f"model.path={policy}", *TINY, *extra],
+    )
 
 
 @pytest.mark.parametrize("method", ["grpo", "r1_zero_div", "darling", "setpo"])
@@ -77,7 +81,11 @@ def test_method_changes_the_update(tiny_policy, tmp_path):
     runs = {}
     for method in ("grpo", "darling"):
         run_dir = tmp_path / method
-        train(_cfg(method, tiny_policy, steps=1, extra=["rollout.group_size=8", "rollout.prompts_per_step=4"]), run_dir, progress=False)
+        train(
+            _cfg(method, tiny_policy, steps=1, extra=["rollout.group_size=8", "rollout.prompts_per_step=4"]),
+            run_dir,
+            progress=False,
+        )
         runs[method] = read_metrics(run_dir)[0]
     assert runs["grpo"]["reward"] == runs["darling"]["reward"]  # identical rollouts
     assert runs["grpo"]["accuracy"] == runs["darling"]["accuracy"]
@@ -97,7 +105,9 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_policy, tmp_path):
     subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and latest_checkpoint(killed) is None:
         time.sleep(0.01)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,17 @@ from divrl.trainer.config import RLConfig
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 LABELS = {"grpo": "GRPO", "r1_zero_div": "R1-zero-Div", "darling": "DARLING", "setpo": "SetPO"}
-TABLE_KEYS = ["pass@1", "pass@4", "pass@16", "pass@32", "potential@16", "distinct_correct_classes", "div_equ", "self_bleu", "entropy"]
+TABLE_KEYS = [
+    "pass@1",
+    "pass@4",
+    "pass@16",
+    "pass@32",
+    "potential@16",
+    "distinct_correct_classes",
+    "div_equ",
+    "self_bleu",
+    "entropy",
+]
 console = Console()
 
 
@@ -114,7 +124,9 @@ def run_demo(
     elapsed = time.perf_counter() - start
     print_table(summary, seeds)
     write_report(out, summary, curves, budget, seeds, elapsed)
-    (out / "summary.json").write_text(json.dumps({"budget": budget.__dict__, "seeds": seeds, "elapsed_s": elapsed, "results": summary}, indent=2))
+    (out / "summary.json").write_text(
+        json.dumps({"budget": budget.__dict__, "seeds": seeds, "elapsed_s": elapsed, "results": summary}, indent=2)
+    )
     console.print(f"wrote {out / 'report.md'} ({elapsed / 60:.1f} min)")
     return summary
 
@@ -201,7 +213,14 @@ def plot_passk(path: Path, summary: dict[str, dict[str, tuple[float, float]]], n
     for name, metrics in summary.items():
         means = [metrics[f"pass@{k}"][0] for k in ks]
         stds = [metrics[f"pass@{k}"][1] for k in ks]
-        ax.errorbar(ks, means, yerr=[s if math.isfinite(s) else 0 for s in stds], marker="o", capsize=3, label=LABELS.get(name, name))
+        ax.errorbar(
+            ks,
+            means,
+            yerr=[s if math.isfinite(s) else 0 for s in stds],
+            marker="o",
+            capsize=3,
+            label=LABELS.get(name, name),
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (held-out)")
@@ -240,4 +259,4 @@ def plot_curves(path: Path, curves: dict[str, list[list[dict[str, Any]]]]) -> No
     plt.close(fig)
 
 
-__all__ = ["FULL", "QUICK", "Budget", "recipe", "replace", "run_demo"]
+__all__ = ["FULL", "QUICK", "Budget", "recipe", "run_demo"]

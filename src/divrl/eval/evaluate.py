@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,12 @@ def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> 
         out[f"potential@{k}"] = M.potential_at_k(greedy.astype(float), correct[:, :k].any(axis=1).astype(float))
     out["div_equ"] = M.div_equ([[k for k in row if k is not None] for row in keys])
     out["distinct_correct_classes"] = float(
-        np.mean([len({k for k, c in zip(row, correct[p], strict=True) if c and k is not None}) for p, row in enumerate(keys)])
+        np.mean(
+            [
+                len({k for k, c in zip(row, correct[p], strict=True) if c and k is not None})
+                for p, row in enumerate(keys)
+            ]
+        )
     )
     out["distinct_4"] = _mean_finite(M.distinct_n(texts, 4, unit="char") for texts in samples.samples)
     out["self_bleu"] = _mean_finite(M.self_bleu(texts) for texts in samples.samples)
@@ -80,9 +85,6 @@ def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> 
 def _mean_finite(values: Any) -> float:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(vals)) if vals else float("nan")
-
-
-Sampler = Callable[[list[str], int, bool, int], list[str]]
 
 
 def generate_samples(

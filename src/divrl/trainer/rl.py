@@ -38,6 +38,7 @@ from divrl.trainer.common import (
 )
 from divrl.trainer.config import RLConfig
 
+
 @dataclass
 class Scored:
     """Verifier output for a step's P×G rollouts (row-major: group p is rows p*G .. p*G+G-1)."""
@@ -53,14 +54,14 @@ def safe_verify(task: Task, problem: Any, text: str) -> Verdict:
     """The task's verdict; a verifier that raises yields an unscorable verdict, never a crash."""
     try:
         return task.verify(problem, text)
-    except Exception as exc:  # noqa: BLE001 - a reward function never stops training
+    except Exception as exc:
         return Verdict(reward=None, correct=False, answer=None, reason=f"verifier error: {type(exc).__name__}: {exc}")
 
 
 def safe_key(task: Task, problem: Any, text: str) -> str | None:
     try:
         return task.equivalence_key(problem, text)
-    except Exception:  # noqa: BLE001 - a failed partition key makes the rollout its own class
+    except Exception:
         return None
 
 
@@ -107,11 +108,7 @@ def distinct_correct_classes(scored: Scored) -> float:
     """Mean over groups of the number of distinct solution classes among correct rollouts."""
     counts = []
     for p, row in enumerate(scored.keys):
-        classes = {
-            (k if k is not None else scored.answers[p][g])
-            for g, k in enumerate(row)
-            if scored.correct[p, g]
-        }
+        classes = {(k if k is not None else scored.answers[p][g]) for g, k in enumerate(row) if scored.correct[p, g]}
         counts.append(len(classes))
     return sum(counts) / max(1, len(counts))
 

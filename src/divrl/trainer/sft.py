@@ -32,14 +32,12 @@ from divrl.trainer.common import (
 from divrl.trainer.config import PretrainConfig
 
 
-def make_batch(
-    tokenizer: Any, prompts: list[str], completions: list[str]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(tokenizer: Any, prompts: list[str], completions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids (B, L) right-padded with pad, and labels (B, L) with -100 outside completion + eos."""
     rows, labels = [], []
     for prompt, completion in zip(prompts, completions, strict=True):
         p = tokenizer.encode(prompt, add_special_tokens=False)
-        c = tokenizer.encode(completion, add_special_tokens=False) + [tokenizer.eos_token_id]
+        c = [*tokenizer.encode(completion, add_special_tokens=False), tokenizer.eos_token_id]
         rows.append(p + c)
         labels.append([-100] * len(p) + c)
     width = max(len(r) for r in rows)
@@ -98,7 +96,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> Pat
         bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         done = step + 1 == cfg.steps or (cfg.max_minutes > 0 and timer() > 60 * cfg.max_minutes)
         if (step + 1) % cfg.save_every == 0 and not done:
-            save_checkpoint(out / "checkpoints", step + 1, model, tokenizer, {"step": step + 1, "optimizer": optimizer.state_dict()})
+            save_checkpoint(
+                out / "checkpoints",
+                step + 1,
+                model,
+                tokenizer,
+                {"step": step + 1, "optimizer": optimizer.state_dict()},
+            )
         if done:
             break
     logger.close()
