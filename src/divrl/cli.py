@@ -63,6 +63,8 @@ def train(
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from its latest checkpoint."),
     model: str = typer.Option(None, "--model", help="Policy: local folder, hub id or builtin:countdown-tiny."),
     steps: int = typer.Option(None, "--steps", help="Total optimizer steps."),
+    task: str = typer.Option(None, "--task", help="Task name (countdown, math); --data alone implies math."),
+    data_file: str = typer.Option(None, "--data", help="Local data file (JSONL/Parquet/CSV) for the task."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """RL-train a policy with a recipe; writes config.yaml, metrics.jsonl, TensorBoard logs, checkpoints."""
@@ -81,6 +83,14 @@ def train(
             data.setdefault("model", {})["path"] = model
         if steps is not None:
             data["steps"] = steps
+        if task is not None or data_file is not None:
+            section = data.setdefault("task", {})
+            new_name = task or ("math" if data_file is not None else section.get("name", "countdown"))
+            if new_name != section.get("name", "countdown"):
+                section["options"] = {}  # a recipe's options belong to its own task
+            section["name"] = new_name
+            if data_file is not None:
+                section.setdefault("options", {})["data"] = data_file
         cfg = from_dict(RLConfig, apply_overrides(data, set_))
     except ConfigError as exc:
         _fail(str(exc))
@@ -98,7 +108,9 @@ def train(
 @app.command("eval")
 def eval_(
     model: str = typer.Option(..., "--model", help="Checkpoint folder, hub id or builtin:countdown-tiny."),
-    task: str = typer.Option("countdown", "--task"),
+    task: str = typer.Option(None, "--task", help="Task name (default countdown; --data alone implies math)."),
+    data_file: str = typer.Option(None, "--data", help="Local data file (JSONL/Parquet/CSV) for the task."),
+    task_option: list[str] = typer.Option([], "--task-option", help="key=value option of the task (repeatable)."),
     split: str = typer.Option("test", "--split"),
     n: int = typer.Option(32, "--n", help="Samples per problem."),
     problems: int = typer.Option(200, "--problems", help="Number of problems (0 = the whole split)."),
@@ -112,6 +124,7 @@ def eval_(
 ) -> None:
     """Sample n completions per problem; pass@k, Potential@k, Div-Equ, distinct classes, distinct-n, self-BLEU."""
     import torch
+    import yaml
 
     from divrl.eval.evaluate import evaluate, write_metrics
     from divrl.models import load_policy
@@ -119,13 +132,25 @@ def eval_(
 
     if threads:
         torch.set_num_threads(threads)
-    the_task = get_task(task)
+    task = task or ("math" if data_file is not None else "countdown")
+    options = {}
+    for item in task_option:
+        key, _, raw = item.partition("=")
+        options[key] = yaml.safe_load(raw)
+    if data_file is not None:
+        options["data"] = data_file
+    the_task = get_task(task, **options)
     chosen = the_task.problems(split, n=problems or None)
     policy, tokenizer = load_policy(model)
+    bind = getattr(the_task, "bind_tokenizer", None)
+    if callable(bind):
+        bind(tokenizer)
     metrics = evaluate(
         policy, tokenizer, the_task, chosen, n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
     )
-    metrics.update({"model": model, "task": task, "split": split, "temperature": temperature, "seed": seed})
+    metrics.update(
+        {"model": model, "task": task, "data": data_file, "split": split, "temperature": temperature, "seed": seed}
+    )
     if out is None:
         out = Path(model) / "metrics.json" if Path(model).is_dir() else Path("metrics.json")
     write_metrics(metrics, out)

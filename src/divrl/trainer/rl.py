@@ -142,8 +142,9 @@ class RLTrainer:
         checkpoint = latest_checkpoint(self.run_dir) if resume else None
         if resume and checkpoint is None:
             raise FileNotFoundError(f"--resume {self.run_dir}: no complete checkpoint found there")
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.tokenizer = load_policy(
-            str(checkpoint) if checkpoint else cfg.model.path, dtype=resolve_dtype(cfg.model.dtype)
+            str(checkpoint) if checkpoint else cfg.model.path, device=self.device, dtype=resolve_dtype(cfg.model.dtype)
         )
         self.model.train()
         self.ref_model = self._reference_model()
@@ -168,7 +169,7 @@ class RLTrainer:
             return None
         from divrl.models import load_policy
 
-        ref, _ = load_policy(self.cfg.model.path, dtype=resolve_dtype(self.cfg.model.dtype))
+        ref, _ = load_policy(self.cfg.model.path, device=self.device, dtype=resolve_dtype(self.cfg.model.dtype))
         ref.eval()
         for p in ref.parameters():
             p.requires_grad_(False)
@@ -270,8 +271,11 @@ class RLTrainer:
         chunks equally rather than by their token counts."""
         from divrl.rollout import token_logprobs
 
-        cfg = self.cfg
+        cfg, dev = self.cfg, self.device
         p_count, g = batch.num_prompts, batch.group_size
+        advantages = advantages.to(dev)  # (P, G)
+        rewards = batch.rewards.to(dev)  # (P, G)
+        correct = batch.correct.to(dev) if batch.correct is not None else None  # (P, G)
         input_ids = torch.cat([rollouts.prompt_ids, rollouts.completion_ids], dim=1)  # (N, Lp+Lc)
         attention_mask = getattr(rollouts, "attention_mask", None)
         start = rollouts.prompt_ids.shape[1]
@@ -307,15 +311,15 @@ class RLTrainer:
             for lo, hi in chunks:
                 lp, ent = forward(self.model, lo, hi, True)
                 sub = GroupBatch(
-                    rewards=batch.rewards[lo:hi],
-                    correct=batch.correct[lo:hi] if batch.correct is not None else None,
+                    rewards=rewards[lo:hi],
+                    correct=correct[lo:hi] if correct is not None else None,
                     logprobs=lp,
                     old_logprobs=old[lo:hi] if old is not None else lp.detach(),
                     ref_logprobs=ref[lo:hi] if ref is not None else None,
                     mask=mask[lo * g : hi * g].view(hi - lo, g, t),
                     entropies=ent,
                 )
-                total = torch.zeros(())
+                total = torch.zeros((), device=dev)
                 for term in cfg.loss:
                     out = compute_loss(term.name, sub, advantages[lo:hi], **term.options)
                     total = total + out.loss
