@@ -82,13 +82,15 @@ def test_method_changes_the_update(tiny_policy, tmp_path):
     for method in ("grpo", "darling"):
         run_dir = tmp_path / method
         train(
-            _cfg(method, tiny_policy, steps=1, extra=["rollout.group_size=8", "rollout.prompts_per_step=4"]),
+            _cfg(method, tiny_policy, steps=1, extra=["rollout.group_size=16", "rollout.prompts_per_step=8"]),
             run_dir,
             progress=False,
         )
         runs[method] = read_metrics(run_dir)[0]
     assert runs["grpo"]["reward"] == runs["darling"]["reward"]  # identical rollouts
     assert runs["grpo"]["accuracy"] == runs["darling"]["accuracy"]
+    assert runs["grpo"]["adv_abs_mean"] != pytest.approx(runs["darling"]["adv_abs_mean"])
+    assert runs["grpo"]["loss"] != pytest.approx(runs["darling"]["loss"])
 
 
 def _strip_times(records: list[dict]) -> list[dict]:
