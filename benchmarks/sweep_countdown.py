@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from divrl.config import from_dict, load_yaml
+from divrl.config import apply_overrides, from_dict, load_yaml
 from divrl.eval.demo import RECIPES
 from divrl.eval.evaluate import evaluate, write_metrics
 from divrl.models import load_policy
@@ -32,27 +32,11 @@ from divrl.trainer.rl import train
 KEYS = ["pass@1", "pass@8", "pass@32", "distinct_correct_classes", "div_equ", "entropy"]
 
 
-def set_path(data: Any, path: str, value: Any) -> None:
-    parts = path.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
 def build(setting: str, steps: int, seed: int) -> tuple[str, RLConfig]:
-    import yaml
-
     method, _, rest = setting.partition(":")
     data = load_yaml(RECIPES / "countdown" / f"{method}.yaml")
     overrides = [o for o in rest.split(",") if o]
-    for item in [f"steps={steps}", f"seed={seed}", *overrides]:
-        key, _, raw = item.partition("=")
-        set_path(data, key, yaml.safe_load(raw))
+    data = apply_overrides(data, [f"steps={steps}", f"seed={seed}", *overrides])
     name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", setting.rstrip(":")) + f"_s{seed}"
     return name, from_dict(RLConfig, data)
 

@@ -51,6 +51,17 @@ def test_overrides_parse_yaml_scalars():
         apply_overrides({}, ["novalue"])
 
 
+def test_overrides_index_lists():
+    data = {"loss": [{"name": "ppo"}, {"name": "positive_entropy", "options": {"lam": 0.01}}]}
+    out = apply_overrides(data, ["loss.1.options.lam=0.1", "loss.0.options.beta=0.05"])
+    assert out["loss"][1]["options"]["lam"] == 0.1 and out["loss"][0]["options"] == {"beta": 0.05}
+    assert data["loss"][1]["options"]["lam"] == 0.01  # the input is not modified
+    with pytest.raises(ConfigError, match="'2' is not an index of the 2-item list"):
+        apply_overrides(data, ["loss.2.name=x"])
+    with pytest.raises(ConfigError, match="steps is not a section"):
+        apply_overrides({"steps": 3}, ["steps.x=1"])
+
+
 def test_load_yaml_errors_name_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1, 2\n")

@@ -151,3 +151,14 @@ def test_unscorable_rollouts_do_not_stop_training(tiny_policy, tmp_path, monkeyp
     record = read_metrics(tmp_path)[0]
     assert record["unscorable_frac"] == pytest.approx(2 / 8)
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_off_policy_iterations_and_kl_reference(tiny_policy, tmp_path):
+    """num_iterations > 1 reuses stored old log-probs (ratios move off 1); beta > 0 loads a frozen reference."""
+    cfg = _cfg("grpo", tiny_policy, steps=1, extra=["num_iterations=3", "loss.0.options.beta=0.05"])
+    trainer = __import__("divrl.trainer.rl", fromlist=["RLTrainer"]).RLTrainer(cfg, tmp_path, progress=False)
+    assert trainer.ref_model is not None
+    assert not any(p.requires_grad for p in trainer.ref_model.parameters())
+    metrics = trainer.step(0)
+    assert metrics["ppo/kl"] >= 0.0 and math.isfinite(metrics["ppo/kl"])
+    assert metrics["ppo/approx_kl"] > 0.0  # later iterations see a moved policy against the stored old log-probs
