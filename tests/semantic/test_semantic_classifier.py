@@ -171,3 +171,20 @@ def test_minilm_classifier_beats_majority_baseline(minilm, countdown_pairs) -> N
     assert report["rule_coverage"] == 0.0
     assert sum(map(sum, report["model"]["confusion"])) == len(held)
     assert next(row["threshold"] for row in report["model_by_threshold"]) == 0.5
+
+
+def test_cross_encoder_smoke(minilm, tmp_path: Path) -> None:
+    """Two optimizer steps of the MiniLM cross-encoder; symmetric probabilities; save/load round trip."""
+    from divrl.semantic.classifier import CrossEncoderClassifier
+
+    pairs = [Pair("1+2", "2+1", 1), Pair("3*4", "4+3", 0), Pair("5-1", "5-1+0", 0), Pair("2*3", "3*2", 1)]
+    clf = train_classifier(pairs, TrainOptions(kind="cross", steps=2, batch_size=4, short_rule=False, max_length=32))
+    assert isinstance(clf, CrossEncoderClassifier)
+    a, b = ["1+2", "7*7=49"], ["2+1", "49=7*7"]
+    p = clf.model_proba(a, b)
+    assert p.shape == (2,) and bool(((p > 0) & (p < 1)).all())
+    assert torch.allclose(p, clf.model_proba(b, a))  # both orders averaged
+    clf.save(tmp_path / "cross")
+    assert json.loads((tmp_path / "cross" / "config.json").read_text())["kind"] == "cross"
+    again = load_classifier(tmp_path / "cross")
+    assert torch.allclose(again.model_proba(a, b), p, atol=1e-5)
