@@ -166,6 +166,7 @@ def test_minilm_classifier_beats_majority_baseline(minilm, countdown_pairs) -> N
     majority = int(2 * sum(p.label for p in train) >= len(train))
     report = evaluate(clf, held, majority_label=majority)
     assert report["majority"]["accuracy"] <= 0.6  # balanced pairs
+    assert report["best_constant"]["accuracy"] == max(report["positive_rate"], 1 - report["positive_rate"])
     assert report["model"]["accuracy"] >= report["majority"]["accuracy"] + 0.2
     assert report["model"]["f1"] > report["majority"]["f1"]
     assert report["rule_coverage"] == 0.0

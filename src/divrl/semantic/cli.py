@@ -161,8 +161,10 @@ def train_command(
     rows = [
         ("classifier", ev["model"]),
         ("classifier + rules", ev["with_rules"]),
-        (f"majority (label {ev['majority']['label']})", ev["majority"]),
+        (f"majority of training (label {ev['majority']['label']})", ev["majority"]),
     ]
+    if ev["best_constant"]["label"] != ev["majority"]["label"]:
+        rows.append((f"best constant (label {ev['best_constant']['label']})", ev["best_constant"]))
     console.print(_metrics_table(f"held-out pairs: {how}", rows))
     console.print(
         f"rules decided {ev['rule_coverage']:.1%} of the held-out pairs; positive rate {ev['positive_rate']:.3f}; "

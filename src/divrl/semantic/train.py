@@ -306,7 +306,9 @@ def evaluate(
 
     Returns a JSON-ready dict: ``model`` (the classifier's own decisions, ``P > threshold``, no rules),
     ``with_rules`` (the decisions a partition uses: identical texts, then the short-answer rule when on, then the
-    model), ``majority`` (every pair predicted ``majority_label``; default: the majority label of ``pairs``),
+    model), ``majority`` (every pair predicted ``majority_label``, normally the *training* majority; default: the
+    majority label of ``pairs``), ``best_constant`` (the held-out majority predicted for every pair: the most
+    accurate constant classifier, which matters when the training pairs were balanced and these are not),
     ``rule_coverage`` (share of pairs a rule decided), ``positive_rate`` and ``model_by_threshold`` (the model's
     metrics at each of :data:`SWEEP_THRESHOLDS`).
     """
@@ -321,6 +323,7 @@ def evaluate(
         [float(r) if r is not None else float(pm) for r, pm in zip(rules, p_model.tolist(), strict=True)]
     )
     positives = sum(y)
+    best = int(positives * 2 > len(y))  # the held-out majority (ties: 0), the best constant prediction
     if majority_label is None:
         majority_label = int(positives * 2 >= len(y))
     out: dict[str, Any] = {
@@ -330,6 +333,7 @@ def evaluate(
         "model": binary_metrics(y, (p_model > thr).long().tolist()),
         "with_rules": binary_metrics(y, (p_full > thr).long().tolist()),
         "majority": {"label": majority_label, **binary_metrics(y, [majority_label] * len(y))},
+        "best_constant": {"label": best, **binary_metrics(y, [best] * len(y))},
         "rule_coverage": sum(r is not None for r in rules) / len(y),
     }
     mean_logloss = -sum(
