@@ -153,12 +153,23 @@ def _keys(summary: dict[str, Any]) -> list[str]:
     return [k for k in TABLE_KEYS if k in first]
 
 
+CONSOLE_KEYS = {
+    "pass@1": "pass@1",
+    "pass@16": "pass@16",
+    "pass@32": "pass@32",
+    "distinct_correct_classes": "classes",
+    "self_bleu": "self-BLEU",
+}
+
+
 def print_table(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> None:
-    keys = _keys(summary)
+    """A compact console table (report.md has every metric)."""
+    first = next(iter(summary.values()))
+    keys = [k for k in CONSOLE_KEYS if k in first]
     table = Table(header_style="bold")
     table.add_column("model")
     for k in keys:
-        table.add_column(k, justify="right")
+        table.add_column(CONSOLE_KEYS[k], justify="right")
     for name, metrics in summary.items():
         table.add_row(LABELS.get(name, name), *(_fmt(metrics[k], seeds) for k in keys))
     console.print(table)
