@@ -33,10 +33,10 @@ def pairs_command(
     out: Annotated[Path, typer.Option("--out", help="Output JSONL (fields a, b, label, group).")],
     task: Annotated[str, typer.Option("--task", help="Task with an exact equivalence key.")] = "countdown",
     split: Annotated[str, typer.Option(help="Problem split: train, val or test.")] = "train",
-    problems: Annotated[int, typer.Option(help="Number of problems.")] = 300,
+    problems: Annotated[int, typer.Option(help="Number of problems.")] = 400,
     source: Annotated[str, typer.Option(help="policy (samples), reference (solver completions) or mix.")] = "mix",
     samples: Annotated[int, typer.Option(help="Policy samples per problem.")] = 8,
-    references: Annotated[int, typer.Option(help="Reference completions per problem.")] = 4,
+    references: Annotated[int, typer.Option(help="Reference completions per problem.")] = 8,
     model: Annotated[str, typer.Option(help="Policy for --source policy/mix.")] = "builtin:countdown-tiny",
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     neg_ratio: Annotated[

@@ -39,11 +39,11 @@ class PairStats:
 def task_pairs(
     task_name: str = "countdown",
     *,
-    problems: int = 300,
+    problems: int = 400,
     split: str = "train",
     source: str = "mix",
     samples: int = 8,
-    references: int = 4,
+    references: int = 8,
     model: str = "builtin:countdown-tiny",
     temperature: float = 1.0,
     max_new_tokens: int = 56,
