@@ -17,6 +17,15 @@ app = typer.Typer(
 )
 console = Console()
 
+
+def _mount_subapps() -> None:
+    from divrl.semantic.cli import partition_app  # no torch import at this point
+
+    app.add_typer(partition_app, name="partition", help="Learned equivalence classifiers for DARLING's partition.")
+
+
+_mount_subapps()
+
 SET_HELP = "Override a config field, e.g. --set rollout.group_size=8 (repeatable)."
 
 
