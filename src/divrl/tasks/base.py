@@ -7,8 +7,12 @@ says why a completion earned nothing (or why it could not be scored at all: ``re
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -53,3 +57,13 @@ class Task(Protocol):
         """An exact semantic-class key of the completion's solution (equal key = same solution),
         or ``None`` when the task has no exact equivalence or the completion has no parsable solution."""
         ...
+
+
+def config_from_options(cls: type[C], options: Mapping[str, Any], task: str) -> C:
+    """Build a task's config dataclass from keyword options (a YAML mapping); an unknown name raises
+    ``ValueError`` listing the accepted ones."""
+    accepted = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"{task} got unknown option(s) {unknown}; accepted: {accepted}")
+    return cls(**options)

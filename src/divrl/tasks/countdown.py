@@ -75,7 +75,6 @@ Problem pool (measured; numbers 1..13, max_target 100)
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -88,7 +87,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Union
 
-from divrl.tasks.base import Verdict
+from divrl.tasks.base import Verdict, config_from_options
 
 __all__ = [
     "ANSWER_CLOSE",
@@ -851,11 +850,7 @@ class CountdownConfig:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> CountdownConfig:
         """Build from keyword options (e.g. a YAML mapping); an unknown name raises ``ValueError``."""
-        accepted = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise ValueError(f"countdown got unknown option(s) {unknown}; accepted: {accepted}")
-        return cls(**options)
+        return config_from_options(cls, options, "countdown")
 
     @property
     def sizes(self) -> tuple[int, ...]:

@@ -46,7 +46,6 @@ equations of a solution for Div-Equ (our documented rule; the papers do not spec
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import json
 import math
@@ -67,7 +66,7 @@ from divrl.rewards.math_verify import (
     last_boxed,
     normalize_answer,
 )
-from divrl.tasks.base import Verdict
+from divrl.tasks.base import Verdict, config_from_options
 
 __all__ = [
     "DATASETS",
@@ -560,11 +559,7 @@ class MathConfig:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> MathConfig:
         """Build from keyword options (e.g. a YAML mapping); an unknown name raises ``ValueError``."""
-        accepted = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise ValueError(f"math got unknown option(s) {unknown}; accepted: {accepted}")
-        return cls(**options)
+        return config_from_options(cls, options, "math")
 
     @property
     def spec(self) -> DatasetSpec | None:
