@@ -3,7 +3,8 @@
 ``build_policy("tiny")`` is a randomly initialised Llama (or Qwen2) sized for CPU RL runs; the numbers behind the two
 named sizes are in ``shared/research/cpu-feasibility.md`` §2-§6 (H=128: about 75 GRPO steps per 5 minutes on 2 cores,
 H=256: about 28). A saved policy is an ordinary ``save_pretrained`` folder, so ``AutoModelForCausalLM.from_pretrained``
-and ``AutoTokenizer.from_pretrained`` open it without divrl (see :func:`save_policy` for a qwen2 caveat), and :func:`load_policy` opens any local HF causal LM.
+and ``AutoTokenizer.from_pretrained`` open it without divrl (see :func:`save_policy` for a qwen2 caveat), and
+:func:`load_policy` opens any local HF causal LM, or a LoRA adapter folder on top of one (:mod:`divrl.models.lora`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from divrl.models.lora import adapter_base_path, is_adapter_folder, load_adapter
 from divrl.models.tokenizer import build_char_tokenizer
 
 Arch = Literal["llama", "qwen2"]
@@ -168,19 +170,28 @@ def load_policy(
     dtype: torch.dtype | str | None = None,
     *,
     local_files_only: bool = False,
+    trainable_adapter: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``(model, tokenizer)`` from a ``save_pretrained`` folder or a hub id, in eval mode on ``device``.
 
     Args:
-        path_or_id: a local folder (e.g. written by :func:`save_policy`), ``builtin:countdown-tiny`` (a policy shipped
-            with divrl, see :mod:`divrl.models.builtin`) or a hub id already in the local HF cache.
+        path_or_id: a local folder (e.g. written by :func:`save_policy`), a LoRA adapter folder (a peft
+            ``save_pretrained`` with ``adapter_config.json``, e.g. a ``model.lora_r > 0`` RL checkpoint),
+            ``builtin:countdown-tiny`` (a policy shipped with divrl, see :mod:`divrl.models.builtin`) or a hub id
+            already in the local HF cache.
         device: where to put the model.
         dtype: ``torch.float32`` / ``"bfloat16"`` / ...; ``None`` keeps the dtype stored in the checkpoint's config.
         local_files_only: never touch the network for a hub id (set ``HF_HUB_OFFLINE=1`` for the same effect).
+        trainable_adapter: for an adapter folder only: return the ``peft.PeftModel`` with trainable adapters (the RL
+            trainer's resume) instead of the adapters merged into a plain transformers model (``merge_and_unload``,
+            for eval). The base is loaded with this function from the adapter's ``base_model_name_or_path``; the
+            tokenizer comes from the adapter folder when it holds one, else from the base.
 
     Raises:
-        FileNotFoundError: a path-like argument that does not exist, or a folder without ``config.json``.
+        FileNotFoundError: a path-like argument that does not exist, or a folder without ``config.json`` (or
+            ``adapter_config.json``).
         OSError: a hub id that cannot be loaded (not cached and offline); the message names the id.
+        ValueError: an adapter folder whose ``adapter_config.json`` names no base model.
     """
     if isinstance(dtype, str):
         resolved = getattr(torch, dtype, None)
@@ -191,9 +202,13 @@ def load_policy(
 
     path_or_id = resolve_model_path(str(path_or_id))  # builtin:<name> -> the shipped folder
     source = Path(path_or_id).expanduser()
+    if source.is_dir() and is_adapter_folder(source):
+        return _load_adapter_folder(source, device, dtype, local_files_only, trainable_adapter)
     if source.is_dir():
         if not (source / "config.json").is_file():
-            raise FileNotFoundError(f"{str(source)!r} has no config.json; expected a save_pretrained folder")
+            raise FileNotFoundError(
+                f"{str(source)!r} has no config.json (nor adapter_config.json); expected a save_pretrained folder"
+            )
         model, tokenizer = _from_pretrained(str(source), dtype, local_files_only=True)
     elif source.exists() or _looks_like_path(str(path_or_id)):
         raise FileNotFoundError(f"policy folder {str(path_or_id)!r} does not exist (or is not a folder)")
@@ -221,25 +236,49 @@ def load_policy(
     return model, tokenizer
 
 
+def _load_adapter_folder(
+    folder: Path,
+    device: str | torch.device,
+    dtype: torch.dtype | None,
+    local_files_only: bool,
+    trainable: bool,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Base (from ``base_model_name_or_path``, itself possibly an adapter folder) + the adapter of ``folder``."""
+    base, tokenizer = load_policy(adapter_base_path(folder), device, dtype, local_files_only=local_files_only)
+    if (folder / "tokenizer_config.json").is_file():
+        tokenizer = _load_tokenizer(str(folder), local_files_only=True)
+    model: Any = load_adapter(base, folder, trainable=trainable)
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
 _GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def _from_pretrained(
     target: str, dtype: torch.dtype | None, *, local_files_only: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    tokenizer = _load_tokenizer(target, local_files_only=local_files_only)
+    model = AutoModelForCausalLM.from_pretrained(
+        target, dtype=dtype if dtype is not None else "auto", local_files_only=local_files_only
+    )
+    return model, tokenizer
+
+
+def _load_tokenizer(target: str, *, local_files_only: bool) -> PreTrainedTokenizerBase:
     tokenizer_config = Path(target) / "tokenizer_config.json"
     declared = json.loads(tokenizer_config.read_text()).get("tokenizer_class") if tokenizer_config.is_file() else None
     if declared in _GENERIC_TOKENIZER_CLASSES:
         # transformers 5's AutoTokenizer swaps in the model type's own class for some types (qwen2 -> Qwen2Tokenizer,
         # which rebuilds the normaliser/pre-tokeniser and breaks divrl's char tokenizer); the generic class loads
         # tokenizer.json exactly as saved.
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(target, local_files_only=local_files_only)
+        tokenizer: PreTrainedTokenizerBase = PreTrainedTokenizerFast.from_pretrained(
+            target, local_files_only=local_files_only
+        )
     else:
         tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=local_files_only)
-    model = AutoModelForCausalLM.from_pretrained(
-        target, dtype=dtype if dtype is not None else "auto", local_files_only=local_files_only
-    )
-    return model, tokenizer
+    return tokenizer
 
 
 def _looks_like_path(s: str) -> bool:

@@ -17,6 +17,19 @@ class ModelConfig:
     (the pre-trained tiny Countdown base shipped with divrl)."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Parameter dtype: ``auto`` = bfloat16 on GPU, float32 on CPU."""
+    lora_r: int = 0
+    """LoRA rank (Hu et al. 2021) through ``peft`` (``pip install divrl[lora]``); 0 = full fine-tuning. With r > 0
+    only the adapters train, the KL reference (``beta`` > 0) is the same weights with the adapters disabled, and a
+    checkpoint holds just the adapter and the tokenizer (``load_policy`` reloads the base from ``path``)."""
+    lora_alpha: int = 16
+    """LoRA scale numerator: an adapter adds ``(lora_alpha / lora_r) · B A x`` to each targeted layer."""
+    lora_dropout: float = 0.0
+    """Dropout on the adapters' input during training (resumes stay exact: the trainer reseeds torch every step)."""
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Names of the linear layers that get adapters; the default covers the attention and MLP projections of
+    Llama / Qwen2 (and most decoder-only models in transformers)."""
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ class RLTrainer:
 
     def __init__(self, cfg: RLConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
         from divrl.models import load_policy
+        from divrl.models.lora import apply_lora
 
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -144,8 +145,12 @@ class RLTrainer:
             raise FileNotFoundError(f"--resume {self.run_dir}: no complete checkpoint found there")
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.tokenizer = load_policy(
-            str(checkpoint) if checkpoint else cfg.model.path, device=self.device, dtype=resolve_dtype(cfg.model.dtype)
+            str(checkpoint) if checkpoint else cfg.model.path,
+            device=self.device,
+            dtype=resolve_dtype(cfg.model.dtype),
+            trainable_adapter=checkpoint is not None,  # a LoRA checkpoint resumes with trainable adapters
         )
+        self.model = apply_lora(self.model, cfg.model)  # model.lora_r > 0: only the adapters train
         self.model.train()
         self.ref_model = self._reference_model()
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -167,6 +172,10 @@ class RLTrainer:
     def _reference_model(self) -> Any:
         if not any(float(t.options.get("beta", 0.0)) > 0 for t in self.cfg.loss):
             return None
+        if self.cfg.model.lora_r > 0:  # the same weights with the adapters switched off: no second copy
+            from divrl.models.lora import AdaptersDisabled
+
+            return AdaptersDisabled(self.model)
         from divrl.models import load_policy
 
         ref, _ = load_policy(self.cfg.model.path, device=self.device, dtype=resolve_dtype(self.cfg.model.dtype))
@@ -213,6 +222,7 @@ class RLTrainer:
         cfg, ro = self.cfg, self.cfg.rollout
         timer = Timer()
         rng = random.Random(derive_seed(cfg.seed, step, 1))
+        torch.manual_seed(derive_seed(cfg.seed, step, 3))  # dropout (e.g. model.lora_dropout): exact on resume
         problems = rng.sample(self.problems, ro.prompts_per_step)
         prompts = [self.task.prompt(p) for p in problems]
 
