@@ -162,3 +162,27 @@ def test_off_policy_iterations_and_kl_reference(tiny_policy, tmp_path):
     metrics = trainer.step(0)
     assert metrics["ppo/kl"] >= 0.0 and math.isfinite(metrics["ppo/kl"])
     assert metrics["ppo/approx_kl"] > 0.0  # later iterations see a moved policy against the stored old log-probs
+
+
+def test_learned_partition_and_embedding_kernel(tiny_policy, tmp_path):
+    """DARLING with a learned (bi-encoder) partition, and SetPO with an embedding cosine kernel, train a step.
+    Uses the weight-free hashed char-n-gram embedder, so no sentence-transformers model is needed."""
+    from divrl.semantic.pairs import task_pairs
+    from divrl.semantic.train import TrainOptions, train_classifier
+
+    pairs, _ = task_pairs("countdown", problems=30, source="reference", references=6, seed=0)
+    clf = train_classifier(pairs, TrainOptions(kind="bi", embedder="char-ngram", hidden=32, steps=20, batch_size=64))
+    clf.save(tmp_path / "clf")
+    extra = ["partition.source=learned", f"partition.checkpoint={tmp_path / 'clf'}"]
+    train(_cfg("darling", tiny_policy, steps=1, extra=extra), tmp_path / "darling", progress=False)
+    record = read_metrics(tmp_path / "darling")[0]
+    assert record["partition_failures"] == 0.0 and math.isfinite(record["loss"])
+
+    extra = ["embedder=char-ngram", "advantage.options.kernel=cosine"]
+    train(_cfg("setpo", tiny_policy, steps=1, extra=extra), tmp_path / "setpo", progress=False)
+    assert math.isfinite(read_metrics(tmp_path / "setpo")[0]["loss"])
+
+
+def test_learned_partition_needs_a_checkpoint(tiny_policy, tmp_path):
+    with pytest.raises(ValueError, match="needs partition.checkpoint"):
+        train(_cfg("darling", tiny_policy, steps=1, extra=["partition.source=learned"]), tmp_path, progress=False)

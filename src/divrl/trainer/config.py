@@ -110,6 +110,10 @@ class RLConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    embedder: str | None = None
+    """Sentence embedder for ``GroupBatch.embeddings`` (SetPO's cosine kernel): ``all-MiniLM-L6-v2`` (packaged,
+    ``divrl[semantic]``), ``char-ngram[:N[:D]]`` (hashed character n-grams, no weights), or a sentence-transformers
+    folder / cached hub id; ``None`` = no embeddings."""
     loss: list[LossTermConfig] = field(default_factory=lambda: [LossTermConfig()])
     """Loss terms, summed; the first is normally ``ppo`` (its ``beta`` > 0 loads a frozen reference)."""
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -89,19 +89,34 @@ def score(task: Task, problems: list[Any], texts: list[str], group_size: int) ->
     return Scored(rewards, correct, answers, keys, reasons)
 
 
-def partition_labels(source: str, scored: Scored) -> torch.Tensor | None:
-    """(P, G) class labels from the configured partition source, or None."""
+def partition_labels(
+    source: str, scored: Scored, texts: list[list[str]], learned: Any = None
+) -> tuple[torch.Tensor | None, int]:
+    """(P, G) class labels from the configured partition source (or None), and how many groups fell back to
+    singleton classes because the learned classifier failed on them."""
     if source == "none":
-        return None
+        return None, 0
     if source == "exact":
         rows = [partition_by_key(k) for k in scored.keys]
     elif source == "answer":
         rows = [partition_by_key(a) for a in scored.answers]
+    elif source == "learned":
+        failures = 0
+        try:
+            rows = learned.groups(texts)
+        except Exception:
+            rows, failures = [list(range(len(t))) for t in texts], len(texts)
+        return torch.tensor(rows, dtype=torch.long), failures  # (P, G)
     else:
-        raise ValueError(
-            f"partition.source {source!r} is not available in this build; use 'exact', 'answer' or 'none'"
-        )
-    return torch.tensor(rows, dtype=torch.long)  # (P, G)
+        raise ValueError(f"partition.source {source!r}: known sources are none, exact, answer, learned")
+    return torch.tensor(rows, dtype=torch.long), 0  # (P, G)
+
+
+def embed_texts(texts: list[list[str]], embedder: Any) -> torch.Tensor:
+    """(P, G, D) embeddings of the group texts (SetPO's cosine kernel)."""
+    from divrl.semantic import embed_texts as embed
+
+    return embed(texts, embedder)
 
 
 def distinct_correct_classes(scored: Scored) -> float:
@@ -165,6 +180,19 @@ class RLTrainer:
             self.logger.truncate_after(self.start_step)
         else:
             save_yaml(cfg, self.run_dir / "config.yaml")
+        self.learned = self.embedder = None
+        if cfg.partition.source == "learned":
+            if not cfg.partition.checkpoint:
+                raise ValueError(
+                    "partition.source 'learned' needs partition.checkpoint (from `divrl partition train`)"
+                )
+            from divrl.semantic import learned_partition
+
+            self.learned = learned_partition(cfg.partition.checkpoint, device=str(self.device))
+        if cfg.embedder:
+            from divrl.semantic import load_embedder
+
+            self.embedder = load_embedder(cfg.embedder)
         bind = getattr(self.task, "bind_tokenizer", None)
         if callable(bind):  # e.g. a chat template needs the policy's tokenizer
             bind(self.tokenizer)
@@ -244,12 +272,14 @@ class RLTrainer:
 
         scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
+        labels, partition_failures = partition_labels(cfg.partition.source, scored, texts, self.learned)
         batch = GroupBatch(
             rewards=scored.rewards,
             correct=scored.correct,
             texts=texts,
             answers=scored.answers,
-            partition=partition_labels(cfg.partition.source, scored),
+            partition=labels,
+            embeddings=embed_texts(texts, self.embedder) if self.embedder is not None else None,
         )
         advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (P, G)
         t_score = timer()
@@ -262,6 +292,7 @@ class RLTrainer:
             "accuracy": float(scored.correct.float().mean()),
             "distinct_correct_classes": distinct_correct_classes(scored),
             "unscorable_frac": float(torch.isnan(scored.rewards).float().mean()),
+            "partition_failures": float(partition_failures),
             "response_len": float(lengths.mean()),
             "finished_frac": float(rollouts.finished.float().mean()),
             "adv_abs_mean": float(advantages.abs().mean()),
