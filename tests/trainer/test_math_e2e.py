@@ -25,7 +25,9 @@ def qwen_folder(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("qwen2")
     tok = build_char_tokenizer()
     tok.chat_template = CHAT_TEMPLATE
-    model = build_policy("tiny", arch="qwen2", tokenizer=tok, seed=0, hidden_size=32, num_hidden_layers=2, intermediate_size=64)
+    model = build_policy(
+        "tiny", arch="qwen2", tokenizer=tok, seed=0, hidden_size=32, num_hidden_layers=2, intermediate_size=64
+    )
     save_policy(model, tok, path)
     return path
 
