@@ -235,3 +235,17 @@ def test_adapter_without_base_names_the_file(tmp_path):
     config_file.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="adapter_config.json.*base_model_name_or_path"):
         load_policy(tmp_path / "adapter")
+
+
+def test_peft_model_keeps_logits_to_keep():
+    """The sampler and token_logprobs ask for logits of the needed positions only; a peft wrapper must not hide
+    that its base model accepts ``logits_to_keep`` (else a 150k-vocabulary model computes every position)."""
+    from divrl.models import load_policy
+    from divrl.models.lora import apply_lora
+    from divrl.rollout._hf import accepts
+    from divrl.trainer.config import ModelConfig
+
+    model, _ = load_policy("builtin:countdown-tiny")
+    assert accepts(model, "logits_to_keep")
+    peft_model = apply_lora(model, ModelConfig(lora_r=2))
+    assert accepts(peft_model, "logits_to_keep")

@@ -23,11 +23,13 @@ _ACCEPTS: dict[tuple[type, str], bool] = {}
 
 
 def accepts(model: Any, arg: str) -> bool:
-    """Whether ``model.forward`` names ``arg`` in its signature (cached per class)."""
-    key = (type(model), arg)
+    """Whether ``model.forward`` names ``arg`` in its signature (cached per class). A peft wrapper's forward
+    takes ``**kwargs`` and passes them through, so its base model's signature is the one that counts."""
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    key = (type(base), arg)
     if key not in _ACCEPTS:
         try:
-            _ACCEPTS[key] = arg in inspect.signature(model.forward).parameters
+            _ACCEPTS[key] = arg in inspect.signature(base.forward).parameters
         except (TypeError, ValueError):
             _ACCEPTS[key] = False
     return _ACCEPTS[key]
