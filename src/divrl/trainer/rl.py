@@ -166,6 +166,19 @@ class RLTrainer:
             trainable_adapter=checkpoint is not None,  # a LoRA checkpoint resumes with trainable adapters
         )
         self.model = apply_lora(self.model, cfg.model)  # model.lora_r > 0: only the adapters train
+        self.learned = self.embedder = None
+        if cfg.partition.source == "learned":
+            if not cfg.partition.checkpoint:
+                raise ValueError(
+                    "partition.source 'learned' needs partition.checkpoint (from `divrl partition train`)"
+                )
+            from divrl.semantic import learned_partition
+
+            self.learned = learned_partition(cfg.partition.checkpoint, device=str(self.device))
+        if cfg.embedder:
+            from divrl.semantic import load_embedder
+
+            self.embedder = load_embedder(cfg.embedder)
         self.model.train()
         self.ref_model = self._reference_model()
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -180,19 +193,6 @@ class RLTrainer:
             self.logger.truncate_after(self.start_step)
         else:
             save_yaml(cfg, self.run_dir / "config.yaml")
-        self.learned = self.embedder = None
-        if cfg.partition.source == "learned":
-            if not cfg.partition.checkpoint:
-                raise ValueError(
-                    "partition.source 'learned' needs partition.checkpoint (from `divrl partition train`)"
-                )
-            from divrl.semantic import learned_partition
-
-            self.learned = learned_partition(cfg.partition.checkpoint, device=str(self.device))
-        if cfg.embedder:
-            from divrl.semantic import load_embedder
-
-            self.embedder = load_embedder(cfg.embedder)
         bind = getattr(self.task, "bind_tokenizer", None)
         if callable(bind):  # e.g. a chat template needs the policy's tokenizer
             bind(self.tokenizer)
