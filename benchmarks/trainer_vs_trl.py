@@ -36,7 +36,8 @@ forward and backward. Attention is counted as the full L x L product (causality 
 kernel, which torch's counter does not know by default. Achieved GFLOP/s = counted FLOPs of that step / mean timed
 step time. The rule-of-thumb estimate printed beside it is ``6 * N * T_train + 2 * N * T_sample`` with N the
 parameter count (embedding tied with the LM head, counted once), T_train the tokens of the training forward
-(rows x padded prompt+completion length) and T_sample the tokens fed while sampling (divrl: each distinct prompt
+(rows x padded prompt+completion length; for divrl, summed over its ``--length-buckets`` row buckets, each cut
+to its longest completion) and T_sample the tokens fed while sampling (divrl: each distinct prompt
 once, then each row's generated tokens but the last; TRL/transformers ``generate``: every row's prompt, then one
 token per row per decode step until the last row finishes); it ignores attention's L x L term and whatever padding the sampler does or avoids. The
 peak is the best fp32 ``torch.matmul`` rate over square sizes 256..2048 at the same thread count.
@@ -162,6 +163,8 @@ def run_divrl(args: argparse.Namespace, repeat: int, stop: bool, run_dir: Path) 
         seed=args.seed,
         save_every=10**9,
         threads=args.threads,
+        length_buckets=args.length_buckets,
+        compile=args.compile,
         name="divrl" if stop else "divrl-eos",
     )
     trainer = RLTrainer(cfg, run_dir, progress=False)
@@ -173,9 +176,12 @@ def run_divrl(args: argparse.Namespace, repeat: int, stop: bool, run_dir: Path) 
 
     def recording_optimize(batch: Any, advantages: torch.Tensor, rollouts: Any) -> dict[str, float]:
         n, lp = rollouts.prompt_ids.shape
-        lc = rollouts.completion_ids.shape[1]
-        generated = int(rollouts.completion_mask.sum())
-        shapes.append((n, lp, lc, generated))
+        lengths = rollouts.completion_mask.sum(-1)  # (N,)
+        # tokens the training forward sees: per length bucket, its rows x (prompt + its longest completion)
+        buckets = lengths.sort().values.chunk(max(1, min(args.length_buckets, n)))
+        train_tokens = sum(len(b) * (lp + max(int(b.max()), 1)) for b in buckets)
+        generated = int(lengths.sum())
+        shapes.append((n, lp, train_tokens, generated))
         return optimize(batch, advantages, rollouts)
 
     trainer.optimize = recording_optimize  # type: ignore[method-assign]
@@ -192,18 +198,18 @@ def run_divrl(args: argparse.Namespace, repeat: int, stop: bool, run_dir: Path) 
         step_s, sample_s = one_step(step)
         block.step_s.append(step_s)
         block.sample_s.append(sample_s)
-        n, lp, lc, generated = shapes[-1]
+        n, lp, train_tokens, generated = shapes[-1]
         block.completion_len.append(generated / n)
-        block.train_tokens.append(n * (lp + lc))
+        block.train_tokens.append(train_tokens)
         # the sampler prefills each distinct prompt once (its logits give every row's first token), then feeds
         # each row's generated tokens but the last; finished rows are dropped as they finish
         block.sample_tokens.append(args.prompts * lp + generated - n)
     if not args.no_flops:
         with flop_counter() as counter:
             trainer.step(total - 1)
-        n, lp, lc, generated = shapes[-1]
+        n, lp, train_tokens, generated = shapes[-1]
         block.flops = float(counter.get_total_flops())
-        block.flop_step = {"train_tokens": n * (lp + lc), "sample_tokens": args.prompts * lp + generated - n}
+        block.flop_step = {"train_tokens": train_tokens, "sample_tokens": args.prompts * lp + generated - n}
     trainer.logger.close()
     block.threads = torch.get_num_threads()
     return block
@@ -270,6 +276,7 @@ def run_trl(args: argparse.Namespace, repeat: int, out_dir: Path) -> Block:
         disable_tqdm=True,
         dataloader_num_workers=0,
         seed=args.seed,
+        torch_compile=args.compile,
     )
     model, tokenizer = load_policy(resolve_model_path(BASE), dtype="float32")
     dataset = Dataset.from_dict({"prompt": list(by_prompt)})
@@ -441,6 +448,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=56)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--length-buckets", type=int, default=4, help="divrl's length_buckets (1 = one padded forward, as TRL)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="divrl compile=true and TRL torch_compile=True (warm-up compiles)"
+    )
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP-counted step and the matmul peak")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw per-step times here")
     args = parser.parse_args()

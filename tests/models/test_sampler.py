@@ -457,3 +457,43 @@ def test_token_logprobs_bad_input(tok):
         token_logprobs(model, ids, 2, torch.ones(2, 3, dtype=torch.bool), attention_mask=torch.ones(2, 4))
     with pytest.raises(ValueError, match="temperature must be > 0"):
         token_logprobs(model, ids, 2, torch.ones(2, 3, dtype=torch.bool), temperature=0.0)
+
+
+class ShapeRecorder(torch.nn.Module):
+    """Passes calls through to a model and records each call's input_ids shape."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.shapes = []
+
+    def forward(self, input_ids, logits_to_keep=0, **kwargs):
+        self.shapes.append(tuple(input_ids.shape))
+        return self.model(input_ids=input_ids, logits_to_keep=logits_to_keep, **kwargs)
+
+
+@pytest.mark.parametrize("prompts", [MIXED, ["1+2=", "3*4="]], ids=["left_padded", "equal_lengths"])
+@pytest.mark.parametrize("buckets", [2, 3, 100])
+def test_token_logprobs_length_buckets_match_one_pass(tok, prompts, buckets):
+    model = sharp(tok, scale=5.0)
+    r = sample(model, tok, prompts, num_samples=3, max_new_tokens=8, seed=1, stop=("a", "b", "c"))
+    lengths = r.completion_mask.sum(-1)  # (N,)
+    assert len(set(lengths.tolist())) > 1  # ragged completions, or the test proves nothing
+    args = (r.input_ids, r.completion_start, r.completion_mask, 0.7, True, r.attention_mask)
+
+    want_lp, want_ent = token_logprobs(model, *args)
+    (want_lp.sum() + want_ent.sum()).backward()
+    want_grad = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    rec = ShapeRecorder(model)
+    lp, ent = token_logprobs(rec, *args, length_buckets=buckets)
+    (lp.sum() + ent.sum()).backward()
+
+    torch.testing.assert_close(lp, want_lp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent, want_ent, atol=1e-5, rtol=1e-5)
+    for p, g in zip(model.parameters(), want_grad, strict=True):
+        torch.testing.assert_close(p.grad, g, atol=1e-4, rtol=1e-4)
+    # each bucket (rows sorted by length, torch.chunk sizes) is cut to its own longest completion
+    want_shapes = [(len(c), r.completion_start + max(int(c.max()), 1)) for c in lengths.sort().values.chunk(buckets)]
+    assert rec.shapes == want_shapes
+    assert sum(a * b for a, b in want_shapes) < r.input_ids.numel() or buckets == 2  # 2: may be no saving

@@ -24,7 +24,9 @@ _ACCEPTS: dict[tuple[type, str], bool] = {}
 
 def accepts(model: Any, arg: str) -> bool:
     """Whether ``model.forward`` names ``arg`` in its signature (cached per class). A peft wrapper's forward
-    takes ``**kwargs`` and passes them through, so its base model's signature is the one that counts."""
+    takes ``**kwargs`` and passes them through, so its base model's signature is the one that counts; likewise
+    the module inside a ``torch.compile`` wrapper."""
+    model = getattr(model, "_orig_mod", model)
     base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
     key = (type(base), arg)
     if key not in _ACCEPTS:

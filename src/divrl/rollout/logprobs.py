@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from divrl.rollout._hf import accepts
@@ -17,6 +19,7 @@ def token_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     attention_mask: Tensor | None = None,
+    length_buckets: int = 1,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs of the completion tokens ``input_ids[:, completion_start:]`` under temperature-scaled logits.
 
@@ -40,6 +43,11 @@ def token_logprobs(
         with_entropy: also return entropies.
         attention_mask: (N, L) 1 for real tokens, for left-padded prompts; position ids then count real tokens only
             (``cumsum - 1``), exactly as the sampler fed them. ``None``: no padding before any real token.
+        length_buckets: > 1 sorts the rows by completion length, splits them into this many equal sub-batches and
+            runs each cut to its own longest completion, so the trailing padding of short completions is not
+            computed (33% less forward/backward time on the Countdown testbed; docs/results.md). The causal
+            mask makes the real positions' values independent of what follows them, so the result is the same
+            up to float rounding (~1e-6 here). Completions must be right-padded (the sampler's layout).
 
     Returns:
         ``(logprobs, entropies)``: (N, Lc) float32 each; ``entropies`` is ``None`` unless ``with_entropy``.
@@ -56,6 +64,17 @@ def token_logprobs(
         raise ValueError(f"attention_mask must have shape (N, L) = {(n, length)}, got {tuple(attention_mask.shape)}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if length_buckets > 1 and n > 1:
+        return _bucketed(
+            model,
+            input_ids,
+            completion_start,
+            completion_mask,
+            temperature,
+            with_entropy,
+            attention_mask,
+            min(length_buckets, n),
+        )
 
     kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
     if attention_mask is not None:
@@ -74,3 +93,40 @@ def token_logprobs(
         return logp, None
     entropy = lse - (logits.softmax(-1) * logits).sum(-1)  # (N, Lc): -sum p log p with log p = z - lse
     return logp, entropy.masked_fill(~mask, 0.0)
+
+
+def _bucketed(
+    model: Any,
+    input_ids: Tensor,
+    completion_start: int,
+    completion_mask: Tensor,
+    temperature: float,
+    with_entropy: bool,
+    attention_mask: Tensor | None,
+    buckets: int,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`token_logprobs` over length-sorted row buckets, each trimmed to its longest completion."""
+    mask = completion_mask.bool()
+    lc = mask.shape[1]
+    columns = torch.arange(1, lc + 1, device=mask.device)  # (Lc,)
+    ends = (mask * columns).amax(-1)  # (N,) one past the last real completion token (0 = empty)
+    order = torch.argsort(ends, stable=True)  # (N,)
+    lps, ents = [], []
+    for rows in order.chunk(buckets):  # (n_b,) each
+        width = max(int(ends[rows].max()), 1)
+        cut = completion_start + width
+        lp, ent = token_logprobs(
+            model,
+            input_ids[rows, :cut],  # (n_b, Ls + width)
+            completion_start,
+            mask[rows, :width],
+            temperature=temperature,
+            with_entropy=with_entropy,
+            attention_mask=attention_mask[rows, :cut] if attention_mask is not None else None,
+        )
+        lps.append(F.pad(lp, (0, lc - width)))  # (n_b, Lc)
+        if ent is not None:
+            ents.append(F.pad(ent, (0, lc - width)))  # (n_b, Lc)
+    inverse = torch.argsort(order)  # (N,)
+    logp = torch.cat(lps)[inverse]  # (N, Lc)
+    return logp, (torch.cat(ents)[inverse] if with_entropy else None)

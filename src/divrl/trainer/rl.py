@@ -180,6 +180,10 @@ class RLTrainer:
 
             self.embedder = load_embedder(cfg.embedder)
         self.model.train()
+        if cfg.length_buckets < 1:
+            raise ValueError(f"length_buckets must be >= 1, got {cfg.length_buckets}")
+        # the training forward; sampling calls self.model directly (a compiled KV-cache loop would recompile)
+        self.train_model = torch.compile(self.model, dynamic=True) if cfg.compile else self.model
         self.ref_model = self._reference_model()
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.steps, cfg.optim)
@@ -337,12 +341,13 @@ class RLTrainer:
                     temperature=cfg.rollout.temperature,
                     with_entropy=True,
                     attention_mask=am,
+                    length_buckets=cfg.length_buckets,
                 )
             return lp.view(hi - lo, g, t), ent.view(hi - lo, g, t)  # (p, G, T) each
 
         old = ref = None
         if cfg.num_iterations > 1:
-            old = torch.cat([forward(self.model, lo, hi, False)[0] for lo, hi in chunks])  # (P, G, T)
+            old = torch.cat([forward(self.train_model, lo, hi, False)[0] for lo, hi in chunks])  # (P, G, T)
         if self.ref_model is not None:
             ref = torch.cat([forward(self.ref_model, lo, hi, False)[0] for lo, hi in chunks])  # (P, G, T)
 
@@ -350,7 +355,7 @@ class RLTrainer:
         for _ in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for lo, hi in chunks:
-                lp, ent = forward(self.model, lo, hi, True)
+                lp, ent = forward(self.train_model, lo, hi, True)
                 sub = GroupBatch(
                     rewards=rewards[lo:hi],
                     correct=correct[lo:hi] if correct is not None else None,
