@@ -55,7 +55,13 @@ class RolloutConfig:
     max_new_tokens: int = 64
     """Cap on completion length in tokens."""
     batch_size: int = 512
-    """Rows decoded at once."""
+    """Rows decoded at once (``hf`` backend)."""
+    backend: Literal["hf", "vllm"] = "hf"
+    """``hf``: divrl's KV-cache loop on the policy itself (CPU or GPU). ``vllm``: a colocated vLLM engine that
+    gets the policy's weights before every step (GPU and ``pip install vllm``; written to TRL's colocate pattern
+    and tested against a fake vLLM only, see ``divrl.rollout.vllm_backend``)."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """Share of GPU memory vLLM may take (the rest is the policy's and the optimizer's)."""
 
 
 @dataclass(frozen=True)

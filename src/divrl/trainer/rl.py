@@ -185,6 +185,7 @@ class RLTrainer:
         # the training forward; sampling calls self.model directly (a compiled KV-cache loop would recompile)
         self.train_model = torch.compile(self.model, dynamic=True) if cfg.compile else self.model
         self.ref_model = self._reference_model()
+        self.vllm = self._vllm_sampler()
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.steps, cfg.optim)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +201,26 @@ class RLTrainer:
         bind = getattr(self.task, "bind_tokenizer", None)
         if callable(bind):  # e.g. a chat template needs the policy's tokenizer
             bind(self.tokenizer)
+
+    def _vllm_sampler(self) -> Any:
+        """A colocated vLLM engine for ``rollout.backend: vllm`` (else ``None``), started on the base model's
+        folder; the policy's weights (adapters merged) are pushed into it before every step."""
+        ro = self.cfg.rollout
+        if ro.backend == "hf":
+            return None
+        if ro.backend != "vllm":
+            raise ValueError(f"rollout.backend must be 'hf' or 'vllm', got {ro.backend!r}")
+        if self.device.type != "cuda":
+            raise RuntimeError("rollout.backend 'vllm' needs a CUDA GPU; on CPU use rollout.backend 'hf'")
+        from divrl.models.builtin import resolve_model_path
+        from divrl.rollout.vllm_backend import VLLMSampler
+
+        return VLLMSampler(
+            str(resolve_model_path(self.cfg.model.path)),
+            self.tokenizer,
+            gpu_memory_utilization=ro.vllm_gpu_memory_utilization,
+            seed=self.cfg.seed,
+        )
 
     def _reference_model(self) -> Any:
         if not any(float(t.options.get("beta", 0.0)) > 0 for t in self.cfg.loss):
@@ -259,18 +280,19 @@ class RLTrainer:
         prompts = [self.task.prompt(p) for p in problems]
 
         self.model.eval()
-        rollouts = sample(
-            self.model,
-            self.tokenizer,
-            prompts,
-            num_samples=ro.group_size,
-            max_new_tokens=ro.max_new_tokens,
-            temperature=ro.temperature,
-            top_p=ro.top_p,
-            stop=self.task.stop,
-            seed=derive_seed(cfg.seed, step, 2),
-            batch_size=ro.batch_size,
-        )
+        options: dict[str, Any] = {
+            "num_samples": ro.group_size,
+            "max_new_tokens": ro.max_new_tokens,
+            "temperature": ro.temperature,
+            "top_p": ro.top_p,
+            "stop": self.task.stop,
+            "seed": derive_seed(cfg.seed, step, 2),
+        }
+        if self.vllm is not None:
+            self.vllm.sync_weights(self.model)
+            rollouts = self.vllm.sample(self.model, prompts, **options)
+        else:
+            rollouts = sample(self.model, self.tokenizer, prompts, batch_size=ro.batch_size, **options)
         self.model.train()
         t_sample = timer()
 
