@@ -206,3 +206,50 @@ def test_length_buckets_and_compile_give_the_same_update(tiny_policy, tmp_path):
         got = _one_step_grads(_cfg("grpo", tiny_policy, steps=1, extra=extra), tmp_path / f"b{i}")
         for k in plain:
             torch.testing.assert_close(got[k], plain[k], atol=1e-5, rtol=1e-3, msg=f"{extra}: {k}")
+
+
+def test_partition_labels_only_correct():
+    """only_correct: classes among correct rollouts only; incorrect ones are singletons and never reach the
+    learned classifier. With the exact source, darling's advantages are unchanged by it."""
+    from divrl.core import compute_advantages
+    from divrl.core.batch import GroupBatch
+    from divrl.trainer.rl import Scored, partition_labels
+
+    correct = torch.tensor([[True, False, True, False, True], [False, False, False, False, False]])
+    scored = Scored(
+        rewards=correct.float(),
+        correct=correct,
+        answers=[["7"] * 5, ["1", "1", None, "2", "2"]],
+        keys=[["a+b", "a-b", "b+a", "a-b", "a*b"], ["x", "x", None, "y", "y"]],
+        reasons={},
+    )
+    texts = [["A", "bad", "A", "bad", "B"], ["q", "q", "r", "s", "s"]]
+
+    class Recorder:
+        def __init__(self):
+            self.seen = []
+
+        def groups(self, groups):
+            self.seen.append(groups)
+            return [[0 if t == "A" else 1 for t in g] for g in groups]
+
+    exact_all, _ = partition_labels("exact", scored, texts)
+    assert exact_all.tolist() == [[0, 1, 2, 1, 3], [0, 0, 1, 2, 2]]
+    exact_ok, _ = partition_labels("exact", scored, texts, only_correct=True)
+    assert exact_ok.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
+    rec = Recorder()
+    learned, failures = partition_labels("learned", scored, texts, rec, only_correct=True)
+    assert rec.seen == [[["A", "A", "B"], []]] and failures == 0
+    assert learned.tolist() == [[0, 1, 0, 2, 3], [0, 1, 2, 3, 4]]
+    answer, _ = partition_labels("answer", scored, texts, only_correct=True)
+    assert answer.tolist() == [[0, 1, 0, 2, 0], [0, 1, 2, 3, 4]]
+
+    def darling(labels):
+        batch = GroupBatch(rewards=scored.rewards, correct=correct, partition=labels)
+        return compute_advantages("darling", batch, scale="group")
+
+    torch.testing.assert_close(darling(exact_ok), darling(exact_all))
+    # one answer class for all correct rollouts: a uniform multiplier, which std-normalisation cancels
+    torch.testing.assert_close(darling(answer), darling(exact_ok))
+    assert not torch.allclose(darling(learned), darling(exact_ok))  # A, A, B: the B rollout is worth more
+    assert darling(learned)[0, 4] > darling(learned)[0, 0]

@@ -71,6 +71,12 @@ class PartitionConfig:
     equality of extracted final answers, ``learned`` = a trained equivalence classifier, ``none``."""
     checkpoint: str | None = None
     """Classifier checkpoint for ``source: learned``."""
+    only_correct: bool = False
+    """Partition only the correct rollouts; every incorrect one is its own class (DARLING's ``partition_correct``
+    variant; its released math script partitions all rollouts). For ``darling`` this changes nothing with the
+    ``exact`` source (a correct and an incorrect solution never share a canonical form) and, with ``learned``,
+    stops an incorrect rollout from joining a correct one's class; it embeds and compares only the correct
+    rollouts, which is what makes a learned partition cheap (docs/results.md)."""
 
 
 @dataclass(frozen=True)

@@ -90,26 +90,39 @@ def score(task: Task, problems: list[Any], texts: list[str], group_size: int) ->
 
 
 def partition_labels(
-    source: str, scored: Scored, texts: list[list[str]], learned: Any = None
+    source: str, scored: Scored, texts: list[list[str]], learned: Any = None, only_correct: bool = False
 ) -> tuple[torch.Tensor | None, int]:
     """(P, G) class labels from the configured partition source (or None), and how many groups fell back to
-    singleton classes because the learned classifier failed on them."""
+    singleton classes because the learned classifier failed on them. ``only_correct``: classes are formed among
+    each group's correct rollouts only; an incorrect rollout is a class of its own (nothing of it is embedded)."""
     if source == "none":
         return None, 0
+    keep = scored.correct.tolist() if only_correct else [[True] * len(t) for t in texts]  # (P, G) bools
+    failures = 0
     if source == "exact":
-        rows = [partition_by_key(k) for k in scored.keys]
+        subsets = [
+            partition_by_key([k for k, c in zip(keys, row, strict=True) if c])
+            for keys, row in zip(scored.keys, keep, strict=True)
+        ]
     elif source == "answer":
-        rows = [partition_by_key(a) for a in scored.answers]
+        subsets = [
+            partition_by_key([a for a, c in zip(ans, row, strict=True) if c])
+            for ans, row in zip(scored.answers, keep, strict=True)
+        ]
     elif source == "learned":
-        failures = 0
+        chosen = [[t for t, c in zip(group, row, strict=True) if c] for group, row in zip(texts, keep, strict=True)]
         try:
-            rows = learned.groups(texts)
+            subsets = learned.groups(chosen)
         except Exception:
-            rows, failures = [list(range(len(t))) for t in texts], len(texts)
-        return torch.tensor(rows, dtype=torch.long), failures  # (P, G)
+            subsets, failures = [list(range(len(t))) for t in chosen], len(texts)
     else:
         raise ValueError(f"partition.source {source!r}: known sources are none, exact, answer, learned")
-    return torch.tensor(rows, dtype=torch.long), 0  # (P, G)
+    rows = []
+    for row, labels in zip(keep, subsets, strict=True):
+        it = iter(labels)
+        # kept rollouts keep their subset class; the others are singletons (key None); renumbered canonically
+        rows.append(partition_by_key([("class", next(it)) if c else None for c in row]))
+    return torch.tensor(rows, dtype=torch.long), failures  # (P, G)
 
 
 def embed_texts(texts: list[list[str]], embedder: Any) -> torch.Tensor:
@@ -298,7 +311,9 @@ class RLTrainer:
 
         scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
-        labels, partition_failures = partition_labels(cfg.partition.source, scored, texts, self.learned)
+        labels, partition_failures = partition_labels(
+            cfg.partition.source, scored, texts, self.learned, cfg.partition.only_correct
+        )
         batch = GroupBatch(
             rewards=scored.rewards,
             correct=scored.correct,
