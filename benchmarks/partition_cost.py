@@ -12,7 +12,10 @@ that cost over the setting's mean step time. Settings:
 
 - ``exact``: the task's canonical form (no model; the reference point);
 - ``learned``: the classifier over all G rollouts of each group (DARLING's released math script);
-- ``learned, only correct``: ``partition.only_correct``: only correct rollouts are embedded and compared.
+- ``learned, only correct``: ``partition.only_correct``: only correct rollouts are embedded and compared;
+- ``setpo, ...``: the SetPO recipe with its character 3-gram kernel, and with MiniLM embeddings and the cosine
+  kernel (every rollout is embedded: the kernel spans the whole group). Their cost is likewise their scoring time
+  minus the exact DARLING partition's.
 
 The embedder's LRU cache lives as long as the trainer, so from the second step on texts seen in the previous
 steps are not re-embedded, as in a real run. A sharper policy (``--model runs/x/checkpoint-000080``) repeats
@@ -32,15 +35,18 @@ from divrl.eval.demo import RECIPES
 from divrl.trainer.config import RLConfig
 from divrl.trainer.rl import RLTrainer
 
-SETTINGS = {
-    "exact": ["partition.source=exact"],
-    "learned": ["partition.source=learned"],
-    "learned, only correct": ["partition.source=learned", "partition.only_correct=true"],
+SETTINGS = {  # name: (recipe, overrides)
+    "exact": ("darling", ["partition.source=exact"]),
+    "learned": ("darling", ["partition.source=learned"]),
+    "learned, only correct": ("darling", ["partition.source=learned", "partition.only_correct=true"]),
+    "setpo, char 3-gram kernel": ("setpo", []),
+    "setpo, MiniLM cosine kernel": ("setpo", ["embedder=all-MiniLM-L6-v2", "advantage.options.kernel=cosine"]),
 }
 
 
 def run(setting: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
-    data = load_yaml(RECIPES / "countdown" / "darling.yaml")
+    recipe, extra = SETTINGS[setting]
+    data = load_yaml(RECIPES / "countdown" / f"{recipe}.yaml")
     overrides = [
         f"model.path={args.model}",
         f"rollout.prompts_per_step={args.prompts}",
@@ -49,7 +55,7 @@ def run(setting: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
         f"threads={args.threads}",
         f"seed={args.seed}",
         "save_every=100000",
-        *SETTINGS[setting],
+        *extra,
     ]
     if "learned" in setting:
         overrides.append(f"partition.checkpoint={args.checkpoint}")
@@ -86,7 +92,7 @@ def main() -> None:
         f"\nmodel {args.model}, P = {args.prompts}, G = {args.group}, {args.steps} timed steps after "
         f"{args.warmup} warm-up, {args.threads} threads\n"
     )
-    print("| partition | s/step | scoring s/step | partition cost s/step | share of step | train accuracy |")
+    print("| setting | s/step | scoring s/step | diversity cost s/step | share of step | train accuracy |")
     print("|---|---|---|---|---|---|")
     for setting, r in results.items():
         cost = r["score_s"] - base
