@@ -14,7 +14,7 @@ that cost over the setting's mean step time. Settings:
 - ``learned``: the classifier over all G rollouts of each group (DARLING's released math script);
 - ``learned, only correct``: ``partition.only_correct``: only correct rollouts are embedded and compared;
 - ``setpo, ...``: the SetPO recipe with its character 3-gram kernel, and with MiniLM embeddings and the cosine
-  kernel (every rollout is embedded: the kernel spans the whole group). Their cost is likewise their scoring time
+  kernel (every rollout is embedded: the kernel spans the whole group), in float32 and in bfloat16. Their cost is likewise their scoring time
   minus the exact DARLING partition's.
 
 The embedder's LRU cache lives as long as the trainer, so from the second step on texts seen in the previous
@@ -41,6 +41,10 @@ SETTINGS = {  # name: (recipe, overrides)
     "learned, only correct": ("darling", ["partition.source=learned", "partition.only_correct=true"]),
     "setpo, char 3-gram kernel": ("setpo", []),
     "setpo, MiniLM cosine kernel": ("setpo", ["embedder=all-MiniLM-L6-v2", "advantage.options.kernel=cosine"]),
+    "setpo, MiniLM@bf16 cosine kernel": (
+        "setpo",
+        ["embedder=all-MiniLM-L6-v2@bf16", "advantage.options.kernel=cosine"],
+    ),
 }
 
 

@@ -57,3 +57,18 @@ def test_minilm_offline(minilm) -> None:
     hits = minilm.cache.hits
     again = minilm.encode(["The girl is carrying a baby."])
     assert minilm.cache.hits == hits + 1 and torch.equal(again[0], e[2])
+
+
+def test_minilm_bf16_spec(minilm) -> None:
+    """``@bf16`` loads the same model in bfloat16: float32 unit rows close to the fp32 ones; the name round-trips."""
+    from divrl.semantic.embedder import load_embedder
+
+    fast = load_embedder("all-MiniLM-L6-v2@bf16", cache_size=0)
+    assert fast.name == "all-MiniLM-L6-v2@bf16" and next(fast.model.parameters()).dtype == torch.bfloat16
+    texts = ["A man is eating food.", "<answer>(3+4)*2</answer>", "The girl is carrying a baby."]
+    got, want = fast.encode(texts), minilm.encode(texts)
+    assert got.dtype == torch.float32 and torch.allclose(got.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert float((got * want).sum(-1).min()) > 0.99
+    assert load_embedder(fast.name).name == fast.name
+    with pytest.raises(ValueError, match="embedder dtype must be one of"):
+        type(fast)("all-MiniLM-L6-v2", dtype="float16")

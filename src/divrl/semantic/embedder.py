@@ -132,18 +132,29 @@ class SentenceTransformerEmbedder(_CachedEmbedder):
         device: torch device for the model.
         batch_size: texts per forward pass.
         cache_size: most texts kept in the LRU cache (0 disables it).
+        dtype: ``"float32"`` or ``"bfloat16"``. bf16 runs MiniLM 3.6× faster on a CPU with AMX (this project's box:
+            0.42 → 0.12 s for 128 Countdown completions, cosine to the fp32 embedding ≥ 0.998) but can be slower
+            without native bf16. Embeddings are returned as float32 either way. In a spec: ``<model>@bf16``.
     """
 
     def __init__(
-        self, model: str = DEFAULT_EMBEDDER, *, device: str = "cpu", batch_size: int = 128, cache_size: int = 8192
+        self,
+        model: str = DEFAULT_EMBEDDER,
+        *,
+        device: str = "cpu",
+        batch_size: int = 128,
+        cache_size: int = 8192,
+        dtype: str = "float32",
     ) -> None:
         super().__init__(cache_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.name = model
+        if dtype not in _DTYPES:
+            raise ValueError(f"embedder dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self.name = model if dtype == "float32" else f"{model}@bf16"
         self.batch_size = batch_size
         self.device = device
-        self.model = _load_sentence_transformer(model, device)
+        self.model = _load_sentence_transformer(model, device, dtype)
         dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
         if dim is None:
             dim = self.model.get_sentence_embedding_dimension()
@@ -158,7 +169,8 @@ class SentenceTransformerEmbedder(_CachedEmbedder):
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )  # (M, D)
-        result: Tensor = out.detach().to("cpu", torch.float32).clone()  # clone: leave inference mode's tensor behind
+        # clone: leave inference mode's tensor behind; re-normalised in float32 (a bf16 norm is off by ~0.3%)
+        result: Tensor = torch.nn.functional.normalize(out.detach().to("cpu", torch.float32), dim=-1).clone()
         return result
 
 
@@ -217,12 +229,13 @@ def minilm_path() -> Path:
     return path
 
 
-_LOADED: dict[tuple[str, str], Any] = {}
+_LOADED: dict[tuple[str, str, str], Any] = {}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def _load_sentence_transformer(spec: str, device: str) -> Any:
-    """A SentenceTransformer from local files, one instance per (spec, device) per process."""
-    key = (spec, device)
+def _load_sentence_transformer(spec: str, device: str, dtype: str = "float32") -> Any:
+    """A SentenceTransformer from local files, one instance per (spec, device, dtype) per process."""
+    key = (spec, device, dtype)
     if key in _LOADED:
         return _LOADED[key]
     target: str
@@ -237,7 +250,9 @@ def _load_sentence_transformer(spec: str, device: str) -> Any:
     except ImportError as err:
         raise ImportError(f"embedder {spec!r} needs sentence-transformers: pip install 'divrl[semantic]'") from err
     try:
-        model = SentenceTransformer(target, device=device, local_files_only=True)
+        model = SentenceTransformer(
+            target, device=device, local_files_only=True, model_kwargs={"dtype": _DTYPES[dtype]}
+        )
     except Exception as err:
         raise OSError(
             f"could not load embedder {spec!r} from local files (a sentence-transformers folder, or a hub id in the "
@@ -254,7 +269,8 @@ def load_embedder(
     """An embedder from a spec (an :class:`Embedder` is returned unchanged).
 
     Specs: ``None`` or ``"all-MiniLM-L6-v2"`` (the packaged MiniLM), ``"char-ngram"`` or ``"char-ngram:N:D"``,
-    a local sentence-transformers folder, or a hub id already in the local HF cache. The underlying
+    a local sentence-transformers folder, or a hub id already in the local HF cache; a sentence-transformers
+    spec may end in ``@bf16`` to run the model in bfloat16 (see :class:`SentenceTransformerEmbedder`). The underlying
     sentence-transformers model is loaded once per process and shared (each embedder keeps its own cache).
     """
     if spec is None:
@@ -273,4 +289,7 @@ def load_embedder(
         if len(parts) > 3:
             raise ValueError(f"embedder {spec!r}: expected char-ngram[:N[:D]]")
         return CharNgramEmbedder(n, dim, cache_size=cache_size)
-    return SentenceTransformerEmbedder(spec, device=device, batch_size=batch_size, cache_size=cache_size)
+    dtype = "float32"
+    if spec.endswith("@bf16"):
+        spec, dtype = spec[: -len("@bf16")], "bfloat16"
+    return SentenceTransformerEmbedder(spec, device=device, batch_size=batch_size, cache_size=cache_size, dtype=dtype)
