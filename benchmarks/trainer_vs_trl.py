@@ -276,7 +276,7 @@ def run_trl(args: argparse.Namespace, repeat: int, out_dir: Path) -> Block:
         disable_tqdm=True,
         dataloader_num_workers=0,
         seed=args.seed,
-        torch_compile=args.compile,
+        torch_compile=args.trl_compile,
     )
     model, tokenizer = load_policy(resolve_model_path(BASE), dtype="float32")
     dataset = Dataset.from_dict({"prompt": list(by_prompt)})
@@ -451,9 +451,8 @@ def main() -> None:
     parser.add_argument(
         "--length-buckets", type=int, default=4, help="divrl's length_buckets (1 = one padded forward, as TRL)"
     )
-    parser.add_argument(
-        "--compile", action="store_true", help="divrl compile=true and TRL torch_compile=True (warm-up compiles)"
-    )
+    parser.add_argument("--compile", action="store_true", help="divrl compile=true (the warm-up steps compile)")
+    parser.add_argument("--trl-compile", action="store_true", help="TRL torch_compile=True")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP-counted step and the matmul peak")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw per-step times here")
     args = parser.parse_args()
