@@ -187,14 +187,24 @@ def demo(
     seeds: int = typer.Option(1, "--seeds", help="Repeat every method with this many seeds; report mean ± std."),
     methods: str = typer.Option("grpo,r1_zero_div,darling,setpo", "--methods", help="Comma-separated recipes."),
     threads: int = typer.Option(0, "--threads"),
+    set_: list[str] = typer.Option([], "--set", help="key.path=value applied to every method's recipe. " + SET_HELP),
 ) -> None:
     """Train GRPO, R1-zero-Div, DARLING and SetPO from the tiny Countdown base; evaluate all; write report.md."""
+    from divrl.config import ConfigError
     from divrl.eval.demo import run_demo
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run_demo(
-        out, quick=quick, seeds=seeds, methods=[m.strip() for m in methods.split(",") if m.strip()], threads=threads
-    )
+    try:
+        run_demo(
+            out,
+            quick=quick,
+            seeds=seeds,
+            methods=[m.strip() for m in methods.split(",") if m.strip()],
+            threads=threads,
+            overrides=list(set_),
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,118 @@
+"""`divrl eval`'s metrics on fixed completions (hand-computed), the sampling path with a fake sampler, and a
+tiny end-to-end `divrl demo`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import divrl.eval.demo as demo_module
+import divrl.rollout as rollout_module
+from divrl.core import metrics as M
+from divrl.eval.evaluate import EvalSamples, generate_samples, ks_for, score_samples
+from divrl.tasks import get_task
+from divrl.tasks.countdown import Problem
+
+A = Problem(numbers=(4, 11, 1), target=15)
+B = Problem(numbers=(1, 12, 3), target=9)
+SAMPLES = [
+    # A: correct, wrong, correct (another class: 4*1+11), wrong  -> 2 of 4, 2 classes, 4 distinct keys
+    ["<answer>4+11</answer>", "<answer>4-11</answer>", "<answer>4*1+11</answer>", "<answer>11-4</answer>"],
+    # B: unparsable, correct, the same solution again, another class (12-3*1) -> 3 of 4, 2 classes
+    ["<answer>x</answer>", "<answer>12-3</answer>", "<answer>3-12+12+6</answer>", "<answer>12-3*1</answer>"],
+]
+GREEDY = ["<answer>11+4</answer>", "no answer"]  # A right, B wrong
+
+
+def test_ks_for():
+    assert ks_for(1) == [1] and ks_for(4) == [1, 2, 4] and ks_for(6) == [1, 2, 4, 6] and ks_for(32)[-1] == 32
+
+
+def test_score_samples_hand_computed():
+    task = get_task("countdown")
+    m = score_samples(task, [A, B], EvalSamples(SAMPLES, GREEDY, entropy=0.25))
+    # B's third sample uses 3, 12, 12, 6: numbers it does not have -> wrong; so B has 2 of 4
+    assert m["num_problems"] == 2 and m["n"] == 4
+    # pass@1: (2/4 + 2/4) / 2; pass@2: 1 - C(2,2)/C(4,2) = 5/6 for both; pass@4 = 1
+    assert m["pass@1"] == pytest.approx(0.5)
+    assert m["pass@2"] == pytest.approx(5 / 6)
+    assert m["pass@4"] == pytest.approx(1.0)
+    assert m["greedy_pass@1"] == pytest.approx(0.5)
+    # Potential@k: the only greedy failure is B; B's first sample is wrong, its first two include a correct one
+    assert m["potential@1"] == pytest.approx(0.0)
+    assert m["potential@2"] == pytest.approx(1.0) and m["potential@4"] == pytest.approx(1.0)
+    # Div-Equ over parsable answers: A 4 distinct of 4; B {12-3, 3-12+12+6, 12-3*1} of 3 -> (1 + 1) / 2
+    assert m["div_equ"] == pytest.approx(1.0)
+    # distinct correct classes: A {4+11, 4*1+11}, B {12-3, 12-3*1}
+    assert m["distinct_correct_classes"] == pytest.approx(2.0)
+    want_d4 = (M.distinct_n(SAMPLES[0], 4, unit="char") + M.distinct_n(SAMPLES[1], 4, unit="char")) / 2
+    assert m["distinct_4"] == pytest.approx(want_d4) and 0 < m["distinct_4"] <= 1
+    assert 0 <= m["self_bleu"] <= 100 and m["entropy"] == 0.25
+
+
+def test_score_samples_duplicates_lower_div_equ_and_classes():
+    task = get_task("countdown")
+    same = [["<answer>4+11</answer>", "<answer>11+4</answer>", "<answer>4+11</answer>", "<answer>4-11</answer>"]]
+    m = score_samples(task, [A], EvalSamples(same, ["<answer>4+11</answer>"]))
+    assert m["pass@1"] == pytest.approx(0.75) and m["distinct_correct_classes"] == 1.0
+    assert m["div_equ"] == pytest.approx(2 / 4)  # {4+11 (x3, 11+4 is the same class), 4-11}
+    assert math.isnan(m["potential@1"])  # no greedy failure to recover
+
+
+def test_generate_samples_with_a_fake_sampler(monkeypatch):
+    """generate_samples groups n samples per problem in order and adds one greedy completion per problem."""
+    calls = []
+
+    def fake_sample(model, tokenizer, prompts, *, num_samples, greedy=False, seed=None, **kw):
+        calls.append((list(prompts), num_samples, greedy, seed))
+        texts = [f"{'g' if greedy else 's'}{p}-{j}" for p in prompts for j in range(num_samples)]
+        n = len(texts)
+        return rollout_module.Rollouts(
+            prompt_ids=torch.ones(n, 2, dtype=torch.long),
+            completion_ids=torch.ones(n, 3, dtype=torch.long),
+            completion_mask=torch.ones(n, 3, dtype=torch.bool),
+            texts=texts,
+            finished=torch.ones(n, dtype=torch.bool),
+            prompt_mask=torch.ones(n, 2, dtype=torch.bool),
+        )
+
+    def fake_logprobs(model, ids, start, mask, **kw):
+        return torch.zeros(mask.shape), torch.full(mask.shape, 0.5)  # (N, Lc) each
+
+    monkeypatch.setattr(rollout_module, "sample", fake_sample)
+    monkeypatch.setattr(rollout_module, "token_logprobs", fake_logprobs)
+
+    class Task:
+        stop = ()
+
+        def prompt(self, problem):
+            return f"P{problem}"
+
+    out = generate_samples(torch.nn.Linear(1, 1), None, Task(), [0, 1, 2], 2, batch_size=4, progress=False, seed=5)
+    assert out.samples == [["sP0-0", "sP0-1"], ["sP1-0", "sP1-1"], ["sP2-0", "sP2-1"]]
+    assert out.greedy == ["gP0-0", "gP1-0", "gP2-0"] and out.entropy == pytest.approx(0.5)
+    # batch_size 4 // n 2 = 2 problems per sampling call, seeded seed + chunk start; then one greedy call
+    assert [(c[0], c[1], c[2], c[3]) for c in calls] == [
+        (["P0", "P1"], 2, False, 5),
+        (["P2"], 2, False, 7),
+        (["P0", "P1", "P2"], 1, True, None),
+    ]
+
+
+def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
+    """A tiny `divrl demo --quick`: two methods, one RL step each, then report.md, plots and summary.json."""
+    monkeypatch.setattr(demo_module, "QUICK", demo_module.Budget(steps=1, eval_problems=2, eval_n=2))
+    overrides = ["rollout.prompts_per_step=2", "rollout.group_size=2", "threads=1"]
+    demo_module.run_demo(tmp_path, quick=True, methods=["grpo", "r1_zero_div"], overrides=overrides)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["results"]) == {"base", "grpo", "r1_zero_div"}
+    for name in summary["results"]:
+        mean, _std = summary["results"][name]["pass@1"]
+        assert 0.0 <= mean <= 1.0
+    report = (tmp_path / "report.md").read_text()
+    assert "| GRPO |" in report and "| R1-zero-Div |" in report and "| base |" in report
+    assert (tmp_path / "passk.png").stat().st_size > 0 and (tmp_path / "training.png").stat().st_size > 0
+    assert (tmp_path / "seed0" / "grpo" / "checkpoint-000001").is_dir()
