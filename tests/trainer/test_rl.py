@@ -241,6 +241,10 @@ def test_partition_labels_only_correct():
     learned, failures = partition_labels("learned", scored, texts, rec, only_correct=True)
     assert rec.seen == [[["A", "A", "B"], []]] and failures == 0
     assert learned.tolist() == [[0, 1, 0, 2, 3], [0, 1, 2, 3, 4]]
+    assert partition_labels("text", scored, texts)[0].tolist() == [[0, 1, 0, 1, 2], [0, 0, 1, 2, 2]]
+    assert partition_labels("text", scored, texts, only_correct=True)[0].tolist() == [[0, 1, 0, 2, 3], [0, 1, 2, 3, 4]]
+    with pytest.raises(ValueError, match="known sources are none, exact, answer, text, learned"):
+        partition_labels("bogus", scored, texts)
     answer, _ = partition_labels("answer", scored, texts, only_correct=True)
     assert answer.tolist() == [[0, 1, 0, 2, 0], [0, 1, 2, 3, 4]]
 

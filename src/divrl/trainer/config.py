@@ -66,9 +66,10 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class PartitionConfig:
-    source: Literal["none", "exact", "answer", "learned"] = "none"
+    source: Literal["none", "exact", "answer", "text", "learned"] = "none"
     """Semantic classes of a group: ``exact`` = the task's canonical form of the solution, ``answer`` =
-    equality of extracted final answers, ``learned`` = a trained equivalence classifier, ``none``."""
+    equality of extracted final answers, ``text`` = identical completion strings (a surface-level baseline),
+    ``learned`` = a trained equivalence classifier, ``none``."""
     checkpoint: str | None = None
     """Classifier checkpoint for ``source: learned``."""
     only_correct: bool = False

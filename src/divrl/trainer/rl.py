@@ -104,6 +104,11 @@ def partition_labels(
             partition_by_key([k for k, c in zip(keys, row, strict=True) if c])
             for keys, row in zip(scored.keys, keep, strict=True)
         ]
+    elif source == "text":
+        subsets = [
+            partition_by_key([t for t, c in zip(group, row, strict=True) if c])
+            for group, row in zip(texts, keep, strict=True)
+        ]
     elif source == "answer":
         subsets = [
             partition_by_key([a for a, c in zip(ans, row, strict=True) if c])
@@ -116,7 +121,7 @@ def partition_labels(
         except Exception:
             subsets, failures = [list(range(len(t))) for t in chosen], len(texts)
     else:
-        raise ValueError(f"partition.source {source!r}: known sources are none, exact, answer, learned")
+        raise ValueError(f"partition.source {source!r}: known sources are none, exact, answer, text, learned")
     rows = []
     for row, labels in zip(keep, subsets, strict=True):
         it = iter(labels)
