@@ -141,8 +141,8 @@ class RLConfig:
     cut to its longest completion, so padding is not computed (same values up to float rounding; 1 = off)."""
     compile: bool = False
     """``torch.compile`` the policy's training forward (dynamic shapes; sampling stays eager). Costs a one-off
-    compile (≈ 45 s cold, ≈ 10 s from inductor's disk cache, on 2 CPU cores) and needs a C++ compiler on CPU;
-    pays off over long runs (docs/results.md)."""
+    compile (≈ 45 s cold, ≈ 10 s from inductor's disk cache, on 2 CPU cores) and needs a C++ compiler on CPU.
+    On the Countdown testbed it made whole steps at most ~10% faster (docs/results.md)."""
     seed: int = 0
     """Seeds prompt choice, sampling and initialisation; a resumed run reproduces an uninterrupted one."""
     save_every: int = 20

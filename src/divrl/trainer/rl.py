@@ -98,24 +98,16 @@ def partition_labels(
     if source == "none":
         return None, 0
     keep = scored.correct.tolist() if only_correct else [[True] * len(t) for t in texts]  # (P, G) bools
+
+    def kept(per_group: list[list[Any]]) -> list[list[Any]]:
+        return [[x for x, c in zip(group, row, strict=True) if c] for group, row in zip(per_group, keep, strict=True)]
+
+    keys = {"exact": scored.keys, "answer": scored.answers, "text": texts}
     failures = 0
-    if source == "exact":
-        subsets = [
-            partition_by_key([k for k, c in zip(keys, row, strict=True) if c])
-            for keys, row in zip(scored.keys, keep, strict=True)
-        ]
-    elif source == "text":
-        subsets = [
-            partition_by_key([t for t, c in zip(group, row, strict=True) if c])
-            for group, row in zip(texts, keep, strict=True)
-        ]
-    elif source == "answer":
-        subsets = [
-            partition_by_key([a for a, c in zip(ans, row, strict=True) if c])
-            for ans, row in zip(scored.answers, keep, strict=True)
-        ]
+    if source in keys:
+        subsets = [partition_by_key(group) for group in kept(keys[source])]
     elif source == "learned":
-        chosen = [[t for t, c in zip(group, row, strict=True) if c] for group, row in zip(texts, keep, strict=True)]
+        chosen = kept(texts)
         try:
             subsets = learned.groups(chosen)
         except Exception:
