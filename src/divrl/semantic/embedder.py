@@ -132,8 +132,8 @@ class SentenceTransformerEmbedder(_CachedEmbedder):
         device: torch device for the model.
         batch_size: texts per forward pass.
         cache_size: most texts kept in the LRU cache (0 disables it).
-        dtype: ``"float32"`` or ``"bfloat16"``. bf16 runs MiniLM 3.6× faster on a CPU with AMX (this project's box:
-            0.42 → 0.12 s for 128 Countdown completions, cosine to the fp32 embedding ≥ 0.998) but can be slower
+        dtype: ``"float32"`` or ``"bfloat16"``. bf16 runs MiniLM 3.8× faster on a CPU with AMX (this project's box:
+            0.41 → 0.11 s for 128 Countdown-like completions, benchmarks/embed_speed.py) but can be slower
             without native bf16. Embeddings are returned as float32 either way. In a spec: ``<model>@bf16``.
     """
 
