@@ -68,6 +68,7 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("setpo", {"kernel": "ngram", "ngram_unit": "token", "ngram": 2}),
     ("setpo", {"base": "rloo", "gate": "correct", "center": True, "lam": 0.3}),
     ("setpo", {"base": "darling", "base_options": {"scale": "group"}}),
+    ("setpo", {"members": "correct", "lam": 2.0}),
 ]
 CONFIG_IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o in CONFIGS]
 REWARD_ONLY = [(n, o) for n, o in CONFIGS if n not in ("darling", "setpo") and o.get("drop_uniform", True)]
@@ -287,6 +288,23 @@ def test_setpo_hand_computed_2x3_gate_and_center() -> None:
     assert torch.allclose(setpo_bonus(b, gate="correct", center=True).sum(-1), torch.zeros(2), atol=1e-6)
     rloo = torch.tensor([[1.0, -0.5, -0.5], [0.5, 0.5, -1.0]])
     assert torch.allclose(adv("setpo", b, base="rloo", gate="correct", center=True), rloo + centred, atol=1e-5)
+
+
+def test_setpo_members_correct_hand_computed() -> None:
+    # members="correct": Ω = the correct rollouts. Group 1 has one (s = 0: a set of one); group 2's Ω = {x, y}
+    # with kernel I is the G = 2 case, s = log(4 / 3) each; incorrect rollouts get 0 and their texts are not read
+    b = rewards_batch(R23, texts=[["aaa", "aaa", "bbb"], ["x", "y", "??"]], correct=torch.tensor(R23) == 1)
+    expected = torch.tensor([[0.0, 0.0, 0.0], [math.log(4 / 3), math.log(4 / 3), 0.0]])
+    assert torch.allclose(setpo_bonus(b, members="correct"), expected, atol=1e-6)
+    # an incorrect rollout's embedding is never read: NaN there changes nothing
+    emb = torch.eye(3).repeat(2, 1, 1)  # (2, 3, 3)
+    emb[1, 2] = float("nan")
+    got = setpo_bonus(b.replace(embeddings=emb), members="correct", kernel="cosine")
+    assert torch.allclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="members"):
+        setpo_bonus(b, members="some")
+    with pytest.raises(ValueError, match="correct"):
+        setpo_bonus(b.replace(correct=None), members="correct")
 
 
 def test_setpo_kernel_selection_and_errors() -> None:

@@ -291,3 +291,38 @@ def test_cosine_kernel_batched_and_scale_invariant() -> None:
     assert bool(((k >= 0) & (k <= 1)).all())
     with pytest.raises(ValueError, match="shape"):
         cosine_kernel(torch.ones(3))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 10), st.integers(0, 2**31 - 1))
+def test_setpo_members_is_the_formula_on_the_sub_kernel(g: int, seed: int) -> None:
+    """members: the contributions of the members equal the unrestricted formula on their sub-kernel; the
+    others get 0 and their kernel entries (even NaN) are never read; all members = no mask."""
+    gen = torch.Generator().manual_seed(seed)
+    k = _random_kernel(g, gen, symmetric=bool(seed % 2))
+    members = torch.rand(g, generator=gen) < 0.6
+    idx = members.nonzero().flatten()
+    poisoned = k.clone()
+    poisoned[~members] = float("nan")
+    poisoned[:, ~members] = float("nan")
+    s = setpo_marginal_contributions(poisoned, members)
+    expected = torch.zeros(g, dtype=k.dtype)
+    if len(idx) > 0:
+        expected[idx] = setpo_marginal_contributions(k[idx][:, idx])
+    assert torch.allclose(s, expected, atol=1e-12)
+    assert torch.allclose(
+        setpo_marginal_contributions(k, torch.ones(g, dtype=torch.bool)), setpo_marginal_contributions(k)
+    )
+    batched = setpo_marginal_contributions(
+        torch.stack([k, k]), torch.stack([members, torch.ones(g, dtype=torch.bool)])
+    )
+    assert torch.allclose(batched[0], expected, atol=1e-12) and torch.allclose(
+        batched[1], setpo_marginal_contributions(k)
+    )
+
+
+def test_setpo_members_mask_is_checked() -> None:
+    with pytest.raises(ValueError, match="members"):
+        setpo_marginal_contributions(torch.ones(3, 3), torch.ones(3))
+    with pytest.raises(ValueError, match="members"):
+        setpo_marginal_contributions(torch.ones(3, 3), torch.ones(2, dtype=torch.bool))

@@ -150,6 +150,24 @@ def test_embed_texts_feeds_setpo() -> None:
         embed_texts([["a"], ["b", "c"]], emb)
 
 
+def test_embed_texts_only_embeds_the_masked_rows() -> None:
+    """only=mask: those rows equal the full embedding, the others are zero, and only the masked texts reach the
+    embedder (so the cost scales with the mask)."""
+    emb = CharNgramEmbedder(dim=64, cache_size=0)
+    groups = [["7*7=49", "10+3=13", "1+1"], ["2*2", "3-1", "5*5"]]
+    full = embed_texts(groups, emb)
+    seen: list[str] = []
+    encode = emb.encode
+    emb.encode = lambda texts: seen.extend(texts) or encode(texts)  # type: ignore[method-assign]
+    only = torch.tensor([[True, False, True], [False, False, False]])
+    got = embed_texts(groups, emb, only)
+    assert seen == ["7*7=49", "1+1"]
+    assert torch.equal(got[only], full[only]) and torch.equal(got[~only], torch.zeros(4, 64))
+    assert torch.equal(embed_texts(groups, emb, torch.zeros(2, 3, dtype=torch.bool)), torch.zeros(2, 3, 64))
+    with pytest.raises(ValueError, match="bool mask"):
+        embed_texts(groups, emb, torch.ones(3, 2, dtype=torch.bool))
+
+
 def test_minilm_partition_beats_string_identity_on_countdown(minilm, countdown_pairs) -> None:
     """A head trained on reference pairs (train problems) partitions groups of reference completions of *val*
     problems closer to the exact canonical classes than string identity does (pooled ARI)."""

@@ -183,6 +183,25 @@ def test_learned_partition_and_embedding_kernel(tiny_policy, tmp_path):
     assert math.isfinite(read_metrics(tmp_path / "setpo")[0]["loss"])
 
 
+def test_embedding_only_correct_rollouts_changes_no_number(tiny_policy, tmp_path):
+    """SetPO with members=correct never reads an incorrect rollout's embedding, so embed_rows=correct (which leaves
+    them unembedded) gives exactly the same two steps as embedding every rollout; any other use is refused."""
+    from divrl.trainer.rl import RLTrainer
+
+    extra = ["embedder=char-ngram", "advantage.options.kernel=cosine", "advantage.options.members=correct"]
+    runs = {}
+    for rows in ("all", "correct"):
+        trainer = RLTrainer(_cfg("setpo", tiny_policy, extra=[*extra, f"embed_rows={rows}"]), tmp_path / rows)
+        records = [trainer.step(step) for step in range(2)]
+        runs[rows] = [{k: v for k, v in r.items() if not k.startswith("time")} for r in records], trainer.model
+    assert runs["all"][0] == runs["correct"][0]
+    assert any(r["accuracy"] > 0 and r["adv_abs_mean"] > 0 for r in runs["all"][0])
+    for a, b in zip(runs["all"][1].parameters(), runs["correct"][1].parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="members"):
+        RLTrainer(_cfg("setpo", tiny_policy, extra=["embedder=char-ngram", "embed_rows=correct"]), tmp_path / "x")
+
+
 def test_learned_partition_needs_a_checkpoint(tiny_policy, tmp_path):
     with pytest.raises(ValueError, match="needs partition.checkpoint"):
         train(_cfg("darling", tiny_policy, steps=1, extra=["partition.source=learned"]), tmp_path, progress=False)

@@ -367,6 +367,7 @@ def setpo_bonus(
     kernel: Literal["auto", "cosine", "ngram"] = "auto",
     ngram: int = 3,
     ngram_unit: Literal["char", "token"] = "char",
+    members: Literal["all", "correct"] = "all",
 ) -> Tensor:
     """SetPO-style shaping term ``lam * s`` (P, G), gated and optionally centred.
 
@@ -376,13 +377,21 @@ def setpo_bonus(
     (``kernel="ngram"``, our weight-free choice); ``"auto"`` takes embeddings when present, else
     texts. ``gate="correct"`` keeps the term only for correct rollouts (``batch.correct``); then
     ``center=True`` subtracts the group mean of the gated term, so the bonus sums to 0 per group.
+    ``members="correct"`` (our variant, not SetPO's) measures the set diversity over each group's
+    correct rollouts only (``Ω`` = the correct ones; the others get 0, which implies the gate), so
+    a trainer needs to embed only the correct rollouts (``embed_rows: correct``).
     Useful on its own for logging ``RMS(lam*s) / RMS(A_base)`` (seed-methods.md §3.3 suggests
     calibrating ``lam`` so that this is about 5-10%).
     """
     if gate not in ("all", "correct"):
         raise ValueError(f"setpo: gate must be 'all' or 'correct', got {gate!r}")
+    if members not in ("all", "correct"):
+        raise ValueError(f"setpo: members must be 'all' or 'correct', got {members!r}")
+    if members == "correct" and batch.correct is None:
+        raise ValueError("setpo: members='correct' needs GroupBatch.correct (P, G) bool")
     k = _setpo_kernel(batch, kernel, ngram, ngram_unit)  # (P, G, G)
-    s = setpo_marginal_contributions(k).to(batch.rewards.dtype)  # (P, G)
+    mask = batch.correct.to(k.device) if members == "correct" and batch.correct is not None else None  # (P, G)
+    s = setpo_marginal_contributions(k, mask).to(batch.rewards.dtype)  # (P, G)
     bonus = lam * s  # (P, G)
     if gate == "correct":
         if batch.correct is None:
@@ -419,6 +428,7 @@ def setpo(
     kernel: Literal["auto", "cosine", "ngram"] = "auto",
     ngram: int = 3,
     ngram_unit: Literal["char", "token"] = "char",
+    members: Literal["all", "correct"] = "all",
 ) -> Tensor:
     """SetPO-style set-diversity advantage shaping (Li et al., arXiv 2602.01062) -- **reconstructed**.
 
@@ -433,7 +443,7 @@ def setpo(
         lam: weight of ``s``.
         gate: ``"all"`` or ``"correct"`` (only correct rollouts get ``s``).
         center: subtract the group mean of the (gated) ``lam * s``.
-        kernel, ngram, ngram_unit: see :func:`setpo_bonus`.
+        kernel, ngram, ngram_unit, members: see :func:`setpo_bonus`.
 
     Note:
         With ``lam = 0`` (or a constant ``s`` and ``center=True``) this is the base estimator.
@@ -442,6 +452,13 @@ def setpo(
         raise ValueError("setpo: base must be another estimator, not 'setpo' itself")
     a_base: Tensor = ADVANTAGES.call(base, batch, **(base_options or {}))  # (P, G)
     bonus = setpo_bonus(
-        batch, lam=lam, gate=gate, center=center, kernel=kernel, ngram=ngram, ngram_unit=ngram_unit
+        batch,
+        lam=lam,
+        gate=gate,
+        center=center,
+        kernel=kernel,
+        ngram=ngram,
+        ngram_unit=ngram_unit,
+        members=members,
     )  # (P, G)
     return a_base + bonus  # (P, G)

@@ -154,7 +154,7 @@ def darling_diversity(labels: Tensor, floor: float = 0.1) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def setpo_marginal_contributions(kernel: Tensor) -> Tensor:
+def setpo_marginal_contributions(kernel: Tensor, members: Tensor | None = None) -> Tensor:
     """Leave-one-out marginal contribution of each rollout to a set-level diversity (SetPO-style).
 
     **Reconstructed**, not read in the paper: SetPO (arXiv 2602.01062) was available only as an
@@ -182,12 +182,18 @@ def setpo_marginal_contributions(kernel: Tensor) -> Tensor:
     * A lower row sum of similarities alone does **not** imply a larger ``s``: a 4×4 kernel with
       nearly equal row sums is a counterexample (about 0.5% of ordered pairs in random kernels).
 
+    ``members`` restricts Ω to a subset of each group (our variant, not SetPO's: e.g. the correct
+    rollouts, so that only they need embedding): the same formula on the sub-kernel of the members,
+    0 for every other rollout, whose kernel rows and columns are never read. All members: the
+    formula above.
+
     Args:
         kernel: (G, G) or (P, G, G) similarities, ``k_ii = 1`` (e.g. :func:`cosine_kernel`,
             :func:`ngram_kernel`).
+        members: optional (G,) or (P, G) bool mask of Ω; ``None`` = the whole group.
 
     Returns:
-        (G,) or (P, G) contributions ``s``. By our definition a group of size 1 gets 0 (removing
+        (G,) or (P, G) contributions ``s``. By our definition a set of size 1 gets 0 (removing
         the only rollout leaves an empty set, whose diversity the formula does not define).
     """
     if kernel.dim() not in (2, 3) or kernel.shape[-1] != kernel.shape[-2]:
@@ -197,6 +203,8 @@ def setpo_marginal_contributions(kernel: Tensor) -> Tensor:
     if not torch.is_floating_point(kernel):
         raise ValueError(f"setpo_marginal_contributions: kernel must be a float tensor, got dtype {kernel.dtype}")
     g = kernel.shape[-1]
+    if members is not None:
+        return _setpo_members(kernel, members)
     if g == 1:
         return torch.zeros(kernel.shape[:-1], dtype=kernel.dtype, device=kernel.device)
     rowsum = kernel.sum(-1)  # (..., G)
@@ -207,6 +215,28 @@ def setpo_marginal_contributions(kernel: Tensor) -> Tensor:
     g_loo = torch.where(off_diag, -torch.log1p(m_loo), torch.zeros_like(m_loo))  # (..., G, G)
     d_loo = g_loo.sum(-1) / (g - 1)  # (..., G)  D(Ω \ {i})
     return d_full - d_loo  # (..., G)
+
+
+def _setpo_members(kernel: Tensor, members: Tensor) -> Tensor:
+    """:func:`setpo_marginal_contributions` with Ω = the ``members`` of each group (0 elsewhere)."""
+    if members.dtype != torch.bool or members.shape != kernel.shape[:-1]:
+        raise ValueError(
+            f"setpo_marginal_contributions: members must be a bool mask of shape {tuple(kernel.shape[:-1])}, "
+            f"got {members.dtype} {tuple(members.shape)}"
+        )
+    m = members.to(kernel.dtype)  # (..., G)  1 = in Ω
+    # a non-member's row and column are zeroed (never NaN-propagating: its entries are not read)
+    k = torch.where(members[..., :, None] & members[..., None, :], kernel, torch.zeros_like(kernel))  # (..., G, G)
+    n = m.sum(-1, keepdim=True)  # (..., 1)  |Ω|
+    rowsum = k.sum(-1)  # (..., G)  Σ_{l∈Ω} k_jl for members j
+    g_full = -torch.log1p(rowsum / n.clamp(min=1)) * m  # (..., G)
+    d_full = g_full.sum(-1, keepdim=True) / n.clamp(min=1)  # (..., 1)  D(Ω)
+    m_loo = (rowsum[..., None, :] - k.transpose(-1, -2)) / (n[..., None] - 1).clamp(min=1)  # (..., G, G)
+    eye = torch.eye(kernel.shape[-1], dtype=torch.bool, device=kernel.device)  # (G, G)
+    keep = members[..., None, :] & ~eye  # (..., G, G)  j ∈ Ω, j ≠ i
+    g_loo = torch.where(keep, -torch.log1p(m_loo), torch.zeros_like(m_loo))  # (..., G, G)
+    d_loo = g_loo.sum(-1) / (n - 1).clamp(min=1)  # (..., G)  D(Ω \ {i})
+    return torch.where(members & (n > 1), d_full - d_loo, torch.zeros_like(d_loo))  # (..., G)
 
 
 # ---------------------------------------------------------------------------------------------

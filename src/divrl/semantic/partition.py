@@ -119,20 +119,36 @@ def learned_partition(
     return LearnedPartition(clf)
 
 
-def embed_texts(groups: Sequence[Sequence[str]], embedder: str | Embedder | None = None) -> Tensor:
+def embed_texts(
+    groups: Sequence[Sequence[str]], embedder: str | Embedder | None = None, only: Tensor | None = None
+) -> Tensor:
     """(P, G, D) unit-norm embeddings of P groups of G texts (``GroupBatch.embeddings``), one batched call.
 
     ``embedder``: an :class:`~divrl.semantic.embedder.Embedder` (keep one across steps: its LRU cache then skips
     texts seen recently) or a spec for :func:`~divrl.semantic.embedder.load_embedder` (default: MiniLM).
+    ``only``: a (P, G) bool mask; only those texts are embedded, every other row is a zero vector (for consumers
+    that never read them, such as SetPO with ``members="correct"``).
     """
     if len(groups) == 0:
         raise ValueError("embed_texts: no groups")
     sizes = {len(texts) for texts in groups}
     if len(sizes) != 1:
         raise ValueError(f"embed_texts: every group must have the same size G, got sizes {sorted(sizes)}")
+    g = sizes.pop()
     emb = load_embedder(embedder)
     flat = [text for texts in groups for text in texts]
-    return emb.encode(flat).reshape(len(groups), sizes.pop(), -1)  # (P, G, D)
+    if only is None:
+        return emb.encode(flat).reshape(len(groups), g, -1)  # (P, G, D)
+    if only.shape != (len(groups), g) or only.dtype != torch.bool:
+        raise ValueError(
+            f"embed_texts: only must be a ({len(groups)}, {g}) bool mask, got {only.dtype} {tuple(only.shape)}"
+        )
+    keep = only.flatten()  # (P*G,)
+    out = torch.zeros(len(flat), emb.dim)  # (P*G, D)
+    rows = keep.nonzero().flatten().tolist()
+    if rows:
+        out[keep] = emb.encode([flat[i] for i in rows])  # (K, D)
+    return out.reshape(len(groups), g, -1)  # (P, G, D)
 
 
 def adjusted_rand_index(labels_a: Sequence[int], labels_b: Sequence[int]) -> float:

@@ -127,6 +127,9 @@ class RLConfig:
     """Sentence embedder for ``GroupBatch.embeddings`` (SetPO's cosine kernel): ``all-MiniLM-L6-v2`` (packaged,
     ``divrl[semantic]``), ``char-ngram[:N[:D]]`` (hashed character n-grams, no weights), or a sentence-transformers
     folder / cached hub id; ``None`` = no embeddings."""
+    embed_rows: str = "all"
+    """Which rollouts the ``embedder`` embeds: ``all``, or ``correct`` (the others get zero vectors; for SetPO
+    with ``advantage.options.members: correct``, which never reads them; cuts the embedding cost by the accuracy)."""
     loss: list[LossTermConfig] = field(default_factory=lambda: [LossTermConfig()])
     """Loss terms, summed; the first is normally ``ppo`` (its ``beta`` > 0 loads a frozen reference)."""
     optim: OptimConfig = field(default_factory=OptimConfig)

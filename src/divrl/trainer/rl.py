@@ -122,11 +122,11 @@ def partition_labels(
     return torch.tensor(rows, dtype=torch.long), failures  # (P, G)
 
 
-def embed_texts(texts: list[list[str]], embedder: Any) -> torch.Tensor:
-    """(P, G, D) embeddings of the group texts (SetPO's cosine kernel)."""
+def embed_texts(texts: list[list[str]], embedder: Any, only: torch.Tensor | None = None) -> torch.Tensor:
+    """(P, G, D) embeddings of the group texts (SetPO's cosine kernel); rows outside ``only`` (P, G) are zero."""
     from divrl.semantic import embed_texts as embed
 
-    return embed(texts, embedder)
+    return embed(texts, embedder, only)
 
 
 def distinct_correct_classes(scored: Scored) -> float:
@@ -189,6 +189,15 @@ class RLTrainer:
             from divrl.semantic import load_embedder
 
             self.embedder = load_embedder(cfg.embedder)
+        if cfg.embed_rows not in ("all", "correct"):
+            raise ValueError(f"embed_rows must be 'all' or 'correct', got {cfg.embed_rows!r}")
+        members = cfg.advantage.options.get("members") if cfg.advantage.name == "setpo" else None
+        if cfg.embed_rows == "correct" and members != "correct":
+            raise ValueError(
+                "embed_rows 'correct' leaves incorrect rollouts unembedded (zero vectors); only setpo with "
+                f"advantage.options.members 'correct' never reads them (advantage {cfg.advantage.name!r}, "
+                f"members {members!r})"
+            )
         self.model.train()
         if cfg.length_buckets < 1:
             raise ValueError(f"length_buckets must be >= 1, got {cfg.length_buckets}")
@@ -317,7 +326,7 @@ class RLTrainer:
             texts=texts,
             answers=scored.answers,
             partition=labels,
-            embeddings=embed_texts(texts, self.embedder) if self.embedder is not None else None,
+            embeddings=self._embeddings(texts, scored),
         )
         advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (P, G)
         t_score = timer()
@@ -341,6 +350,12 @@ class RLTrainer:
             **loss_metrics,
         }
         return metrics
+
+    def _embeddings(self, texts: list[list[str]], scored: Scored) -> torch.Tensor | None:
+        if self.embedder is None:
+            return None
+        only = scored.correct if self.cfg.embed_rows == "correct" else None  # (P, G)
+        return embed_texts(texts, self.embedder, only)  # (P, G, D)
 
     def optimize(self, batch: GroupBatch, advantages: torch.Tensor, rollouts: Any) -> dict[str, float]:
         """``num_iterations`` AdamW steps on one rollout batch, in micro-batches of whole groups.
