@@ -20,6 +20,7 @@ from datasets import Dataset
 from trl import GRPOConfig
 
 from divrl.integrations.trl import DiversityGRPOTrainer
+from divrl.semantic import CharNgramEmbedder
 
 G = 4
 
@@ -48,9 +49,18 @@ def main(out_dir: Path) -> None:
     )  # fmt: skip
 
     steps: list[dict[str, object]] = []
+    embedded: list[int] = []
+
+    class Counting(CharNgramEmbedder):
+        """Counts the texts this rank embeds in each step (no cache, so every call is counted)."""
+
+        def _embed(self, texts):  # type: ignore[no-untyped-def]
+            embedded[-1] += len(texts)
+            return super()._embed(texts)
 
     class Recording(DiversityGRPOTrainer):  # type: ignore[misc]
         def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
+            embedded.append(0)
             out = super()._generate_and_score_completions(inputs)
             batch = self.last_group_batch
             steps.append(
@@ -60,6 +70,7 @@ def main(out_dir: Path) -> None:
                     "group_texts": batch.texts,
                     "rewards": batch.rewards.tolist(),
                     "partition": batch.partition.tolist(),
+                    "embeddings": batch.embeddings.tolist(),
                     "advantages": self.last_advantages.tolist(),
                     "local_advantages": out["advantages"].tolist(),
                     "local_correct": out["divrl_correct"].tolist(),
@@ -70,6 +81,7 @@ def main(out_dir: Path) -> None:
     trainer = Recording(
         model=model, reward_funcs=[parity], args=args, train_dataset=dataset, processing_class=tok,
         advantage="darling", partition_fn=length_classes, positive_entropy={"lam": 0.1, "gate": "correct"},
+        embedder=Counting(3, 16, cache_size=0),
     )  # fmt: skip
     trainer.train()
     record = {
@@ -78,6 +90,7 @@ def main(out_dir: Path) -> None:
         "steps": steps,
         "seen_by_reward": seen_by_reward,
         "partition_calls": partition_calls,
+        "embedded": embedded,
         "div_term": trainer.state.log_history[0].get("divrl/div_term"),
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(record))

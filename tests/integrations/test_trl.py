@@ -297,6 +297,30 @@ def test_setpo_advantages_add_a_diversity_bonus(plain: Run, tmp_path: Path) -> N
     assert not torch.allclose(run.params, plain.params)
 
 
+def test_setpo_embedding_kernel_over_correct_completions(plain: Run, tmp_path: Path) -> None:
+    """embedder= feeds GroupBatch.embeddings; with embed_rows="correct" only correct completions are embedded (the
+    others are zero), and SetPO with members="correct" gives the advantages of the fully embedded batch."""
+    from divrl.semantic import CharNgramEmbedder, embed_texts
+
+    options = {"lam": 2.0, "kernel": "cosine", "members": "correct"}
+    run = _train(_DivRec, tmp_path, advantage="setpo", advantage_options=options, embedder="char-ngram:2:64",
+                 embed_rows="correct")  # fmt: skip
+    _same_first_batch(plain, run)
+    texts, r = run.texts(), run.rewards()
+    full = embed_texts(texts, CharNgramEmbedder(2, 64))  # (P, G, D)
+    expected = compute_advantages("setpo", GroupBatch(rewards=r, correct=r == 1, embeddings=full), **options)
+    torch.testing.assert_close(run.advantages[0], expected.reshape(-1))
+    assert (expected - compute_advantages("grpo", GroupBatch(rewards=r))).abs().max() > 0.01  # the bonus is there
+    batch = run.trainer.last_group_batch  # step 2: incorrect rows were not embedded
+    assert batch.embeddings is not None and batch.correct is not None
+    assert 0 < int(batch.correct.sum()) < batch.correct.numel()
+    assert torch.equal(batch.embeddings[~batch.correct], torch.zeros(int((~batch.correct).sum()), 64))
+    assert torch.allclose(batch.embeddings[batch.correct].norm(dim=-1), torch.ones(int(batch.correct.sum())))
+    common = {"model": tiny_llama(char_tokenizer()), "reward_funcs": [parity_reward], "args": _config(tmp_path / "x")}
+    with pytest.raises(ValueError, match="members"):
+        DiversityGRPOTrainer(**common, advantage="setpo", embedder="char-ngram", embed_rows="correct")
+
+
 def test_positive_entropy_term_is_added_to_trl_loss(plain: Run, tmp_path: Path) -> None:
     lam = 0.5
     run = _train(_DivRec, tmp_path, positive_entropy={"lam": lam, "gate": "correct"})
@@ -326,6 +350,8 @@ def test_positive_entropy_term_is_added_to_trl_loss(plain: Run, tmp_path: Path) 
 
 
 def test_two_processes_compute_advantages_over_whole_groups(tmp_path: Path) -> None:
+    from divrl.semantic import CharNgramEmbedder, embed_texts
+
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -362,6 +388,10 @@ def test_two_processes_compute_advantages_over_whole_groups(tmp_path: Path) -> N
         torch.testing.assert_close(torch.tensor(s0["advantages"]).reshape(-1), expected)
         assert s0["local_advantages"] + s1["local_advantages"] == pytest.approx(expected.tolist())
         assert s0["local_correct"] + s1["local_correct"] == (rewards.reshape(-1) == 1).tolist()
+        # each group was embedded once, by one rank, and every rank holds the same (P, G, D) embeddings
+        assert s0["embeddings"] == s1["embeddings"]
+        torch.testing.assert_close(torch.tensor(s0["embeddings"]), embed_texts(texts, CharNgramEmbedder(3, 16)))
+    assert [sum(r["embedded"][step] for r in ranks) for step in range(2)] == [3 * G, 3 * G]
     calls = ranks[0]["partition_calls"] + ranks[1]["partition_calls"]
     assert len(calls) == 2 * 3  # 3 groups per step, each partitioned exactly once across the two ranks
     assert ranks[0]["div_term"] == ranks[1]["div_term"] and ranks[0]["div_term"] > 0

@@ -253,6 +253,12 @@ class DiversityGRPOTrainer(GRPOTrainer):
             process (groups are dealt round-robin across processes and the labels gathered).
         partition_key: ``key(completion_text) -> Hashable | None``: exact-key classes (fast path). Give at most one
             of the two; ``darling`` needs one.
+        embedder: an embedder for ``GroupBatch.embeddings`` ``(P, G, D)`` (SetPO's cosine kernel): a
+            :class:`divrl.semantic.Embedder` or a spec for :func:`divrl.semantic.load_embedder`
+            (``"all-MiniLM-L6-v2"``, ``"all-MiniLM-L6-v2@bf16"``, ``"char-ngram"``, a local folder). Each group is
+            embedded once, by one process (round-robin), and the embeddings gathered; ``None``: no embeddings.
+        embed_rows: ``"all"``, or ``"correct"``: embed only correct completions (zero vectors elsewhere; only for
+            ``setpo`` with ``members="correct"``, which never reads the others).
         correct_reward: which reward function decides correctness (index into ``reward_funcs`` or its name);
             ``correct = reward >= correct_threshold`` (NaN is incorrect). Used for ``GroupBatch.correct``
             (``passk``, ``setpo`` with ``gate="correct"``) and for the entropy term's ``gate="correct"``.
@@ -280,6 +286,8 @@ class DiversityGRPOTrainer(GRPOTrainer):
         advantage_options: Mapping[str, Any] | None = None,
         partition_fn: PartitionFn | None = None,
         partition_key: PartitionKey | None = None,
+        embedder: Any = None,
+        embed_rows: str = "all",
         correct_reward: int | str = 0,
         correct_threshold: float = 1.0,
         positive_entropy: Mapping[str, Any] | None = None,
@@ -293,6 +301,11 @@ class DiversityGRPOTrainer(GRPOTrainer):
             raise ValueError("advantage_options given without an advantage name")
         if advantage == "darling" and partition_fn is None and partition_key is None:
             raise ValueError("advantage='darling' needs a partition source: partition_key= or partition_fn=")
+        if embedder is not None or embed_rows != "all":
+            from divrl.semantic import check_embed_rows, load_embedder
+
+            check_embed_rows(embed_rows, advantage, options)
+            embedder = None if embedder is None else load_embedder(embedder)
         entropy_options = None if positive_entropy is None else dict(positive_entropy)
         if entropy_options is not None:
             check_options(get_loss("positive_entropy"), entropy_options, "policy loss 'positive_entropy'")
@@ -314,6 +327,8 @@ class DiversityGRPOTrainer(GRPOTrainer):
         self.divrl_advantage_options = options
         self.divrl_partition_fn = partition_fn
         self.divrl_partition_key = partition_key
+        self.divrl_embedder = embedder
+        self.divrl_embed_rows = embed_rows
         self.divrl_correct_index = int(correct_reward)
         self.divrl_correct_threshold = float(correct_threshold)
         self.divrl_positive_entropy = entropy_options
@@ -363,6 +378,7 @@ class DiversityGRPOTrainer(GRPOTrainer):
             correct=correct.view(-1, g).cpu(),  # (P, G)
             texts=text_groups,
             partition=self._partition([group[0] for group in prompt_groups], text_groups),
+            embeddings=self._embed(text_groups, correct.view(-1, g).cpu()),
         )
         adv = self.compute_group_advantages(batch)  # (P, G)
         self.last_group_batch, self.last_advantages = batch, adv
@@ -398,6 +414,24 @@ class DiversityGRPOTrainer(GRPOTrainer):
         pairs = gather_object(mine) if world > 1 else mine
         by_group = dict(pairs)
         return labels_tensor([by_group[i] for i in range(len(texts))])  # (P, G)
+
+    def _embed(self, texts: list[list[str]], correct: Tensor) -> Tensor | None:
+        """(P, G, D) embeddings, each group embedded by one process (round-robin), then gathered to all."""
+        if self.divrl_embedder is None:
+            return None
+        from divrl.semantic import embed_texts
+
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        only = correct if self.divrl_embed_rows == "correct" else None  # (P, G) bool
+        idx = list(range(rank, len(texts), world))  # this process's groups, embedded in one batched call
+        emb = (
+            embed_texts([texts[i] for i in idx], self.divrl_embedder, None if only is None else only[idx])
+            if idx
+            else None
+        )
+        mine = [(i, emb[k]) for k, i in enumerate(idx)] if emb is not None else []  # (G, D) each
+        by_group = dict(gather_object(mine) if world > 1 else mine)
+        return torch.stack([by_group[i].cpu() for i in range(len(texts))])  # (P, G, D)
 
     # -- overrides 3 and 4: R1-zero-Div's term on the training forward pass ----------------------------------------
 

@@ -189,15 +189,10 @@ class RLTrainer:
             from divrl.semantic import load_embedder
 
             self.embedder = load_embedder(cfg.embedder)
-        if cfg.embed_rows not in ("all", "correct"):
-            raise ValueError(f"embed_rows must be 'all' or 'correct', got {cfg.embed_rows!r}")
-        members = cfg.advantage.options.get("members") if cfg.advantage.name == "setpo" else None
-        if cfg.embed_rows == "correct" and members != "correct":
-            raise ValueError(
-                "embed_rows 'correct' leaves incorrect rollouts unembedded (zero vectors); only setpo with "
-                f"advantage.options.members 'correct' never reads them (advantage {cfg.advantage.name!r}, "
-                f"members {members!r})"
-            )
+        if cfg.embed_rows != "all":
+            from divrl.semantic import check_embed_rows
+
+            check_embed_rows(cfg.embed_rows, cfg.advantage.name, cfg.advantage.options)
         self.model.train()
         if cfg.length_buckets < 1:
             raise ValueError(f"length_buckets must be >= 1, got {cfg.length_buckets}")
