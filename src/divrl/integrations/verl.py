@@ -23,7 +23,9 @@ Three ways in, all loaded with ``import verl`` in every process verl starts (dri
 =================================  =================================================================================
 ``algorithm.adv_estimator=``        ``divrl_<name>`` for every divrl estimator (``divrl_grpo``, ``divrl_dr_grpo``,
                                     ``divrl_rloo``, ``divrl_passk``, ``divrl_darling``, ``divrl_setpo``, ...).
-                                    Options come from ``+algorithm.divrl_options.<key>=...``.
+                                    Options come from ``+algorithm.divrl_options.<key>=...``; SetPO's cosine kernel
+                                    embeds with ``+algorithm.divrl_embedder=all-MiniLM-L6-v2`` (optionally
+                                    ``+algorithm.divrl_embed_rows=correct``).
 ``actor_rollout_ref.actor.policy_   ``divrl_positive_entropy``: verl's ``vanilla`` PPO loss plus R1-zero-Div's term
 loss.loss_mode=``                   (:func:`positive_entropy_term`)
 ``trainer.v1.trainer_mode=``        ``divrl_sync``: verl's sync trainer, which also hands each estimator call the
@@ -281,6 +283,8 @@ def group_advantages(
     texts: Sequence[str] | None = None,
     keys: Sequence[Hashable | None] | None = None,
     partition_fn: PartitionFn | None = None,
+    embedder: Any = None,
+    embed_rows: str = "all",
 ) -> tuple[Tensor, dict[str, float]]:
     """``(bs,)`` advantages of divrl estimator ``name`` for flat per-row ``scores`` grouped by ``index``.
 
@@ -293,6 +297,10 @@ def group_advantages(
         texts: bs texts (``GroupBatch.texts``; a partition function's input).
         keys: bs partition keys: equal keys within a group share a class (``GroupBatch.partition``).
         partition_fn: ``fn(group_texts) -> labels``, used when ``keys`` is None and ``texts`` is given.
+        embedder: a :class:`divrl.semantic.Embedder` (or spec) for ``GroupBatch.embeddings`` (SetPO's cosine
+            kernel); needs ``texts``.
+        embed_rows: ``"all"``, or ``"correct"`` (only correct rows are embedded; see
+            :func:`divrl.semantic.check_embed_rows`).
 
     Returns:
         The advantages ``(bs,)`` in ``scores``' dtype, and stats: ``classes_per_group`` when a partition was built.
@@ -307,6 +315,14 @@ def group_advantages(
         if value is not None and len(value) != bs:
             raise ValueError(f"{what} has {len(value)} entries for {bs} rows")
     opts = dict(options or {})
+    if embedder is not None:
+        from divrl.semantic import check_embed_rows
+
+        check_embed_rows(embed_rows, name, opts)
+        if texts is None:
+            raise ValueError("an embedder needs the response texts (texts=)")
+        if embed_rows == "correct" and correct is None:
+            raise ValueError("embed_rows='correct' needs correct=")
     buckets = _buckets(groups)
     if len(buckets) > 1 and _uses_batch_scale(opts):
         sizes = sorted({int(b.shape[1]) for b in buckets})
@@ -326,11 +342,18 @@ def group_advantages(
             labels = labels_tensor([partition_by_key([keys[i] for i in row]) for row in rows])  # (P_g, g)
         elif partition_fn is not None and group_texts is not None:
             labels = labels_tensor([_labels(partition_fn, group) for group in group_texts])  # (P_g, g)
+        embeddings = None
+        if embedder is not None and group_texts is not None:
+            from divrl.semantic import embed_texts
+
+            only = correct_t[idx] if embed_rows == "correct" and correct_t is not None else None  # (P_g, g)
+            embeddings = embed_texts(group_texts, embedder, only)  # (P_g, g, D)
         batch = GroupBatch(
             rewards=flat[idx].float(),  # (P_g, g)
             correct=None if correct_t is None else correct_t[idx],  # (P_g, g)
             texts=group_texts,
             partition=labels,
+            embeddings=embeddings,
         )
         adv = compute_advantages(name, batch, **opts)  # (P_g, g)
         out[idx.reshape(-1)] = adv.reshape(-1).to(out.dtype)
@@ -428,7 +451,8 @@ def make_estimator(name: str) -> Callable[..., tuple[Tensor, Tensor]]:
     ``fn(token_level_rewards, response_mask, index, config, **other)``. It reads the estimator options from
     ``config.divrl_options`` (``+algorithm.divrl_options.<key>=...``), the correctness threshold from
     ``config.divrl_correct_threshold`` (default 1.0: ``correct = score >= 1``; overridden per sample by the reward
-    extra info ``divrl_correct``) and an optional ``config.divrl_partition_fn``. For ``grpo`` without an explicit
+    extra info ``divrl_correct``), an optional ``config.divrl_partition_fn`` and an optional ``config.divrl_embedder``
+    (with ``config.divrl_embed_rows``). For ``grpo`` without an explicit
     ``scale`` option, ``algorithm.norm_adv_by_std_in_grpo=False`` gives ``scale="none"``, as in verl's GRPO.
 
     Per-sample side information comes from ``non_tensor_batch`` when verl passes it (only for estimators it
@@ -462,6 +486,8 @@ def make_estimator(name: str) -> Callable[..., tuple[Tensor, Tensor]]:
         threshold = float(_cfg_get(config, "divrl_correct_threshold", 1.0))
         fn_spec = _cfg_get(config, "divrl_partition_fn", None)
         partition_fn = load_callable(str(fn_spec)) if fn_spec else None
+        embedder = _embedder(_cfg_get(config, "divrl_embedder", None))
+        embed_rows = str(_cfg_get(config, "divrl_embed_rows", "all"))
 
         info = _info_from_non_tensor_batch(non_tensor_batch, bs) if non_tensor_batch is not None else None
         if info is None:
@@ -492,6 +518,8 @@ def make_estimator(name: str) -> Callable[..., tuple[Tensor, Tensor]]:
             texts=None if info is None else info.texts,
             keys=None if info is None else info.keys,
             partition_fn=partition_fn,
+            embedder=embedder,
+            embed_rows=embed_rows,
         )
         if info is not None:
             info.stats.update(stats)
@@ -503,6 +531,22 @@ def make_estimator(name: str) -> Callable[..., tuple[Tensor, Tensor]]:
     estimator.divrl_estimator = name  # type: ignore[attr-defined]
     _ESTIMATORS[name] = estimator
     return estimator
+
+
+_EMBEDDERS: dict[str, Any] = {}
+
+
+def _embedder(spec: Any) -> Any:
+    """The embedder of ``algorithm.divrl_embedder`` (``None``: none), loaded once per spec and process, so its cache of
+    recent texts lives across steps."""
+    if spec is None or spec == "":
+        return None
+    key = str(spec)
+    if key not in _EMBEDDERS:
+        from divrl.semantic import load_embedder
+
+        _EMBEDDERS[key] = load_embedder(key)
+    return _EMBEDDERS[key]
 
 
 def _check_alignment(info: SampleInfo, index: np.ndarray, who: str) -> None:

@@ -189,6 +189,29 @@ def test_darling_with_sample_info_matches_core_and_checks_alignment():
         run_compute_advantage("divrl_darling", b, {})
 
 
+def test_setpo_embedder_comes_from_the_algorithm_config():
+    """+algorithm.divrl_embedder / divrl_embed_rows reach SetPO's cosine kernel through verl's own call."""
+    from divrl.semantic import CharNgramEmbedder, embed_texts
+
+    b = verl_batch(seed=4)
+    texts = [f"{k} answer {i % 3}" for i, k in enumerate(b["keys"])]
+    info = divrl_verl.SampleInfo(uids=b["index"].copy(), texts=texts)
+    options = {"kernel": "cosine", "members": "correct", "lam": 3.0}
+    algorithm = {"divrl_options": options, "divrl_embedder": "char-ngram:3:64", "divrl_embed_rows": "correct"}
+    with divrl_verl.use_sample_info(info):
+        out = run_compute_advantage("divrl_setpo", b, algorithm).batch["advantages"]
+    expected = torch.zeros(len(b["index"]))
+    for uid in dict.fromkeys(b["index"].tolist()):
+        rows = [i for i, u in enumerate(b["index"]) if u == uid]
+        r = b["scores"][rows][None]
+        e = embed_texts([[texts[i] for i in rows]], CharNgramEmbedder(3, 64))
+        expected[rows] = compute_advantages("setpo", GroupBatch(rewards=r, correct=r == 1, embeddings=e), **options)[0]
+    torch.testing.assert_close(out, expected[:, None] * b["mask"])
+    assert not torch.allclose(out, per_group_expected("grpo", b))  # the bonus is there
+    with divrl_verl.use_sample_info(info), pytest.raises(ValueError, match="members"):
+        run_compute_advantage("divrl_setpo", b, {**algorithm, "divrl_options": {"kernel": "cosine"}})
+
+
 def test_estimator_reads_non_tensor_batch_when_verl_passes_it():
     # verl 0.9 passes non_tensor_batch only to gdpo; verl PR #7473 would pass it to any estimator accepting it
     b = verl_batch(seed=2)

@@ -203,6 +203,43 @@ def test_setpo_texts_follow_their_rows():
     assert adv[2] > adv[0] == adv[3]
 
 
+def test_setpo_embedding_kernel_follows_rows_and_embeds_only_correct_ones():
+    """An embedder feeds SetPO's cosine kernel per uid group; with embed_rows='correct' only correct rows are embedded
+    and SetPO with members='correct' gives the same advantages as with every row embedded."""
+    from divrl.semantic import CharNgramEmbedder, embed_texts
+
+    texts = ["same words here", "other", "completely different thing", "same words here", "other", "x y z", "a b"]
+    index = ["a", "b", "a", "a", "b", "a", "b"]
+    scores = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+    correct = (scores == 1).numpy()
+    emb = CharNgramEmbedder(3, 64, cache_size=0)
+    seen: list[str] = []
+    encode = emb.encode
+    emb.encode = lambda t: seen.extend(t) or encode(t)  # type: ignore[method-assign]
+    options = {"kernel": "cosine", "members": "correct", "lam": 2.0}
+    full, _ = group_advantages("setpo", scores, index, texts=texts, correct=correct, options=options, embedder=emb)
+    seen.clear()
+    adv, _ = group_advantages(
+        "setpo", scores, index, texts=texts, correct=correct, options=options, embedder=emb, embed_rows="correct"
+    )
+    assert sorted(seen) == sorted(t for t, c in zip(texts, correct, strict=True) if c)
+    torch.testing.assert_close(adv, full)
+    rows = [0, 2, 3, 5]  # group "a", in batch order
+    group = [[texts[i] for i in rows]]
+    core = compute_advantages(
+        "setpo",
+        GroupBatch(rewards=scores[rows][None], correct=torch.as_tensor(correct[rows])[None],
+                   embeddings=embed_texts(group, CharNgramEmbedder(3, 64))),
+        **options,
+    )[0]  # fmt: skip
+    torch.testing.assert_close(adv[rows], core)
+    assert adv[2] > adv[0] == adv[3]  # the odd correct one out gets the larger bonus
+    with pytest.raises(ValueError, match="members"):
+        group_advantages("setpo", scores, index, texts=texts, correct=correct, embedder=emb, embed_rows="correct")
+    with pytest.raises(ValueError, match="texts"):
+        group_advantages("setpo", scores, index, options=options, embedder=emb)
+
+
 def test_partition_fn_runs_per_group_on_texts():
     seen: list[list[str]] = []
 
