@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from divrl.config import from_dict, load_yaml, save_yaml
-from divrl.eval.demo import Budget, recipe
+from divrl.eval.demo import RECIPES, Budget, recipe
 from divrl.models import build_char_tokenizer, build_policy, load_policy, save_policy
 from divrl.models.builtin import resolve_model_path
 from divrl.trainer.common import latest_checkpoint, read_metrics
 from divrl.trainer.config import RLConfig
-from divrl.trainer.rl import train
+from divrl.trainer.rl import check_methods, train
 
 TINY = [
     "rollout.prompts_per_step=2",
@@ -200,6 +200,32 @@ def test_embedding_only_correct_rollouts_changes_no_number(tiny_policy, tmp_path
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="members"):
         RLTrainer(_cfg("setpo", tiny_policy, extra=["embedder=char-ngram", "embed_rows=correct"]), tmp_path / "x")
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_shipped_recipe_passes_the_method_check(path):
+    check_methods(from_dict(RLConfig, load_yaml(path)))
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides", "match"),
+    [
+        ("setpo", ["advantage.options.members=some"], r"advantage 'setpo' \(advantage.options\): .*members"),
+        ("setpo", ["advantage.options.lamda=3"], r"unknown option.*lamda"),
+        ("setpo", ["advantage.options.kernel=cosine"], r"needs GroupBatch.embeddings.*set embedder"),
+        ("setpo", ["embedder=char-ngram", "embed_rows=correct"], r"^embed_rows: .*members"),
+        ("setpo", ["loss.0.options.agg=tokens"], r"loss 'ppo' \(loss.0.options\)"),
+        ("darling", ["partition.source=none"], r"partition.*set partition.source"),
+    ],
+)
+def test_bad_method_options_fail_before_training(method, overrides, match):
+    """check_methods runs the estimator and the loss terms on a synthetic group: a bad option value or a missing
+    signal is a ConfigError naming the field, raised before any model is loaded."""
+    from divrl.config import ConfigError, apply_overrides
+
+    cfg = from_dict(RLConfig, apply_overrides(load_yaml(RECIPES / "countdown" / f"{method}.yaml"), overrides))
+    with pytest.raises(ConfigError, match=match):
+        check_methods(cfg)
 
 
 def test_learned_partition_needs_a_checkpoint(tiny_policy, tmp_path):

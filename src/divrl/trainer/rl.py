@@ -129,6 +129,60 @@ def embed_texts(texts: list[list[str]], embedder: Any, only: torch.Tensor | None
     return embed(texts, embedder, only)
 
 
+def check_methods(cfg: RLConfig) -> None:
+    """Run the configured advantage estimator and loss terms once on a tiny synthetic group (one prompt, the real
+    group size G, the fields a real step provides: a partition only with ``partition.source``, embeddings only with
+    an ``embedder``), so that a bad option value or a missing signal fails before a model is loaded.
+
+    Raises:
+        ConfigError: naming the field (``advantage.options``, ``loss.<i>.options``, ``embed_rows``).
+    """
+    from divrl.config import ConfigError
+
+    if cfg.embed_rows != "all":
+        from divrl.semantic.partition import check_embed_rows
+
+        try:
+            check_embed_rows(cfg.embed_rows, cfg.advantage.name, cfg.advantage.options)
+        except ValueError as exc:
+            raise ConfigError(f"embed_rows: {exc}") from exc
+    g, t = cfg.rollout.group_size, 3
+    rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
+    texts = [[f"{i % 3}+{i}" for i in range(g)]]
+    batch = GroupBatch(
+        rewards=rewards,
+        correct=rewards.bool(),
+        texts=texts,
+        answers=[[str(i % 3) for i in range(g)]],
+        partition=None if cfg.partition.source == "none" else torch.tensor([[i % 3 for i in range(g)]]),  # (1, G)
+        embeddings=None if not cfg.embedder else torch.eye(g, g + 1)[None],  # (1, G, D)
+    )
+    try:
+        advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (1, G)
+    except (ValueError, TypeError, KeyError) as exc:
+        hint = ""
+        if "GroupBatch.embeddings" in str(exc) and not cfg.embedder:
+            hint = " (set embedder, e.g. embedder=all-MiniLM-L6-v2)"
+        elif "GroupBatch.partition" in str(exc) and cfg.partition.source == "none":
+            hint = " (set partition.source: exact, answer, text or learned)"
+        raise ConfigError(f"advantage {cfg.advantage.name!r} (advantage.options): {exc}{hint}") from exc
+    lp = torch.full((1, g, t), -0.7, requires_grad=True)  # (1, G, T)
+    sub = GroupBatch(
+        rewards=rewards,
+        correct=rewards.bool(),
+        logprobs=lp,
+        old_logprobs=lp.detach(),
+        ref_logprobs=lp.detach() - 0.1,
+        mask=torch.ones(1, g, t),
+        entropies=torch.full((1, g, t), 0.5),
+    )
+    for i, term in enumerate(cfg.loss):
+        try:
+            compute_loss(term.name, sub, advantages, **term.options)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"loss {term.name!r} (loss.{i}.options): {exc}") from exc
+
+
 def distinct_correct_classes(scored: Scored) -> float:
     """Mean over groups of the number of distinct solution classes among correct rollouts."""
     counts = []
@@ -152,6 +206,7 @@ class RLTrainer:
         from divrl.models import load_policy
         from divrl.models.lora import apply_lora
 
+        check_methods(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -189,10 +244,6 @@ class RLTrainer:
             from divrl.semantic import load_embedder
 
             self.embedder = load_embedder(cfg.embedder)
-        if cfg.embed_rows != "all":
-            from divrl.semantic import check_embed_rows
-
-            check_embed_rows(cfg.embed_rows, cfg.advantage.name, cfg.advantage.options)
         self.model.train()
         if cfg.length_buckets < 1:
             raise ValueError(f"length_buckets must be >= 1, got {cfg.length_buckets}")
