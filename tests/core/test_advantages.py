@@ -12,6 +12,7 @@ from torch import Tensor
 from divrl.core.advantages import (
     ADVANTAGES,
     advantage_names,
+    advantage_needs_logprobs,
     compute_advantages,
     fill_unscored,
     get_advantage,
@@ -85,6 +86,8 @@ def rewards_batch(rows: list[list[float]], **fields: Any) -> GroupBatch:
 
 def test_all_estimators_registered() -> None:
     assert {"grpo", "dr_grpo", "rloo", "darling", "setpo", "unlikeliness", "passk"} <= set(advantage_names())
+    # only unlikeliness reads token log-probs: a trainer runs a log-prob pass before it
+    assert [n for n in advantage_names() if advantage_needs_logprobs(n)] == ["unlikeliness"]
     assert get_advantage("grpo") is grpo
 
 

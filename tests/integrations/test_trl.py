@@ -164,6 +164,8 @@ def test_trainer_rejects_bad_options(tmp_path: Path) -> None:
         DiversityGRPOTrainer(**common, partition_fn=lambda p, t: [0] * len(t), partition_key=len)
     with pytest.raises(ValueError, match="advantage='darling' needs a partition source"):
         DiversityGRPOTrainer(**common, advantage="darling")
+    with pytest.raises(ValueError, match="old log-probs"):
+        DiversityGRPOTrainer(**common, advantage="unlikeliness")
     with pytest.raises(ValueError, match="correct_reward='acc' is not one of"):
         DiversityGRPOTrainer(**common, correct_reward="acc")
 

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from divrl.config import from_dict, load_yaml, save_yaml
+from divrl.core.batch import GroupBatch
 from divrl.eval.demo import RECIPES, Budget, recipe
 from divrl.models import build_char_tokenizer, build_policy, load_policy, save_policy
 from divrl.models.builtin import resolve_model_path
@@ -226,6 +227,35 @@ def test_bad_method_options_fail_before_training(method, overrides, match):
     cfg = from_dict(RLConfig, apply_overrides(load_yaml(RECIPES / "countdown" / f"{method}.yaml"), overrides))
     with pytest.raises(ConfigError, match=match):
         check_methods(cfg)
+
+
+def test_unlikeliness_trains_on_the_policys_own_log_probs(tiny_policy, tmp_path, monkeypatch):
+    """An estimator registered with needs_logprobs (unlikeliness) gets the rollouts' old log-probs and mask from a
+    no-grad pass before the advantage, and the PPO loss reuses them; other estimators skip that pass."""
+    import divrl.trainer.rl as rl
+
+    passes: list[torch.Tensor] = []
+    seen: list[GroupBatch] = []
+    old_logprobs, compute = rl.RLTrainer.old_logprobs, rl.compute_advantages
+    monkeypatch.setattr(
+        rl.RLTrainer, "old_logprobs", lambda self, *a: passes.append(old_logprobs(self, *a)) or passes[-1]
+    )
+    monkeypatch.setattr(
+        rl, "compute_advantages", lambda name, batch, **o: seen.append(batch) or compute(name, batch, **o)
+    )
+    cfg = _cfg("grpo", tiny_policy, steps=1, extra=["advantage.name=unlikeliness", "rollout.prompts_per_step=4"])
+    train(cfg, tmp_path / "u", progress=False)
+    record = read_metrics(tmp_path / "u")[0]
+    assert len(passes) == 1 and len(seen) == 2  # seen[0]: check_methods' synthetic group
+    batch, old = seen[1], passes[0]
+    assert batch.old_logprobs is not None and batch.mask is not None
+    assert torch.equal(batch.old_logprobs, old.cpu()) and old.shape == (4, 4, batch.mask.shape[-1])
+    lp = old[batch.mask.bool()]
+    assert bool((lp <= 0).all()) and float(lp.std()) > 0  # real per-token log-probs, not a placeholder
+    assert math.isfinite(record["loss"]) and record["ppo/approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    passes.clear()
+    train(_cfg("grpo", tiny_policy, steps=1), tmp_path / "g", progress=False)
+    assert passes == []  # GRPO with one iteration needs no separate log-prob pass
 
 
 def test_learned_partition_needs_a_checkpoint(tiny_policy, tmp_path):

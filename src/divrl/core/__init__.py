@@ -11,6 +11,7 @@ __all__ = ["GroupBatch", "Registry", "UnknownNameError"]
 from divrl.core.advantages import (
     ADVANTAGES,
     advantage_names,
+    advantage_needs_logprobs,
     compute_advantages,
     get_advantage,
     register_advantage,
@@ -54,7 +55,8 @@ __all__ += ["masked_mean", "register_loss"]
 __all__ += ["answer_entropy", "distinct_n", "div_equ", "mean_pairwise_cosine_distance", "mean_pass_at_k"]
 __all__ += ["num_classes", "pass_at_k", "pass_at_k_array", "potential_at_k", "self_bleu"]
 
-__all__ += ["ADVANTAGES", "advantage_names", "compute_advantages", "get_advantage", "register_advantage"]
+__all__ += ["ADVANTAGES", "advantage_names", "advantage_needs_logprobs", "compute_advantages", "get_advantage"]
+__all__ += ["register_advantage"]
 __all__ += ["setpo_bonus"]
 __all__ += ["cosine_kernel", "darling_diversity", "labels_tensor", "ngram_kernel", "partition", "partition_by_key"]
 __all__ += ["setpo_marginal_contributions"]

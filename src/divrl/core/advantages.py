@@ -45,6 +45,7 @@ __all__ = [
     "ADVANTAGES",
     "AdvantageFn",
     "advantage_names",
+    "advantage_needs_logprobs",
     "compute_advantages",
     "darling",
     "dr_grpo",
@@ -67,9 +68,22 @@ ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
 Scale = Literal["group", "batch", "none"]
 
 
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator registering an estimator under ``name`` (a different function under a taken name raises)."""
+_NEEDS_LOGPROBS: set[str] = set()
+
+
+def register_advantage(name: str, *, needs_logprobs: bool = False) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Decorator registering an estimator under ``name`` (a different function under a taken name raises).
+
+    ``needs_logprobs``: the estimator reads ``GroupBatch.old_logprobs`` and ``mask`` (P, G, T), so a trainer must
+    run a log-prob pass over the rollouts before the advantage (see :func:`advantage_needs_logprobs`)."""
+    if needs_logprobs:
+        _NEEDS_LOGPROBS.add(name)
     return ADVANTAGES.register(name)
+
+
+def advantage_needs_logprobs(name: str) -> bool:
+    """Whether estimator ``name`` was registered with ``needs_logprobs=True`` (e.g. ``unlikeliness``)."""
+    return name in _NEEDS_LOGPROBS
 
 
 def get_advantage(name: str) -> AdvantageFn:
@@ -259,7 +273,7 @@ def _passk_table(n: int, k: int) -> tuple[list[float], list[float]]:
     return a_pos, a_neg
 
 
-@register_advantage("unlikeliness")
+@register_advantage("unlikeliness", needs_logprobs=True)
 def unlikeliness(
     batch: GroupBatch,
     *,

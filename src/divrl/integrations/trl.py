@@ -53,7 +53,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import compute_advantages, get_advantage
+from divrl.core.advantages import advantage_needs_logprobs, compute_advantages, get_advantage
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
@@ -243,7 +243,7 @@ class DiversityGRPOTrainer(GRPOTrainer):
     Args:
         advantage: a registered divrl estimator (``grpo``, ``dr_grpo``, ``rloo``, ``darling``, ``setpo``,
             ``passk``, ...); ``None`` keeps TRL's own advantages (e.g. to add only the entropy term). Estimators
-            needing token-level inputs (``unlikeliness``) are not supported here. The estimator sees
+            needing token-level inputs (``unlikeliness``) are refused here (``divrl train`` runs them). The estimator sees
             ``GroupBatch(rewards, correct, texts, answers=None, partition)``, ``(P, G)`` over the **global**
             generation batch; rewards are TRL's ``reward_weights``-weighted sum of the reward functions (NaN where
             every function returned ``None``; such rollouts get advantage 0).
@@ -297,6 +297,11 @@ class DiversityGRPOTrainer(GRPOTrainer):
         options = dict(advantage_options or {})
         if advantage is not None:
             check_options(get_advantage(advantage), options, f"advantage estimator {advantage!r}")
+            if advantage_needs_logprobs(advantage):
+                raise ValueError(
+                    f"advantage={advantage!r} needs every rollout's old log-probs before the advantage, which "
+                    "DiversityGRPOTrainer does not compute; use divrl's own trainer (divrl train)"
+                )
         elif options:
             raise ValueError("advantage_options given without an advantage name")
         if advantage == "darling" and partition_fn is None and partition_key is None:

@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import ADVANTAGES, compute_advantages
+from divrl.core.advantages import ADVANTAGES, advantage_needs_logprobs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, positive_entropy_loss
@@ -121,7 +121,12 @@ EXTRA_CORRECT = "divrl_correct"
 EXTRA_TEXT = "divrl_text"
 """Reward extra info key: a text to use instead of the decoded response (e.g. the extracted solution)."""
 
-_UNSUPPORTED = {"unlikeliness": "it needs the old log-probs of every group member, which verl does not pass"}
+
+def _unsupported(name: str) -> str | None:
+    """Why estimator ``name`` cannot run inside verl, or None."""
+    if advantage_needs_logprobs(name):
+        return "it needs the old log-probs of every group member, which verl does not pass to estimators"
+    return None
 
 
 def _verl_module(name: str) -> Any:
@@ -462,8 +467,9 @@ def make_estimator(name: str) -> Callable[..., tuple[Tensor, Tensor]]:
         return _ESTIMATORS[name]
     if name not in ADVANTAGES:
         raise ValueError(f"unknown divrl advantage estimator {name!r}; known: {ADVANTAGES.names()}")
-    if name in _UNSUPPORTED:
-        raise ValueError(f"divrl estimator {name!r} cannot run inside verl: {_UNSUPPORTED[name]}")
+    why = _unsupported(name)
+    if why is not None:
+        raise ValueError(f"divrl estimator {name!r} cannot run inside verl: {why}")
 
     def estimator(
         token_level_rewards: Tensor,
@@ -811,7 +817,7 @@ def register(*, estimators: Sequence[str] | None = None, losses: bool = True, tr
     Idempotent. A trainer that cannot be registered (e.g. TransferQueue missing) is logged and skipped: the
     estimators and the loss still work. Returns the registered verl names.
     """
-    names = [n for n in ADVANTAGES.names() if n not in _UNSUPPORTED] if estimators is None else list(estimators)
+    names = [n for n in ADVANTAGES.names() if _unsupported(n) is None] if estimators is None else list(estimators)
     registered = [register_estimator(n) for n in names]
     if losses:
         registered.append(register_positive_entropy_loss())

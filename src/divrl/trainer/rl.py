@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from divrl.config import save_yaml
-from divrl.core.advantages import compute_advantages
+from divrl.core.advantages import advantage_needs_logprobs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import partition_by_key
 from divrl.core.losses import compute_loss
@@ -147,6 +147,7 @@ def check_methods(cfg: RLConfig) -> None:
         except ValueError as exc:
             raise ConfigError(f"embed_rows: {exc}") from exc
     g, t = cfg.rollout.group_size, 3
+    token_level = advantage_needs_logprobs(cfg.advantage.name)  # the trainer then runs a log-prob pass first
     rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
     texts = [[f"{i % 3}+{i}" for i in range(g)]]
     batch = GroupBatch(
@@ -156,6 +157,8 @@ def check_methods(cfg: RLConfig) -> None:
         answers=[[str(i % 3) for i in range(g)]],
         partition=None if cfg.partition.source == "none" else torch.tensor([[i % 3 for i in range(g)]]),  # (1, G)
         embeddings=None if not cfg.embedder else torch.eye(g, g + 1)[None],  # (1, G, D)
+        old_logprobs=-torch.linspace(0.1, 2.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
+        mask=torch.ones(1, g, t) if token_level else None,  # (1, G, T)
     )
     try:
         advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (1, G)
@@ -363,6 +366,10 @@ class RLTrainer:
 
         scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
+        old = mask = None
+        if advantage_needs_logprobs(cfg.advantage.name):  # e.g. unlikeliness ranks rollouts by their likelihood
+            old = self.old_logprobs(rollouts, len(problems), ro.group_size)  # (P, G, T)
+            mask = rollouts.completion_mask.view(old.shape)  # (P, G, T)
         labels, partition_failures = partition_labels(
             cfg.partition.source, scored, texts, self.learned, cfg.partition.only_correct
         )
@@ -373,11 +380,13 @@ class RLTrainer:
             answers=scored.answers,
             partition=labels,
             embeddings=self._embeddings(texts, scored),
+            old_logprobs=None if old is None else old.cpu(),
+            mask=None if mask is None else mask.cpu(),
         )
         advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (P, G)
         t_score = timer()
 
-        loss_metrics = self.optimize(batch, advantages, rollouts)
+        loss_metrics = self.optimize(batch, advantages, rollouts, old)
 
         lengths = rollouts.completion_mask.sum(-1).float()  # (N,)
         metrics = {
@@ -403,46 +412,65 @@ class RLTrainer:
         only = scored.correct if self.cfg.embed_rows == "correct" else None  # (P, G)
         return embed_texts(texts, self.embedder, only)  # (P, G, D)
 
-    def optimize(self, batch: GroupBatch, advantages: torch.Tensor, rollouts: Any) -> dict[str, float]:
+    def _chunks(self, p_count: int) -> list[tuple[int, int]]:
+        """Prompt ranges of the forward/backward micro-batches (``micro_batch_prompts``; 0 = one chunk)."""
+        chunk = self.cfg.micro_batch_prompts or p_count
+        return [(i, min(p_count, i + chunk)) for i in range(0, p_count, chunk)]
+
+    def _forward(
+        self, model: Any, rollouts: Any, lo: int, hi: int, g: int, grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token log-probs and entropies (p, G, T) each of the rollouts of prompts ``lo:hi``."""
+        from divrl.rollout import token_logprobs
+
+        rows = slice(lo * g, hi * g)
+        input_ids = torch.cat([rollouts.prompt_ids[rows], rollouts.completion_ids[rows]], dim=1)  # (n, Lp+Lc)
+        attention_mask = getattr(rollouts, "attention_mask", None)
+        mask = rollouts.completion_mask[rows]  # (n, Lc)
+        with torch.set_grad_enabled(grad):
+            lp, ent = token_logprobs(
+                model,
+                input_ids,
+                rollouts.prompt_ids.shape[1],
+                mask,
+                temperature=self.cfg.rollout.temperature,
+                with_entropy=True,
+                attention_mask=attention_mask[rows] if attention_mask is not None else None,
+                length_buckets=self.cfg.length_buckets,
+            )
+        t = mask.shape[1]
+        return lp.view(hi - lo, g, t), ent.view(hi - lo, g, t)  # (p, G, T) each
+
+    def old_logprobs(self, rollouts: Any, p_count: int, g: int) -> torch.Tensor:
+        """(P, G, T) log-probs of the sampled tokens under the current policy, without grad (PPO's old policy)."""
+        return torch.cat(
+            [self._forward(self.train_model, rollouts, lo, hi, g, False)[0] for lo, hi in self._chunks(p_count)]
+        )
+
+    def optimize(
+        self, batch: GroupBatch, advantages: torch.Tensor, rollouts: Any, old: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """``num_iterations`` AdamW steps on one rollout batch, in micro-batches of whole groups.
 
+        ``old``: the (P, G, T) old log-probs when already computed (else computed here if ``num_iterations`` > 1).
         With ``micro_batch_prompts`` set, each chunk's loss is aggregated within the chunk and the chunk
         losses are averaged (as verl does with gradient accumulation); for ``token-mean`` this weights
         chunks equally rather than by their token counts."""
-        from divrl.rollout import token_logprobs
-
         cfg, dev = self.cfg, self.device
         p_count, g = batch.num_prompts, batch.group_size
         advantages = advantages.to(dev)  # (P, G)
         rewards = batch.rewards.to(dev)  # (P, G)
         correct = batch.correct.to(dev) if batch.correct is not None else None  # (P, G)
-        input_ids = torch.cat([rollouts.prompt_ids, rollouts.completion_ids], dim=1)  # (N, Lp+Lc)
-        attention_mask = getattr(rollouts, "attention_mask", None)
-        start = rollouts.prompt_ids.shape[1]
         mask = rollouts.completion_mask  # (N, Lc)
         t = mask.shape[1]
-        chunk = cfg.micro_batch_prompts or p_count
-        chunks = [(i, min(p_count, i + chunk)) for i in range(0, p_count, chunk)]
+        chunks = self._chunks(p_count)
 
         def forward(model: Any, lo: int, hi: int, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-            rows = slice(lo * g, hi * g)
-            am = attention_mask[rows] if attention_mask is not None else None
-            with torch.set_grad_enabled(grad):
-                lp, ent = token_logprobs(
-                    model,
-                    input_ids[rows],
-                    start,
-                    mask[rows],
-                    temperature=cfg.rollout.temperature,
-                    with_entropy=True,
-                    attention_mask=am,
-                    length_buckets=cfg.length_buckets,
-                )
-            return lp.view(hi - lo, g, t), ent.view(hi - lo, g, t)  # (p, G, T) each
+            return self._forward(model, rollouts, lo, hi, g, grad)  # (p, G, T) each
 
-        old = ref = None
-        if cfg.num_iterations > 1:
-            old = torch.cat([forward(self.train_model, lo, hi, False)[0] for lo, hi in chunks])  # (P, G, T)
+        ref = None
+        if old is None and cfg.num_iterations > 1:
+            old = self.old_logprobs(rollouts, p_count, g)  # (P, G, T)
         if self.ref_model is not None:
             ref = torch.cat([forward(self.ref_model, lo, hi, False)[0] for lo, hi in chunks])  # (P, G, T)
 
