@@ -187,7 +187,11 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for runs, report.md and plots."),
     quick: bool = typer.Option(False, "--quick", help="A smaller budget (about 5 minutes on 2 cores)."),
     seeds: int = typer.Option(1, "--seeds", help="Repeat every method with this many seeds; report mean ± std."),
-    methods: str = typer.Option("grpo,r1_zero_div,darling,setpo", "--methods", help="Comma-separated recipes."),
+    methods: str = typer.Option(
+        "grpo,r1_zero_div,darling,setpo",
+        "--methods",
+        help="Comma-separated Countdown recipes (configs/countdown/*.yaml: also unlikeliness).",
+    ),
     threads: int = typer.Option(0, "--threads"),
     set_: list[str] = typer.Option([], "--set", help="key.path=value applied to every method's recipe. " + SET_HELP),
 ) -> None:
