@@ -45,7 +45,7 @@ def main(out_dir: Path) -> None:
     args = GRPOConfig(
         output_dir=str(out_dir / "run"), per_device_train_batch_size=6, num_generations=G, max_completion_length=8,
         learning_rate=1e-2, max_steps=2, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        bf16=False, gradient_checkpointing=False, disable_tqdm=True, seed=0, top_k=0, top_p=1.0,
+        bf16=False, activation_checkpointing=False, disable_tqdm=True, seed=0, top_k=0, top_p=1.0,
     )  # fmt: skip
 
     steps: list[dict[str, object]] = []

@@ -9,7 +9,6 @@ only when LoRA is used.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +18,6 @@ if TYPE_CHECKING:
     from divrl.trainer.config import ModelConfig
 
 ADAPTER_CONFIG = "adapter_config.json"
-
-# peft's save_pretrained looks for the base's config.json under base_model_name_or_path to see whether the vocabulary
-# was resized; ``builtin:<name>`` is neither a folder nor a hub id, and divrl never resizes the vocabulary.
-warnings.filterwarnings("ignore", message=r"Could not find a config file in builtin:", category=UserWarning)
 
 
 def _import_peft() -> Any:
@@ -40,6 +35,15 @@ def is_peft_model(model: Any) -> bool:
     except ImportError:
         return False
     return isinstance(model, PeftModel)
+
+
+def save_weights(model: Any, path: str | Path) -> None:
+    """``model.save_pretrained(path)``; for a peft model without the embedding-layer check (divrl never resizes
+    the vocabulary, and peft would look for the base's config.json, which a ``builtin:`` base does not have)."""
+    if is_peft_model(model):
+        model.save_pretrained(path, save_embedding_layers=False)
+    else:
+        model.save_pretrained(path)
 
 
 def is_adapter_folder(path: str | Path) -> bool:

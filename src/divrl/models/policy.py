@@ -157,9 +157,11 @@ def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
     saved ``tokenizer_class`` and builds a ``Qwen2Tokenizer``, which mangles the char tokenizer (it drops spaces and
     newlines); :func:`load_policy`, or ``PreTrainedTokenizerFast.from_pretrained(path)``, loads it correctly.
     """
+    from divrl.models.lora import save_weights
+
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    save_weights(model, out)
     tokenizer.save_pretrained(out)
     return out
 
