@@ -167,7 +167,7 @@ def setpo_marginal_contributions(kernel: Tensor, members: Tensor | None = None) 
         s_i    = D(Ω) - D(Ω \\ {i})                      # Ω = the whole group
 
     Closed form, with no loop over i: in ``Ω \\ {i}`` the mean similarity of ``j`` is
-    ``(rowsum_j - k_ji) / (G - 1)``, so ``D(Ω \\ {i})`` is a masked mean over a (G, G) matrix.
+    ``(rowsum_j - k_ji) / (|Ω| - 1)``, so ``D(Ω \\ {i})`` is a masked mean over a (G, G) matrix.
     Only ``k_ii = 1`` on the diagonal is assumed by the formula; the kernel need not be symmetric
     (``m_j`` uses row j). Cost O(G²) per group.
 
@@ -202,24 +202,9 @@ def setpo_marginal_contributions(kernel: Tensor, members: Tensor | None = None) 
         )
     if not torch.is_floating_point(kernel):
         raise ValueError(f"setpo_marginal_contributions: kernel must be a float tensor, got dtype {kernel.dtype}")
-    g = kernel.shape[-1]
-    if members is not None:
-        return _setpo_members(kernel, members)
-    if g == 1:
-        return torch.zeros(kernel.shape[:-1], dtype=kernel.dtype, device=kernel.device)
-    rowsum = kernel.sum(-1)  # (..., G)
-    d_full = -torch.log1p(rowsum / g).mean(-1, keepdim=True)  # (..., 1)  D(Ω)
-    # m_loo[..., i, j] = mean similarity of j to Ω \ {i} = (rowsum_j - k_ji) / (G - 1)
-    m_loo = (rowsum[..., None, :] - kernel.transpose(-1, -2)) / (g - 1)  # (..., G, G)
-    off_diag = ~torch.eye(g, dtype=torch.bool, device=kernel.device)  # (G, G)  j ≠ i
-    g_loo = torch.where(off_diag, -torch.log1p(m_loo), torch.zeros_like(m_loo))  # (..., G, G)
-    d_loo = g_loo.sum(-1) / (g - 1)  # (..., G)  D(Ω \ {i})
-    return d_full - d_loo  # (..., G)
-
-
-def _setpo_members(kernel: Tensor, members: Tensor) -> Tensor:
-    """:func:`setpo_marginal_contributions` with Ω = the ``members`` of each group (0 elsewhere)."""
-    if members.dtype != torch.bool or members.shape != kernel.shape[:-1]:
+    if members is None:
+        members = torch.ones(kernel.shape[:-1], dtype=torch.bool, device=kernel.device)  # (..., G)  Ω = the group
+    elif members.dtype != torch.bool or members.shape != kernel.shape[:-1]:
         raise ValueError(
             f"setpo_marginal_contributions: members must be a bool mask of shape {tuple(kernel.shape[:-1])}, "
             f"got {members.dtype} {tuple(members.shape)}"
@@ -231,11 +216,13 @@ def _setpo_members(kernel: Tensor, members: Tensor) -> Tensor:
     rowsum = k.sum(-1)  # (..., G)  Σ_{l∈Ω} k_jl for members j
     g_full = -torch.log1p(rowsum / n.clamp(min=1)) * m  # (..., G)
     d_full = g_full.sum(-1, keepdim=True) / n.clamp(min=1)  # (..., 1)  D(Ω)
+    # m_loo[..., i, j] = mean similarity of j to Ω \ {i} = (rowsum_j - k_ji) / (|Ω| - 1)
     m_loo = (rowsum[..., None, :] - k.transpose(-1, -2)) / (n[..., None] - 1).clamp(min=1)  # (..., G, G)
     eye = torch.eye(kernel.shape[-1], dtype=torch.bool, device=kernel.device)  # (G, G)
     keep = members[..., None, :] & ~eye  # (..., G, G)  j ∈ Ω, j ≠ i
     g_loo = torch.where(keep, -torch.log1p(m_loo), torch.zeros_like(m_loo))  # (..., G, G)
     d_loo = g_loo.sum(-1) / (n - 1).clamp(min=1)  # (..., G)  D(Ω \ {i})
+    # a set of one (or none) gives 0, as does every non-member
     return torch.where(members & (n > 1), d_full - d_loo, torch.zeros_like(d_loo))  # (..., G)
 
 
