@@ -79,7 +79,6 @@ def train(
     """RL-train a policy with a recipe; writes config.yaml, metrics.jsonl, TensorBoard logs, checkpoints."""
     from divrl.config import ConfigError, apply_overrides, from_dict, load_yaml
     from divrl.trainer.config import RLConfig
-    from divrl.trainer.rl import check_methods
     from divrl.trainer.rl import train as run_train
 
     try:
@@ -102,12 +101,11 @@ def train(
             if data_file is not None:
                 section.setdefault("options", {})["data"] = data_file
         cfg = from_dict(RLConfig, apply_overrides(data, set_))
-        check_methods(cfg)
+        if run_dir is None:
+            run_dir = Path("runs") / (cfg.name or cfg.advantage.name)
+        history = run_train(cfg, run_dir, resume=resume is not None)  # checks the methods before loading a model
     except ConfigError as exc:
         _fail(str(exc))
-    if run_dir is None:
-        run_dir = Path("runs") / (cfg.name or cfg.advantage.name)
-    history = run_train(cfg, run_dir, resume=resume is not None)
     if history:
         last = history[-1]
         console.print(

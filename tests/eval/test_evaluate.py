@@ -116,3 +116,14 @@ def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
     assert "| GRPO |" in report and "| R1-zero-Div |" in report and "| base |" in report
     assert (tmp_path / "passk.png").stat().st_size > 0 and (tmp_path / "training.png").stat().st_size > 0
     assert (tmp_path / "seed0" / "grpo" / "checkpoint-000001").is_dir()
+
+
+def test_demo_rejects_a_bad_override_before_training(tmp_path):
+    """Every method's recipe is checked (estimator and loss options) before the base is evaluated or anything trains:
+    an override that breaks only the second method stops the demo before the first one runs."""
+    from divrl.config import ConfigError
+    from divrl.eval.demo import run_demo
+
+    with pytest.raises(ConfigError, match=r"advantage 'darling'.*partition"):
+        run_demo(tmp_path, quick=True, methods=["grpo", "darling"], overrides=["partition.source=none"])
+    assert not list(tmp_path.glob("seed*"))

@@ -74,7 +74,7 @@ def run_demo(
 
     from divrl.models import load_policy
     from divrl.tasks import get_task
-    from divrl.trainer.rl import train
+    from divrl.trainer.rl import check_methods, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -83,7 +83,9 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    configs = {m: recipe(m, budget, 0, list(overrides)) for m in methods}  # fail fast on a bad recipe
+    configs = {m: recipe(m, budget, 0, list(overrides)) for m in methods}
+    for cfg in configs.values():
+        check_methods(cfg)  # fail fast on a bad recipe or override, before the first method trains
     base_path = configs[methods[0]].model.path
     task_cfg = configs[methods[0]].task
     task = get_task(task_cfg.name, **task_cfg.options)
