@@ -122,13 +122,6 @@ def partition_labels(
     return torch.tensor(rows, dtype=torch.long), failures  # (P, G)
 
 
-def embed_texts(texts: list[list[str]], embedder: Any, only: torch.Tensor | None = None) -> torch.Tensor:
-    """(P, G, D) embeddings of the group texts (SetPO's cosine kernel); rows outside ``only`` (P, G) are zero."""
-    from divrl.semantic import embed_texts as embed
-
-    return embed(texts, embedder, only)
-
-
 def check_methods(cfg: RLConfig) -> None:
     """Run the configured advantage estimator and loss terms once on a tiny synthetic group (one prompt, the real
     group size G, the fields a real step provides: a partition only with ``partition.source``, embeddings only with
@@ -407,8 +400,11 @@ class RLTrainer:
         return metrics
 
     def _embeddings(self, texts: list[list[str]], scored: Scored) -> torch.Tensor | None:
+        """(P, G, D) embeddings for SetPO's cosine kernel (zero rows outside ``embed_rows``), or None."""
         if self.embedder is None:
             return None
+        from divrl.semantic import embed_texts
+
         only = scored.correct if self.cfg.embed_rows == "correct" else None  # (P, G)
         return embed_texts(texts, self.embedder, only)  # (P, G, D)
 
