@@ -12,7 +12,16 @@ import torch
 import divrl.eval.demo as demo_module
 import divrl.rollout as rollout_module
 from divrl.core import metrics as M
-from divrl.eval.evaluate import EvalSamples, generate_samples, ks_for, score_samples
+from divrl.eval.evaluate import (
+    EvalSamples,
+    generate_samples,
+    ks_for,
+    metrics_json,
+    problem_id,
+    recompute,
+    score_samples,
+    write_metrics,
+)
 from divrl.tasks import get_task
 from divrl.tasks.countdown import Problem
 
@@ -51,6 +60,57 @@ def test_score_samples_hand_computed():
     want_d4 = (M.distinct_n(SAMPLES[0], 4, unit="char") + M.distinct_n(SAMPLES[1], 4, unit="char")) / 2
     assert m["distinct_4"] == pytest.approx(want_d4) and 0 < m["distinct_4"] <= 1
     assert 0 <= m["self_bleu"] <= 100 and m["entropy"] == 0.25
+
+
+def test_score_samples_per_problem_records():
+    """The per-problem section holds what pass@k, Potential@k and distinct classes are recomputed from."""
+    task = get_task("countdown")
+    m = score_samples(task, [A, B], EvalSamples(SAMPLES, GREEDY))
+    assert m["per_problem"] == [
+        {
+            "id": '{"numbers": [4, 11, 1], "target": 15}',
+            "n": 4,
+            "correct": 2,
+            "first_correct": 0,
+            "greedy_correct": True,
+            "classes": sorted({task.equivalence_key(A, SAMPLES[0][0]), task.equivalence_key(A, SAMPLES[0][2])}),
+        },
+        {
+            "id": '{"numbers": [1, 12, 3], "target": 9}',
+            "n": 4,
+            "correct": 2,
+            "first_correct": 1,
+            "greedy_correct": False,
+            "classes": sorted({task.equivalence_key(B, SAMPLES[1][1]), task.equivalence_key(B, SAMPLES[1][3])}),
+        },
+    ]
+    assert all(len(r["classes"]) == 2 for r in m["per_problem"])
+    for k in (1, 2, 4):
+        again = recompute(m["per_problem"], k)
+        assert again[f"pass@{k}"] == pytest.approx(m[f"pass@{k}"])
+        assert again[f"potential@{k}"] == pytest.approx(m[f"potential@{k}"])
+        assert again["distinct_correct_classes"] == m["distinct_correct_classes"]
+    assert recompute(m["per_problem"], 3)["pass@3"] == pytest.approx(1.0)  # any k <= n: 1 - C(2,3)/C(4,3) = 1
+
+
+def test_metrics_file_keeps_top_level_keys_and_round_trips(tmp_path):
+    task = get_task("countdown")
+    m = score_samples(task, [A, B], EvalSamples(SAMPLES, GREEDY))
+    m["model"] = "x"  # the CLI adds keys after scoring: per_problem still comes last, one problem per line
+    write_metrics(m, tmp_path / "metrics.json")
+    text = (tmp_path / "metrics.json").read_text()
+    back = json.loads(text)
+    assert list(back) == [*(k for k in m if k != "per_problem"), "per_problem"]
+    assert back["per_problem"] == m["per_problem"] and back["pass@2"] == m["pass@2"] and back["model"] == "x"
+    # "{", one line per top-level key but per_problem, its opening line, one line per problem, "  ]", "}"
+    assert text.count("\n") == 1 + (len(m) - 1) + 1 + len(m["per_problem"]) + 2
+    assert json.loads(metrics_json({})) == {} and json.loads(metrics_json({"per_problem": []})) == {"per_problem": []}
+
+
+def test_problem_id_hashes_long_problems():
+    assert problem_id(A) == A.to_json()
+    long_id = problem_id("q" * 200)
+    assert long_id.startswith("sha1:") and len(long_id) == 21 and long_id != problem_id("q" * 201)
 
 
 def test_score_samples_duplicates_lower_div_equ_and_classes():
