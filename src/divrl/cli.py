@@ -247,7 +247,11 @@ def compare(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for runs, report.md and plots."),
     quick: bool = typer.Option(False, "--quick", help="A smaller budget (about 5 minutes on 2 cores)."),
-    seeds: int = typer.Option(1, "--seeds", help="Repeat every method with this many seeds; report mean ± std."),
+    seeds: int = typer.Option(
+        1,
+        "--seeds",
+        help="Repeat every method with this many seeds; report mean ± std and hierarchical intervals vs GRPO.",
+    ),
     methods: str = typer.Option(
         "grpo,r1_zero_div,darling,setpo",
         "--methods",
@@ -256,7 +260,8 @@ def demo(
     threads: int = typer.Option(0, "--threads"),
     set_: list[str] = typer.Option([], "--set", help="key.path=value applied to every method's recipe. " + SET_HELP),
 ) -> None:
-    """Train GRPO, R1-zero-Div, DARLING and SetPO from the tiny Countdown base; evaluate all; write report.md."""
+    """Train GRPO, R1-zero-Div, DARLING and SetPO from the tiny Countdown base; evaluate all; compare with GRPO
+    (bootstrap intervals, "within noise" flags); write report.md."""
     from divrl.config import ConfigError
     from divrl.eval.demo import run_demo
 

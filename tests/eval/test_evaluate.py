@@ -8,9 +8,11 @@ import math
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import divrl.eval.demo as demo_module
 import divrl.rollout as rollout_module
+from divrl.cli import app
 from divrl.core import metrics as M
 from divrl.eval.evaluate import (
     EvalSamples,
@@ -163,7 +165,8 @@ def test_generate_samples_with_a_fake_sampler(monkeypatch):
 
 
 def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
-    """A tiny `divrl demo --quick`: two methods, one RL step each, then report.md, plots and summary.json."""
+    """A tiny `divrl demo --quick`: two methods, one RL step each, then report.md, plots and summary.json, with the
+    comparison against GRPO that `divrl compare` recomputes from the same folder."""
     monkeypatch.setattr(demo_module, "QUICK", demo_module.Budget(steps=1, eval_problems=2, eval_n=2))
     overrides = ["rollout.prompts_per_step=2", "rollout.group_size=2", "threads=1"]
     demo_module.run_demo(tmp_path, quick=True, methods=["grpo", "r1_zero_div"], overrides=overrides)
@@ -172,10 +175,40 @@ def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
     for name in summary["results"]:
         mean, _std = summary["results"][name]["pass@1"]
         assert 0.0 <= mean <= 1.0
+    cmp = summary["comparison"]
+    assert cmp["baseline"] == "grpo" and set(cmp["differences"]) == {"base", "r1_zero_div"}
+    for name, diffs in cmp["differences"].items():
+        assert list(diffs) == ["pass@1", "distinct_correct_classes"]  # n = 2: pass@8 and pass@32 are left out
+        for metric, d in diffs.items():
+            want = summary["results"][name][metric][0] - summary["results"]["grpo"][metric][0]
+            assert d["difference"] == pytest.approx(want) and d["seeds"] == [1, 1]
+            assert d["low"] <= d["high"] and d["within_noise"] == (d["low"] <= 0 <= d["high"])
+    assert any("one seed each" in note and "evaluation noise" in note for note in cmp["notes"])
+    assert any(note.startswith("left out: pass@8 needs >= 8 samples") for note in cmp["notes"])
+    assert set(cmp["bands"]["grpo"]) == {"pass@1", "pass@2"}
     report = (tmp_path / "report.md").read_text()
     assert "| GRPO |" in report and "| R1-zero-Div |" in report and "| base |" in report
+    assert "## Against GRPO" in report and "not training noise (which seed)" in report
     assert (tmp_path / "passk.png").stat().st_size > 0 and (tmp_path / "training.png").stat().st_size > 0
     assert (tmp_path / "seed0" / "grpo" / "checkpoint-000001").is_dir()
+    # `divrl compare` on the demo folder gives the report's numbers (same resamples and seed; raw method names)
+    result = CliRunner().invoke(app, ["compare", str(tmp_path), "--out", str(tmp_path / "cmp.md")])
+    assert result.exit_code == 0, result.output
+
+    def rows(text):
+        cells = [line.split("|") for line in text.splitlines() if line.startswith("| ")]
+        return [c[2:] for c in cells if c[-2].strip() in ("within noise", "higher", "lower")]
+
+    assert rows((tmp_path / "cmp.md").read_text()) == rows(report) and len(rows(report)) == 4
+
+
+def test_demo_intervals_need_per_problem_results(tmp_path):
+    """A metrics.json kept from an older demo (no per-problem records): the demo says why it has no intervals."""
+    old = {"num_problems": 2, "n": 2, "pass@1": 0.5}
+    paths = {name: [tmp_path / name / "metrics.json"] for name in ("base", "grpo")}
+    found = demo_module.intervals({"base": [old], "grpo": [old]}, paths, "grpo", 2)
+    assert isinstance(found, str) and found.startswith(f"{paths['base'][0]}: no per_problem section")
+    assert demo_module.comparison_section(found)[0].startswith("No intervals: ")
 
 
 def test_demo_rejects_a_bad_override_before_training(tmp_path):

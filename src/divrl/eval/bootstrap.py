@@ -98,9 +98,7 @@ class Run:
         where = source or "metrics"
         records = metrics.get("per_problem") if isinstance(metrics, Mapping) else None
         if records is None:
-            raise ComparisonError(
-                f"{where}: no per_problem section (written before divrl kept per-problem results); evaluate again"
-            )
+            raise ComparisonError(f"{where}: no per_problem section (written before divrl kept per-problem results)")
         if not isinstance(records, list) or not records:
             raise ComparisonError(f"{where}: per_problem must be a non-empty list of problem records")
         ids, n, correct, classes = [], [], [], []
