@@ -205,8 +205,8 @@ def _replicate_means(
     ``x``: ``(S, P, M)``; ``seed_counts``: ``(R, S)``; ``problem_counts``: ``(R, P)``."""
     s, p, m = x.shape
     per_seed = (problem_counts @ x.transpose(1, 0, 2).reshape(p, s * m)).reshape(-1, s, m)  # (R, S, M)
-    summed: npt.NDArray[np.float64] = np.einsum("rs,rsm->rm", seed_counts, per_seed)  # (R, M)
-    return summed / (s * p)
+    summed = np.einsum("rs,rsm->rm", seed_counts, per_seed)  # (R, M)
+    return np.asarray(summed / (s * p), dtype=np.float64)
 
 
 def _check(runs: Sequence[Run], metrics: Sequence[str], resamples: int, confidence: float) -> None:
