@@ -15,5 +15,5 @@ def test_core_is_pure():
 
 def test_cli_help_is_cheap():
     out = subprocess.run([sys.executable, "-m", "divrl.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("pretrain", "train", "eval", "demo", "partition"):
+    for command in ("pretrain", "train", "eval", "compare", "demo", "partition"):
         assert command in out.stdout

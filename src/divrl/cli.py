@@ -1,4 +1,4 @@
-"""The ``divrl`` command: pretrain, train, eval, demo."""
+"""The ``divrl`` command: pretrain, train, eval, compare, demo."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ SET_HELP = "Override a config field, e.g. --set rollout.group_size=8 (repeatable
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -181,10 +181,77 @@ def print_metrics(rows: dict[str, dict[str, Any]]) -> None:
 
 
 @app.command()
+def compare(
+    runs: list[str] = typer.Argument(
+        ...,
+        metavar="RUN_OR_METRICS...",
+        help="metrics.json files, run folders, demo folders, or name=path[,path...] (one path per seed). "
+        "A run's method is its folder name, skipping seed<i>/ and checkpoint-<step>/ folders; "
+        "runs of one method are its seeds.",
+    ),
+    baseline: str = typer.Option("grpo", "--baseline", help="The method every other one is compared with."),
+    metrics: str = typer.Option(
+        None,
+        "--metrics",
+        help="Comma-separated, e.g. pass@1,pass@16,distinct_correct_classes "
+        "(default: pass@1, pass@8, pass@32, distinct_correct_classes; those the runs support).",
+    ),
+    resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples."),
+    confidence: float = typer.Option(0.95, "--confidence", help="Interval coverage."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap (the result is deterministic given it)."),
+    out: Path = typer.Option(None, "--out", help="Also write the table and notes as markdown to this file."),
+) -> None:
+    """Paired differences vs a baseline with bootstrap intervals; marks a difference "within noise"."""
+    from divrl.eval.bootstrap import ComparisonError, check_metric
+    from divrl.eval.compare import available_metrics, compare_groups, console_table, load_groups, markdown_table
+    from divrl.eval.compare import noise_notes as make_notes
+
+    try:
+        groups = load_groups(runs)
+        if metrics is None:
+            chosen, notes = available_metrics(groups)
+        else:
+            chosen, notes = [m.strip() for m in metrics.split(",") if m.strip()], []
+            for m in chosen:
+                check_metric(m)
+        comparisons = compare_groups(groups, baseline, chosen, resamples=resamples, confidence=confidence, seed=seed)
+    except ComparisonError as exc:
+        _fail(str(exc))
+    seeds = ", ".join(f"{name} {len(g)}" for name, g in groups.items())
+    notes = [*make_notes(comparisons, baseline), *notes]
+    console.print(console_table(comparisons, baseline))
+    console.print(f"seeds per method: {seeds}; {len(groups[baseline][0].ids)} problems; {resamples} resamples")
+    for note in notes:
+        console.print(f"note: {note}", soft_wrap=True)
+    if out is not None:
+        text = "\n".join(
+            [
+                f"# {', '.join(n for n in groups if n != baseline)} vs {baseline}",
+                "",
+                markdown_table(comparisons, baseline),
+                "",
+                f"Seeds per method: {seeds}; {len(groups[baseline][0].ids)} problems; paired bootstrap, "
+                f"{resamples} resamples, seed {seed} (`divrl compare`; docs/methods.md).",
+                "",
+                *(f"- {note}" for note in notes),
+            ]
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(out)
+        console.print(f"wrote {out}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for runs, report.md and plots."),
     quick: bool = typer.Option(False, "--quick", help="A smaller budget (about 5 minutes on 2 cores)."),
-    seeds: int = typer.Option(1, "--seeds", help="Repeat every method with this many seeds; report mean ± std."),
+    seeds: int = typer.Option(
+        1,
+        "--seeds",
+        help="Repeat every method with this many seeds; report mean ± std and hierarchical intervals vs GRPO.",
+    ),
     methods: str = typer.Option(
         "grpo,r1_zero_div,darling,setpo",
         "--methods",
@@ -193,7 +260,8 @@ def demo(
     threads: int = typer.Option(0, "--threads"),
     set_: list[str] = typer.Option([], "--set", help="key.path=value applied to every method's recipe. " + SET_HELP),
 ) -> None:
-    """Train GRPO, R1-zero-Div, DARLING and SetPO from the tiny Countdown base; evaluate all; write report.md."""
+    """Train GRPO, R1-zero-Div, DARLING and SetPO from the tiny Countdown base; evaluate all; compare with GRPO
+    (bootstrap intervals, "within noise" flags); write report.md."""
     from divrl.config import ConfigError
     from divrl.eval.demo import run_demo
 

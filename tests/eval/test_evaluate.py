@@ -8,11 +8,22 @@ import math
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import divrl.eval.demo as demo_module
 import divrl.rollout as rollout_module
+from divrl.cli import app
 from divrl.core import metrics as M
-from divrl.eval.evaluate import EvalSamples, generate_samples, ks_for, score_samples
+from divrl.eval.evaluate import (
+    EvalSamples,
+    generate_samples,
+    ks_for,
+    metrics_json,
+    problem_id,
+    recompute,
+    score_samples,
+    write_metrics,
+)
 from divrl.tasks import get_task
 from divrl.tasks.countdown import Problem
 
@@ -51,6 +62,57 @@ def test_score_samples_hand_computed():
     want_d4 = (M.distinct_n(SAMPLES[0], 4, unit="char") + M.distinct_n(SAMPLES[1], 4, unit="char")) / 2
     assert m["distinct_4"] == pytest.approx(want_d4) and 0 < m["distinct_4"] <= 1
     assert 0 <= m["self_bleu"] <= 100 and m["entropy"] == 0.25
+
+
+def test_score_samples_per_problem_records():
+    """The per-problem section holds what pass@k, Potential@k and distinct classes are recomputed from."""
+    task = get_task("countdown")
+    m = score_samples(task, [A, B], EvalSamples(SAMPLES, GREEDY))
+    assert m["per_problem"] == [
+        {
+            "id": '{"numbers": [4, 11, 1], "target": 15}',
+            "n": 4,
+            "correct": 2,
+            "first_correct": 0,
+            "greedy_correct": True,
+            "classes": sorted({task.equivalence_key(A, SAMPLES[0][0]), task.equivalence_key(A, SAMPLES[0][2])}),
+        },
+        {
+            "id": '{"numbers": [1, 12, 3], "target": 9}',
+            "n": 4,
+            "correct": 2,
+            "first_correct": 1,
+            "greedy_correct": False,
+            "classes": sorted({task.equivalence_key(B, SAMPLES[1][1]), task.equivalence_key(B, SAMPLES[1][3])}),
+        },
+    ]
+    assert all(len(r["classes"]) == 2 for r in m["per_problem"])
+    for k in (1, 2, 4):
+        again = recompute(m["per_problem"], k)
+        assert again[f"pass@{k}"] == pytest.approx(m[f"pass@{k}"])
+        assert again[f"potential@{k}"] == pytest.approx(m[f"potential@{k}"])
+        assert again["distinct_correct_classes"] == m["distinct_correct_classes"]
+    assert recompute(m["per_problem"], 3)["pass@3"] == pytest.approx(1.0)  # any k <= n: 1 - C(2,3)/C(4,3) = 1
+
+
+def test_metrics_file_keeps_top_level_keys_and_round_trips(tmp_path):
+    task = get_task("countdown")
+    m = score_samples(task, [A, B], EvalSamples(SAMPLES, GREEDY))
+    m["model"] = "x"  # the CLI adds keys after scoring: per_problem still comes last, one problem per line
+    write_metrics(m, tmp_path / "metrics.json")
+    text = (tmp_path / "metrics.json").read_text()
+    back = json.loads(text)
+    assert list(back) == [*(k for k in m if k != "per_problem"), "per_problem"]
+    assert back["per_problem"] == m["per_problem"] and back["pass@2"] == m["pass@2"] and back["model"] == "x"
+    # "{", one line per top-level key but per_problem, its opening line, one line per problem, "  ]", "}"
+    assert text.count("\n") == 1 + (len(m) - 1) + 1 + len(m["per_problem"]) + 2
+    assert json.loads(metrics_json({})) == {} and json.loads(metrics_json({"per_problem": []})) == {"per_problem": []}
+
+
+def test_problem_id_hashes_long_problems():
+    assert problem_id(A) == A.to_json()
+    long_id = problem_id("q" * 200)
+    assert long_id.startswith("sha1:") and len(long_id) == 21 and long_id != problem_id("q" * 201)
 
 
 def test_score_samples_duplicates_lower_div_equ_and_classes():
@@ -103,7 +165,8 @@ def test_generate_samples_with_a_fake_sampler(monkeypatch):
 
 
 def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
-    """A tiny `divrl demo --quick`: two methods, one RL step each, then report.md, plots and summary.json."""
+    """A tiny `divrl demo --quick`: two methods, one RL step each, then report.md, plots and summary.json, with the
+    comparison against GRPO that `divrl compare` recomputes from the same folder."""
     monkeypatch.setattr(demo_module, "QUICK", demo_module.Budget(steps=1, eval_problems=2, eval_n=2))
     overrides = ["rollout.prompts_per_step=2", "rollout.group_size=2", "threads=1"]
     demo_module.run_demo(tmp_path, quick=True, methods=["grpo", "r1_zero_div"], overrides=overrides)
@@ -112,10 +175,40 @@ def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
     for name in summary["results"]:
         mean, _std = summary["results"][name]["pass@1"]
         assert 0.0 <= mean <= 1.0
+    cmp = summary["comparison"]
+    assert cmp["baseline"] == "grpo" and set(cmp["differences"]) == {"base", "r1_zero_div"}
+    for name, diffs in cmp["differences"].items():
+        assert list(diffs) == ["pass@1", "distinct_correct_classes"]  # n = 2: pass@8 and pass@32 are left out
+        for metric, d in diffs.items():
+            want = summary["results"][name][metric][0] - summary["results"]["grpo"][metric][0]
+            assert d["difference"] == pytest.approx(want) and d["seeds"] == [1, 1]
+            assert d["low"] <= d["high"] and d["within_noise"] == (d["low"] <= 0 <= d["high"])
+    assert any("one seed each" in note and "evaluation noise" in note for note in cmp["notes"])
+    assert any(note.startswith("left out: pass@8 needs >= 8 samples") for note in cmp["notes"])
+    assert set(cmp["bands"]["grpo"]) == {"pass@1", "pass@2"}
     report = (tmp_path / "report.md").read_text()
     assert "| GRPO |" in report and "| R1-zero-Div |" in report and "| base |" in report
+    assert "## Against GRPO" in report and "not training noise (which seed)" in report
     assert (tmp_path / "passk.png").stat().st_size > 0 and (tmp_path / "training.png").stat().st_size > 0
     assert (tmp_path / "seed0" / "grpo" / "checkpoint-000001").is_dir()
+    # `divrl compare` on the demo folder gives the report's numbers (same resamples and seed; raw method names)
+    result = CliRunner().invoke(app, ["compare", str(tmp_path), "--out", str(tmp_path / "cmp.md")])
+    assert result.exit_code == 0, result.output
+
+    def rows(text):
+        cells = [line.split("|") for line in text.splitlines() if line.startswith("| ")]
+        return [c[2:] for c in cells if c[-2].strip() in ("within noise", "higher", "lower")]
+
+    assert rows((tmp_path / "cmp.md").read_text()) == rows(report) and len(rows(report)) == 4
+
+
+def test_demo_intervals_need_per_problem_results(tmp_path):
+    """A metrics.json kept from an older demo (no per-problem records): the demo says why it has no intervals."""
+    old = {"num_problems": 2, "n": 2, "pass@1": 0.5}
+    paths = {name: [tmp_path / name / "metrics.json"] for name in ("base", "grpo")}
+    found = demo_module.intervals({"base": [old], "grpo": [old]}, paths, "grpo", 2)
+    assert isinstance(found, str) and found.startswith(f"{paths['base'][0]}: no per_problem section")
+    assert demo_module.comparison_section(found)[0].startswith("No intervals: ")
 
 
 def test_demo_rejects_a_bad_override_before_training(tmp_path):

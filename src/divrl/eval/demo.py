@@ -1,6 +1,12 @@
 """``divrl demo``: the four seed recipes from one tiny Countdown base, same seed, budget and
 hyperparameters; every model evaluated on held-out problems; one table, ``report.md`` and PNG plots.
 
+Every model is also compared with GRPO (or the first method when GRPO is not run) by a paired bootstrap over the
+per-problem results (:mod:`divrl.eval.bootstrap`; hierarchical over seeds with ``--seeds`` > 1): the difference of
+pass@1, pass@8, pass@32 and distinct correct classes with its 95% interval, flagged "within noise" when the interval
+contains 0; the pass@k plot shows each model's bootstrap interval as a band. ``divrl compare <out>`` recomputes the
+comparison from the same files.
+
 Finished pieces are reused: a run folder whose final checkpoint and ``metrics.json`` exist is not
 trained again, so an interrupted demo continues where it stopped.
 """
@@ -19,6 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from divrl.config import apply_overrides, from_dict, load_yaml
+from divrl.eval import compare
+from divrl.eval.bootstrap import ComparisonError, Difference, Estimate, Run, bootstrap_means
 from divrl.eval.evaluate import evaluate, ks_for, write_metrics
 from divrl.trainer.common import latest_checkpoint, read_metrics
 from divrl.trainer.config import RLConfig
@@ -50,6 +58,17 @@ class Budget:
 
 FULL = Budget(steps=80, eval_problems=218, eval_n=32)
 QUICK = Budget(steps=20, eval_problems=100, eval_n=16)
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """The demo's noise-aware comparison: every model vs ``baseline`` and each model's pass@k bands."""
+
+    baseline: str
+    comparisons: dict[str, dict[str, Difference]]
+    notes: list[str]
+    bands: dict[str, dict[str, Estimate]]
+    resamples: int
 
 
 def recipe(method: str, budget: Budget, seed: int, overrides: list[str] = ()) -> RLConfig:  # type: ignore[assignment]
@@ -97,6 +116,7 @@ def run_demo(
     )
 
     results: dict[str, list[dict[str, Any]]] = {"base": []}
+    sources: dict[str, list[Path]] = {"base": []}
     curves: dict[str, list[list[dict[str, Any]]]] = {}
     for seed in range(seeds):
         base_metrics_path = out / f"seed{seed}" / "base" / "metrics.json"
@@ -105,6 +125,7 @@ def run_demo(
             m = evaluate(model, tok, task, problems, budget.eval_n, max_new_tokens=max_new, seed=1000 + seed)
             write_metrics(m, base_metrics_path)
         results["base"].append(json.loads(base_metrics_path.read_text()))
+        sources["base"].append(base_metrics_path)
         for method in methods:
             cfg = recipe(method, budget, seed, list(overrides))
             run_dir = out / f"seed{seed}" / method
@@ -120,17 +141,76 @@ def run_demo(
                 m = evaluate(model, tok, task, problems, budget.eval_n, max_new_tokens=max_new, seed=1000 + seed)
                 write_metrics(m, metrics_path)
             results.setdefault(method, []).append(json.loads(metrics_path.read_text()))
+            sources.setdefault(method, []).append(metrics_path)
             curves.setdefault(method, []).append(read_metrics(run_dir))
 
     summary = {name: aggregate(runs) for name, runs in results.items()}
+    baseline = "grpo" if "grpo" in methods else methods[0]
+    found = intervals(results, sources, baseline, budget.eval_n)
     elapsed = time.perf_counter() - start
     print_table(summary, seeds)
-    write_report(out, summary, curves, budget, seeds, elapsed)
-    (out / "summary.json").write_text(
-        json.dumps({"budget": budget.__dict__, "seeds": seeds, "elapsed_s": elapsed, "results": summary}, indent=2)
-    )
+    if isinstance(found, Intervals):
+        console.print(compare.console_table(found.comparisons, baseline, LABELS))
+        for note in found.notes:
+            console.print(f"note: {note}", soft_wrap=True)
+    else:
+        console.print(f"[yellow]no intervals:[/yellow] {found}", soft_wrap=True)
+    write_report(out, summary, curves, budget, seeds, elapsed, found)
+    record = {"budget": budget.__dict__, "seeds": seeds, "elapsed_s": elapsed, "results": summary}
+    record["comparison"] = comparison_record(found)
+    (out / "summary.json").write_text(json.dumps(record, indent=2))
     console.print(f"wrote {out / 'report.md'} ({elapsed / 60:.1f} min)")
     return summary
+
+
+def intervals(
+    results: dict[str, list[dict[str, Any]]],
+    sources: dict[str, list[Path]],
+    baseline: str,
+    n: int,
+    resamples: int = 2000,
+) -> Intervals | str:
+    """Paired bootstrap differences vs ``baseline`` and pass@k bands from the per-problem results, or why they cannot
+    be computed (e.g. a reused ``metrics.json`` written before divrl kept per-problem results)."""
+    try:
+        groups = {
+            name: [Run.from_metrics(m, str(path)) for m, path in zip(runs, sources[name], strict=True)]
+            for name, runs in results.items()
+        }
+        metrics, left_out = compare.available_metrics(groups)
+        comparisons = compare.compare_groups(groups, baseline, metrics, resamples=resamples)
+        ks = [f"pass@{k}" for k in ks_for(n)]
+        bands = {name: bootstrap_means(runs, ks, resamples=resamples) for name, runs in groups.items()}
+    except ComparisonError as exc:
+        return f"{exc} (delete it and run the demo again to evaluate it again)"
+    notes = [*compare.noise_notes(comparisons, baseline, LABELS), *left_out]
+    return Intervals(baseline, comparisons, notes, bands, resamples)
+
+
+def comparison_record(found: Intervals | str) -> dict[str, Any]:
+    """``summary.json``'s ``comparison``: every difference with its interval and flag, the notes, the pass@k bands."""
+    if isinstance(found, str):
+        return {"error": found}
+    return {
+        "baseline": found.baseline,
+        "resamples": found.resamples,
+        "notes": found.notes,
+        "differences": {
+            name: {
+                metric: {
+                    "difference": d.mean,
+                    "low": d.low,
+                    "high": d.high,
+                    "confidence": d.confidence,
+                    "within_noise": d.within_noise,
+                    "seeds": list(d.seeds),
+                }
+                for metric, d in diffs.items()
+            }
+            for name, diffs in found.comparisons.items()
+        },
+        "bands": {name: {k: [e.low, e.high] for k, e in band.items()} for name, band in found.bands.items()},
+    }
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
@@ -192,8 +272,9 @@ def write_report(
     budget: Budget,
     seeds: int,
     elapsed: float,
+    found: Intervals | str = "not computed",
 ) -> None:
-    plot_passk(out / "passk.png", summary, budget.eval_n)
+    plot_passk(out / "passk.png", summary, budget.eval_n, found.bands if isinstance(found, Intervals) else None)
     plot_curves(out / "training.png", curves)
     text = [
         "# divrl demo report",
@@ -204,6 +285,7 @@ def write_report(
         "",
         markdown_table(summary, seeds),
         "",
+        *comparison_section(found),
         "![pass@k](passk.png)",
         "",
         "![training](training.png)",
@@ -215,7 +297,32 @@ def write_report(
     (out / "report.md").write_text("\n".join(text) + "\n")
 
 
-def plot_passk(path: Path, summary: dict[str, dict[str, tuple[float, float]]], n: int) -> None:
+def comparison_section(found: Intervals | str) -> list[str]:
+    """report.md's comparison with the baseline: the table, what the intervals cover, how to recompute them."""
+    if isinstance(found, str):
+        return [f"No intervals: {found}.", ""]
+    base = LABELS.get(found.baseline, found.baseline)
+    return [
+        f"## Against {base}",
+        "",
+        f"Paired differences from {base} over the same problems, with 95% bootstrap intervals ({found.resamples} "
+        'resamples; docs/methods.md, "Comparison statistics"); a difference whose interval contains 0 is '
+        "within noise. `divrl compare` on this folder recomputes the table.",
+        "",
+        compare.markdown_table(found.comparisons, found.baseline, LABELS),
+        "",
+        *(f"- {note}" for note in found.notes),
+        "",
+    ]
+
+
+def plot_passk(
+    path: Path,
+    summary: dict[str, dict[str, tuple[float, float]]],
+    n: int,
+    bands: dict[str, dict[str, Estimate]] | None = None,
+) -> None:
+    """Mean pass@k per model; the band is each model's 95% bootstrap interval (seeds, then problems) when given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,18 +332,18 @@ def plot_passk(path: Path, summary: dict[str, dict[str, tuple[float, float]]], n
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, metrics in summary.items():
         means = [metrics[f"pass@{k}"][0] for k in ks]
-        stds = [metrics[f"pass@{k}"][1] for k in ks]
-        ax.errorbar(
-            ks,
-            means,
-            yerr=[s if math.isfinite(s) else 0 for s in stds],
-            marker="o",
-            capsize=3,
-            label=LABELS.get(name, name),
-        )
+        (line,) = ax.plot(ks, means, marker="o", label=LABELS.get(name, name))
+        if bands is not None and name in bands:
+            low = [bands[name][f"pass@{k}"].low for k in ks]
+            high = [bands[name][f"pass@{k}"].high for k in ks]
+            ax.fill_between(ks, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (held-out)")
+    if bands:
+        ax.set_title(
+            "bands: each model's 95% bootstrap interval (the paired differences are in report.md)", fontsize=8
+        )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -272,4 +379,4 @@ def plot_curves(path: Path, curves: dict[str, list[list[dict[str, Any]]]]) -> No
     plt.close(fig)
 
 
-__all__ = ["FULL", "QUICK", "Budget", "recipe", "run_demo"]
+__all__ = ["FULL", "QUICK", "Budget", "Intervals", "intervals", "recipe", "run_demo"]

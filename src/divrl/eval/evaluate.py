@@ -10,10 +10,17 @@ Metrics (all from ``divrl.core.metrics``):
 - ``distinct_4``: distinct character 4-grams of the completions of one problem, averaged over problems.
 - ``self_bleu``: sacrebleu self-BLEU (0-100, lower = more diverse) of one problem's completions, averaged.
 - ``entropy``: mean full-vocabulary token entropy of the policy on its own samples.
+
+``per_problem`` (written last) keeps one record per problem so that statistics can be computed after the fact
+(``divrl compare``, :mod:`divrl.eval.bootstrap`): ``id`` (:func:`problem_id`), ``n`` samples, ``correct`` (how many
+were correct), ``first_correct`` (index of the first correct sample, ``null`` if none), ``greedy_correct`` and
+``classes`` (the sorted distinct solution-class keys among correct samples). From these, pass@k for any k <= n,
+Potential@k and distinct correct classes are recomputed exactly (:func:`recompute`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -49,6 +56,16 @@ def ks_for(n: int) -> list[int]:
     return ks
 
 
+def problem_id(problem: Any) -> str:
+    """A stable id of a problem for pairing evaluations: its ``to_json()`` (Countdown) or ``repr``, replaced by
+    ``sha1:<16 hex digits>`` of that text when it is longer than 120 characters (a maths question)."""
+    to_json = getattr(problem, "to_json", None)
+    text = to_json() if callable(to_json) else repr(problem)
+    if len(text) <= 120:
+        return text
+    return "sha1:" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> dict[str, Any]:
     """All metrics from fixed completions (no model involved; the unit under test for hand-made cases)."""
     n = len(samples.samples[0]) if samples.samples else 0
@@ -79,7 +96,33 @@ def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> 
     out["distinct_4"] = _mean_finite(M.distinct_n(texts, 4, unit="char") for texts in samples.samples)
     out["self_bleu"] = _mean_finite(M.self_bleu(texts) for texts in samples.samples)
     out["entropy"] = samples.entropy
+    out["per_problem"] = [
+        {
+            "id": problem_id(problem),
+            "n": n,
+            "correct": int(correct[p].sum()),
+            "first_correct": int(np.argmax(correct[p])) if correct[p].any() else None,
+            "greedy_correct": bool(greedy[p]),
+            "classes": sorted({k for k, c in zip(keys[p], correct[p], strict=True) if c and k is not None}),
+        }
+        for p, problem in enumerate(problems)
+    ]
     return out
+
+
+def recompute(per_problem: Sequence[dict[str, Any]], k: int) -> dict[str, float]:
+    """pass@k, Potential@k and distinct correct classes (mean over problems) from ``per_problem`` records alone;
+    equal to :func:`score_samples`'s top-level values for the same k."""
+    n = np.array([r["n"] for r in per_problem], dtype=np.int64)  # (P,)
+    c = np.array([r["correct"] for r in per_problem], dtype=np.int64)  # (P,)
+    greedy = np.array([r["greedy_correct"] for r in per_problem], dtype=float)  # (P,)
+    first = [r["first_correct"] for r in per_problem]
+    hit = np.array([f is not None and f < k for f in first], dtype=float)  # (P,) any of the first k correct
+    return {
+        f"pass@{k}": float(M.pass_at_k_array(n, c, k).mean()),
+        f"potential@{k}": M.potential_at_k(greedy, hit),
+        "distinct_correct_classes": float(np.mean([len(r["classes"]) for r in per_problem])),
+    }
 
 
 def _mean_finite(values: Any) -> float:
@@ -165,9 +208,21 @@ def evaluate(
     return score_samples(task, problems, samples)
 
 
+def metrics_json(metrics: dict[str, Any]) -> str:
+    """``metrics`` as indented JSON with ``per_problem`` last, one problem per line (readable and diffable)."""
+    head = {k: v for k, v in metrics.items() if k != "per_problem"}
+    if "per_problem" not in metrics:
+        return json.dumps(head, indent=2)
+    rows = "".join(("," if i else "") + "\n    " + json.dumps(r) for i, r in enumerate(metrics["per_problem"]))
+    body = json.dumps(head, indent=2)[1:-2]  # the indented members without the braces
+    sep = "," if head else ""
+    return "{" + body + sep + '\n  "per_problem": [' + rows + "\n  ]\n}"
+
+
 def write_metrics(metrics: dict[str, Any], path: str | Path) -> None:
+    """Write ``metrics.json`` atomically (a temporary file, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=False))
+    tmp.write_text(metrics_json(metrics) + "\n")
     tmp.replace(path)

@@ -1,0 +1,246 @@
+"""``divrl compare``: per-problem results from ``metrics.json`` files or run folders, grouped by method, each method
+compared with a baseline by :func:`divrl.eval.bootstrap.paired_difference`; a console table and markdown.
+
+Grouping convention (each command-line argument is one of):
+
+- ``name=path[,path...]``: the runs of method ``name``, one path per training seed;
+- a ``metrics.json`` file: one run of the method named by its folder;
+- a folder holding ``metrics.json``: that file;
+- any other folder: every ``metrics.json`` below it (not looking below a folder that holds one), e.g. a
+  ``divrl demo`` folder (``seed<i>/<method>/metrics.json``) or a method folder with one subfolder per seed.
+
+A run's method name is the name of the nearest folder above its ``metrics.json`` that is not a seed folder
+(``seed<i>``, ``seed_<i>``, ``seed-<i>``) or a checkpoint folder (``checkpoint-<step>``): ``runs/demo/seed1/grpo`` and
+``runs/grpo/seed1`` are both ``grpo``. Runs of the same method are its seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rich import box
+from rich.table import Table
+
+from divrl.eval.bootstrap import METRICS, ComparisonError, Difference, Run, align, noise_note, paired_difference
+
+__all__ = [
+    "ComparisonError",
+    "available_metrics",
+    "compare_groups",
+    "console_table",
+    "load_groups",
+    "markdown_table",
+    "method_name",
+    "metrics_files",
+    "noise_notes",
+]
+
+_SKIP = re.compile(r"seed[_-]?\d+|checkpoint-\d+")
+
+
+def metrics_files(path: Path) -> list[Path]:
+    """The ``metrics.json`` files a path stands for (module docstring), sorted."""
+    if not path.exists():
+        raise ComparisonError(f"{path}: no such file or folder")
+    if path.is_file():
+        return [path]
+    if (path / "metrics.json").is_file():
+        return [path / "metrics.json"]
+    found = []
+    for root, dirs, files in os.walk(path):
+        if "metrics.json" in files:
+            found.append(Path(root) / "metrics.json")
+            dirs[:] = []  # a run folder's checkpoints are not more runs
+        else:
+            dirs.sort()
+    if not found:
+        raise ComparisonError(f"{path}: no metrics.json in this folder or below")
+    return sorted(found)
+
+
+def method_name(file: Path) -> str:
+    """The nearest folder name above ``file`` that is not a seed or checkpoint folder (module docstring)."""
+    for folder in file.resolve().parents:
+        if folder.name and not _SKIP.fullmatch(folder.name):
+            return folder.name
+    raise ComparisonError(f"{file}: cannot tell its method from the path; name it: method=path")
+
+
+def _read(file: Path) -> Run:
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ComparisonError(f"{file}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ComparisonError(f"{file}: cannot read it ({exc})") from None
+    if not isinstance(data, dict):
+        raise ComparisonError(f"{file}: not a metrics.json (a JSON object with a per_problem section)")
+    return Run.from_metrics(data, str(file))
+
+
+def load_groups(arguments: Sequence[str]) -> dict[str, list[Run]]:
+    """Runs per method, in order of first appearance (module docstring). Raises :class:`ComparisonError` for a
+    missing or unreadable file, a file without per-problem results, or a file given twice."""
+    files: dict[str, list[Path]] = {}
+    for arg in arguments:
+        name, sep, rest = arg.partition("=")
+        if sep and name and "/" not in name and not Path(arg).exists():
+            paths = [Path(p) for p in rest.split(",") if p]
+            if not paths:
+                raise ComparisonError(f"{arg}: no paths after '{name}='")
+            for path in paths:
+                files.setdefault(name, []).extend(metrics_files(path))
+        else:
+            for file in metrics_files(Path(arg)):
+                files.setdefault(method_name(file), []).append(file)
+    seen: dict[Path, str] = {}
+    for name, group in files.items():
+        for file in group:
+            key = file.resolve()
+            if key in seen:
+                raise ComparisonError(f"{file}: given twice (as {seen[key]} and as {name})")
+            seen[key] = name
+    return {name: [_read(f) for f in group] for name, group in files.items()}
+
+
+def available_metrics(
+    groups: Mapping[str, Sequence[Run]], wanted: Sequence[str] = METRICS
+) -> tuple[list[str], list[str]]:
+    """The metrics of ``wanted`` that every run supports, and a note for each one left out (``pass@32`` needs 32
+    samples per problem)."""
+    keep, notes = [], []
+    for metric in wanted:
+        why = next((w for runs in groups.values() for r in runs if (w := r.unavailable(metric))), None)
+        if why:
+            notes.append(f"left out: {why}")
+        else:
+            keep.append(metric)
+    return keep, notes
+
+
+def compare_groups(
+    groups: Mapping[str, Sequence[Run]],
+    baseline: str,
+    metrics: Sequence[str],
+    *,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, Difference]]:
+    """Every method but ``baseline`` against ``baseline``: ``{method: {metric: Difference}}``. Checks first that the
+    baseline exists, that there is something to compare and that all runs evaluate the same problems."""
+    if baseline not in groups:
+        raise ComparisonError(f"no runs of the baseline {baseline!r}; methods found: {list(groups)} (see --baseline)")
+    if len(groups) < 2:
+        raise ComparisonError(f"only the baseline {baseline!r} was given; nothing to compare with it")
+    if not metrics:
+        raise ComparisonError("no metric is available for every run")
+    aligned = align({baseline: groups[baseline], **{k: v for k, v in groups.items() if k != baseline}})
+    return {
+        name: paired_difference(
+            runs, aligned[baseline], metrics, resamples=resamples, confidence=confidence, seed=seed
+        )
+        for name, runs in aligned.items()
+        if name != baseline
+    }
+
+
+def noise_notes(
+    comparisons: Mapping[str, Mapping[str, Difference]], baseline: str, label: Mapping[str, str] | None = None
+) -> list[str]:
+    """Which noise the intervals cover, in words: one line for all methods with the same seed counts (one line per
+    method where only one side has several seeds)."""
+    label = label or {}
+    by_seeds: dict[tuple[int, int], list[str]] = {}
+    for name, diffs in comparisons.items():
+        by_seeds.setdefault(next(iter(diffs.values())).seeds, []).append(label.get(name, name))
+    base = label.get(baseline, baseline)
+    notes = []
+    for (s_method, s_base), names in by_seeds.items():
+        if (s_method == 1) == (s_base == 1):
+            notes.append(noise_note(", ".join(names), s_method, base, s_base))
+        else:
+            notes += [noise_note(name, s_method, base, s_base) for name in names]
+    return notes
+
+
+def _num(x: float, signed: bool = False) -> str:
+    if not math.isfinite(x):
+        return "-"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _verdict(d: Difference) -> str:
+    if d.within_noise:
+        return "within noise"
+    return "higher" if d.mean > 0 else "lower"
+
+
+def _rows(
+    comparisons: Mapping[str, Mapping[str, Difference]], label: Mapping[str, str], names: Mapping[str, str]
+) -> list[list[str]]:
+    """[method, metric, baseline mean, method mean, difference, interval, verdict] per (method, metric)."""
+    return [
+        [
+            label.get(name, name),
+            names.get(metric, metric),
+            _num(d.baseline_mean),
+            _num(d.method_mean),
+            _num(d.mean, True),
+            f"[{_num(d.low, True)}, {_num(d.high, True)}]",
+            _verdict(d),
+        ]
+        for name, diffs in comparisons.items()
+        for metric, d in diffs.items()
+    ]
+
+
+def _confidence(comparisons: Mapping[str, Mapping[str, Difference]]) -> float:
+    return next(iter(next(iter(comparisons.values())).values())).confidence
+
+
+def console_table(
+    comparisons: Mapping[str, Mapping[str, Difference]], baseline: str, label: Mapping[str, str] | None = None
+) -> Table:
+    """One row per (method, metric): both means, the difference, its interval, and "within noise" or the
+    direction (fits 80 columns)."""
+    label = label or {}
+    base = label.get(baseline, baseline)
+    table = Table(
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        title=f"difference vs {base} (paired bootstrap)",
+    )
+    table.add_column("method")
+    table.add_column("metric")
+    table.add_column(base, justify="right", no_wrap=True)
+    table.add_column("mean", justify="right", no_wrap=True)
+    table.add_column(f"difference [{_confidence(comparisons):.0%} CI]", justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    rows = _rows(comparisons, label, {"distinct_correct_classes": "classes"})
+    per_method = len(next(iter(comparisons.values())))
+    for i, row in enumerate(rows):
+        style = "dim" if row[6] == "within noise" else "bold"
+        cells = [*row[:4], f"{row[4]} {row[5]}", f"[{style}]{row[6]}[/{style}]"]
+        table.add_row(*cells, end_section=(i + 1) % per_method == 0)
+    return table
+
+
+def markdown_table(
+    comparisons: Mapping[str, Mapping[str, Difference]], baseline: str, label: Mapping[str, str] | None = None
+) -> str:
+    """The console table as markdown."""
+    label = label or {}
+    heads = ["method", "metric", label.get(baseline, baseline), "method mean", "difference"]
+    heads += [f"{_confidence(comparisons):.0%} interval", "verdict"]
+    lines = ["| " + " | ".join(heads) + " |", "|---|---|---:|---:|---:|---:|---|"]
+    names = {"distinct_correct_classes": "distinct correct classes"}
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(comparisons, label, names)]
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""`divrl compare` on fixed metrics.json files written here: grouping by folder and by name=paths, the paired
+differences in the table and report, the noise wording, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from divrl.cli import app
+from divrl.eval.compare import method_name, metrics_files
+
+runner = CliRunner()
+P = 40
+
+
+def write(path: Path, correct, n: int = 32, classes=None, ids=None, per_problem: bool = True) -> Path:
+    """A metrics.json with the top-level keys `divrl eval` writes and (unless told not to) per-problem records."""
+    correct = [int(c) for c in correct]
+    classes = classes if classes is not None else [min(c, 1 + i % 3) for i, c in enumerate(correct)]
+    ids = ids if ids is not None else [f'{{"numbers": [{i}, 2, 3], "target": 7}}' for i in range(len(correct))]
+    data = {"num_problems": len(correct), "n": n, "pass@1": float(np.mean(correct) / n)}
+    if per_problem:
+        data["per_problem"] = [
+            {"id": i, "n": n, "correct": c, "first_correct": 0 if c else None, "greedy_correct": False,
+             "classes": [f"k{j}" for j in range(k)]}
+            for i, c, k in zip(ids, correct, classes, strict=True)
+        ]  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def grpo_correct(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 20, size=P)
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, ["compare", *args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_demo_folder_hierarchical(tmp_path):
+    """A demo layout, 3 seeds: DARLING solves 8 more samples of 32 on every problem of every seed (pass@1 +0.25),
+    with the same class counts (a difference of 0, within noise)."""
+    for s in range(3):
+        write(tmp_path / "demo" / f"seed{s}" / "grpo" / "metrics.json", grpo_correct(s))
+        write(tmp_path / "demo" / f"seed{s}" / "darling" / "metrics.json", grpo_correct(s) + 8,
+              classes=[min(c, 1 + i % 3) for i, c in enumerate(grpo_correct(s))])  # fmt: skip
+    (tmp_path / "demo" / "report.md").write_text("not a run")
+    result = invoke(str(tmp_path / "demo"), "--out", str(tmp_path / "cmp.md"))
+    assert result.exit_code == 0, result.output
+    assert "seeds per method: darling 3, grpo 3; 40 problems; 2000 resamples" in result.output
+    assert "hierarchical bootstrap over seeds (3 and 3)" in result.output and "training noise" in result.output
+    report = (tmp_path / "cmp.md").read_text()
+    want_grpo = np.mean([grpo_correct(s) / 32 for s in range(3)])
+    row = next(line for line in report.splitlines() if line.startswith("| darling | pass@1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == f"{want_grpo:.3f}" and cells[3] == f"{want_grpo + 0.25:.3f}" and cells[4] == "+0.250"
+    low, high = (float(x) for x in cells[5].strip("[]").split(","))
+    assert 0 < low < 0.25 < high and cells[6] == "higher"
+    classes = next(line for line in report.splitlines() if line.startswith("| darling | distinct correct classes"))
+    assert "| +0.000 |" in classes and classes.endswith("| within noise |")
+    assert "| darling | pass@8 |" in report and "| darling | pass@32 |" in report
+
+
+def test_single_seed_named_runs_say_evaluation_noise_only(tmp_path):
+    a = write(tmp_path / "a.json", grpo_correct(0))
+    b = write(tmp_path / "b.json", grpo_correct(0))
+    result = invoke(f"mine={b}", f"ref={a}", "--baseline", "ref", "--metrics", "pass@1,pass@4")
+    assert result.exit_code == 0, result.output
+    assert "mine vs ref: one seed each" in result.output
+    assert "evaluation noise (which problems, which samples) only" in result.output
+    assert "not training noise" in result.output and "hierarchical" not in result.output
+    assert "pass@4" in result.output and "pass@32" not in result.output
+    assert result.output.count("within noise") == 2  # identical runs: every replicate's difference is 0
+
+
+def test_method_seed_folders_and_checkpoint_metrics(tmp_path):
+    """runs/<method>/seed<i>/metrics.json groups seeds; a run folder's own metrics.json hides its checkpoints'."""
+    for s in range(2):
+        write(tmp_path / "grpo" / f"seed{s}" / "metrics.json", grpo_correct(s))
+    write(tmp_path / "darling" / "metrics.json", grpo_correct(5))
+    write(tmp_path / "darling" / "checkpoint-000010" / "metrics.json", grpo_correct(6))
+    assert metrics_files(tmp_path / "darling") == [tmp_path / "darling" / "metrics.json"]
+    assert method_name(tmp_path / "grpo" / "seed1" / "metrics.json") == "grpo"
+    assert method_name(tmp_path / "x" / "checkpoint-000010" / "metrics.json") == "x"
+    result = invoke(str(tmp_path / "grpo"), str(tmp_path / "darling"))
+    assert result.exit_code == 0, result.output
+    assert "seeds per method: grpo 2, darling 1" in result.output
+    assert "darling has one seed" in result.output and "grpo's 2 seeds" in result.output
+
+
+def test_default_metrics_leave_out_what_the_runs_cannot_give(tmp_path):
+    a = write(tmp_path / "grpo" / "metrics.json", grpo_correct(0) // 2, n=16)
+    b = write(tmp_path / "setpo" / "metrics.json", grpo_correct(1) // 2, n=16)
+    result = invoke(str(a), str(b))
+    assert result.exit_code == 0, result.output
+    assert "note: left out: pass@32 needs >= 32 samples per problem" in result.output
+    assert "pass@8" in result.output
+
+
+def test_problem_order_does_not_matter(tmp_path):
+    c = grpo_correct(0)
+    ids = [f"p{i}" for i in range(P)]
+    k = [min(int(x), 2) for x in c]
+    write(tmp_path / "grpo" / "metrics.json", c, ids=ids, classes=k)
+    write(tmp_path / "r1" / "metrics.json", c[::-1], ids=ids[::-1], classes=k[::-1])
+    result = invoke(str(tmp_path / "grpo"), str(tmp_path / "r1"), "--out", str(tmp_path / "r.md"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r.md").read_text().count("| +0.000 | [+0.000, +0.000] | within noise |") == 4
+
+
+def _error_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    g = write(tmp / "grpo" / "metrics.json", grpo_correct(0))
+    d = write(tmp / "darling" / "metrics.json", grpo_correct(1))
+    other = write(tmp / "other" / "metrics.json", grpo_correct(1)[:-1])
+    old = write(tmp / "old" / "metrics.json", grpo_correct(1), per_problem=False)
+    small = write(tmp / "small" / "metrics.json", grpo_correct(1) // 2, n=16)
+    (tmp / "bad").mkdir()
+    (tmp / "bad" / "metrics.json").write_text('{"n": 3,\n oops}')
+    (tmp / "empty").mkdir()
+    return [
+        ([str(tmp / "nope.json"), str(g)], "nope.json: no such file or folder"),
+        ([str(tmp / "empty"), str(g)], "empty: no metrics.json in this folder or below"),
+        ([str(other), str(g)], "evaluate different problems (39 vs 40; 0 only in the first; 1 only in the second"),
+        ([str(d)], "no runs of the baseline 'grpo'; methods found: ['darling'] (see --baseline)"),
+        ([str(g)], "only the baseline 'grpo' was given; nothing to compare with it"),
+        ([str(old), str(g)], "old/metrics.json: no per_problem section (written before divrl kept per-problem"),
+        ([str(tmp / "bad"), str(g)], "bad/metrics.json: not valid JSON (Expecting property name enclosed in double"),
+        ([str(d), str(g), "--metrics", "pass@1,entropy"], "unknown metric 'entropy'; known: pass@<k>"),
+        ([str(small), str(g), "--metrics", "pass@32"], "pass@32 needs >= 32 samples per problem"),
+        ([str(g), f"grpo={d}", str(d)], "darling/metrics.json: given twice (as grpo and as darling)"),
+        (["x=", str(g)], "x=: no paths after 'x='"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(11))
+def test_errors_are_one_line_exit_2_and_keep_the_report(tmp_path, case):
+    args, message = _error_cases(tmp_path)[case]
+    (tmp_path / "report.md").write_text("earlier report")
+    result = invoke(*args, "--out", str(tmp_path / "report.md"))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, result.output
+    assert message in result.output
+    assert (tmp_path / "report.md").read_text() == "earlier report"
