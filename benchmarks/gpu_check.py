@@ -69,7 +69,8 @@ def build_model(folder: Path, shape: dict[str, int]) -> int:
 def divrl_train(model_dir: Path, run_dir: Path, steps: int, smoke: bool, log: Path) -> dict[str, Any]:
     sets = [f"model.path={model_dir}", f"steps={steps}", f"save_every={steps}", "model.dtype=bfloat16"]
     if smoke:
-        sets += ["model.dtype=float32", "rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8"]
+        sets += ["model.dtype=float32", "rollout.prompts_per_step=2", "rollout.group_size=4"]
+        sets += ["rollout.max_new_tokens=8"]
     cmd = [sys.executable, "-c", "from divrl.cli import app; app()", "train", "--config",
            str(ROOT / "src/divrl/recipes/countdown/grpo.yaml"), "--out", str(run_dir)]  # fmt: skip
     for s in sets:

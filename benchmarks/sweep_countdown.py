@@ -153,7 +153,8 @@ def main() -> None:
             keep = args.out / "samples" / "base.json.gz" if args.samples else None
             write_metrics(evaluate_folder(BASE, args.split, args.n, 56, keep), path)
         results["base"] = json.loads(path.read_text())
-    jobs = [(setting, seed) for seed in seeds for setting in args.settings]  # seed-major: every setting gets seed 0 first
+    # seed-major: every setting gets its seed-0 run first
+    jobs = [(setting, seed) for seed in seeds for setting in args.settings]
     if args.workers <= 1:
         for setting, seed in jobs:
             name, _, _, res = run_one(setting, seed, args, eval_steps)
