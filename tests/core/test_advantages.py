@@ -14,7 +14,6 @@ from divrl.core.advantages import (
     advantage_names,
     advantage_needs_logprobs,
     compute_advantages,
-    fill_unscored,
     get_advantage,
     grpo,
     register_advantage,
@@ -449,18 +448,4 @@ def test_nan_rewards_get_zero_advantage(name: str, options: dict[str, Any]) -> N
     nan = torch.isnan(rewards)
     assert torch.equal(a[nan], torch.zeros(int(nan.sum())))
     assert bool(torch.isfinite(a).all())
-
-
-def test_nan_filling_is_group_mean_imputation() -> None:
-    # (1, NaN, 0) -> filled (1, .5, 0) -> GRPO (1, 0, -1) with std .5; the NaN position is then zeroed
-    b = rewards_batch([[1.0, math.nan, 0.0], [math.nan, math.nan, math.nan]])
-    assert torch.allclose(fill_unscored(b.rewards), torch.tensor([[1.0, 0.5, 0.0], [0.0, 0.0, 0.0]]))
-    assert torch.allclose(adv("grpo", b), torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]]), atol=1e-5)
-
-
-def test_direct_call_refuses_nan_and_inf_is_rejected() -> None:
-    b = rewards_batch([[1.0, math.nan]])
-    with pytest.raises(ValueError, match="compute_advantages"):
-        grpo(b)
-    with pytest.raises(ValueError, match="inf"):
-        adv("grpo", rewards_batch([[1.0, math.inf]]))
+    # the statistics over the scored rollouts themselves: tests/core/test_unscorable.py

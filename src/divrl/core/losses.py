@@ -404,7 +404,8 @@ def positive_entropy_loss(
 
     Options:
         lam: weight lambda (paper: 0.01).
-        gate: ``correct`` (paper: ``1(r_i = 1)``, reads ``batch.correct``), ``positive_advantage``
+        gate: ``correct`` (paper: ``1(r_i = 1)``, reads ``batch.correct``; a rollout whose reward is NaN,
+            i.e. unscorable, is never correct), ``positive_advantage``
             (``A > 0``; reported for the released code, unverified; token-level advantages gate per
             token), or ``all`` (the paper's "positive and negative samples" ablation).
         estimator: ``surrogate`` (the paper's Eq. 8) or ``exact``: the full-vocabulary token entropy
@@ -435,7 +436,7 @@ def positive_entropy_loss(
         h = _where(mask, entropies)  # (P, G, T)
 
     if gate == "correct":
-        correct = _require(batch, "correct", name, "gate='correct' uses verifier correctness")
+        correct = _require(batch, "correct", name, "gate='correct' uses verifier correctness") & batch.scored  # (P, G)
         gate_mat = correct.to(h.dtype).unsqueeze(-1).expand_as(h)  # (P, G, T)
     elif gate == "positive_advantage":
         gate_mat = (adv > 0).to(h.dtype)  # (P, G, T)
