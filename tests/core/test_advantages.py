@@ -262,6 +262,16 @@ def test_unlikeliness_uniform_groups() -> None:
     assert torch.allclose(a[0], centred / (centred.std() + 1e-6), atol=1e-5)
 
 
+def test_unlikeliness_ties_are_ranked_by_position() -> None:
+    # G = 20 (where torch's default unstable sort orders ties differently on CPU): every rollout has the same mean
+    # log-prob, so the stable ranks are the positions 0..19 and the multipliers 1 - 0.25 * i / 20
+    g = 20
+    b = rewards_batch([[1.0] * (g - 1) + [0.0]], old_logprobs=torch.full((1, g, 2), -0.5), mask=torch.ones(1, g, 2))
+    shaped = torch.tensor([1 - 0.25 * i / g for i in range(g - 1)] + [0.0])
+    expected = (shaped - shaped.mean()) / (shaped.std() + 1e-6)
+    assert torch.allclose(adv("unlikeliness", b)[0], expected, atol=1e-5)
+
+
 def test_unlikeliness_needs_logprobs() -> None:
     with pytest.raises(ValueError, match=r"old_logprobs.*mask"):
         adv("unlikeliness", rewards_batch([[1.0, 0.0]]))
