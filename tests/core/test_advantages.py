@@ -14,7 +14,6 @@ from divrl.core.advantages import (
     advantage_names,
     advantage_needs_logprobs,
     compute_advantages,
-    fill_unscored,
     get_advantage,
     grpo,
     register_advantage,
@@ -263,6 +262,16 @@ def test_unlikeliness_uniform_groups() -> None:
     assert torch.allclose(a[0], centred / (centred.std() + 1e-6), atol=1e-5)
 
 
+def test_unlikeliness_ties_are_ranked_by_position() -> None:
+    # G = 20 (where torch's default unstable sort orders ties differently on CPU): every rollout has the same mean
+    # log-prob, so the stable ranks are the positions 0..19 and the multipliers 1 - 0.25 * i / 20
+    g = 20
+    b = rewards_batch([[1.0] * (g - 1) + [0.0]], old_logprobs=torch.full((1, g, 2), -0.5), mask=torch.ones(1, g, 2))
+    shaped = torch.tensor([1 - 0.25 * i / g for i in range(g - 1)] + [0.0])
+    expected = (shaped - shaped.mean()) / (shaped.std() + 1e-6)
+    assert torch.allclose(adv("unlikeliness", b)[0], expected, atol=1e-5)
+
+
 def test_unlikeliness_needs_logprobs() -> None:
     with pytest.raises(ValueError, match=r"old_logprobs.*mask"):
         adv("unlikeliness", rewards_batch([[1.0, 0.0]]))
@@ -449,18 +458,4 @@ def test_nan_rewards_get_zero_advantage(name: str, options: dict[str, Any]) -> N
     nan = torch.isnan(rewards)
     assert torch.equal(a[nan], torch.zeros(int(nan.sum())))
     assert bool(torch.isfinite(a).all())
-
-
-def test_nan_filling_is_group_mean_imputation() -> None:
-    # (1, NaN, 0) -> filled (1, .5, 0) -> GRPO (1, 0, -1) with std .5; the NaN position is then zeroed
-    b = rewards_batch([[1.0, math.nan, 0.0], [math.nan, math.nan, math.nan]])
-    assert torch.allclose(fill_unscored(b.rewards), torch.tensor([[1.0, 0.5, 0.0], [0.0, 0.0, 0.0]]))
-    assert torch.allclose(adv("grpo", b), torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]]), atol=1e-5)
-
-
-def test_direct_call_refuses_nan_and_inf_is_rejected() -> None:
-    b = rewards_batch([[1.0, math.nan]])
-    with pytest.raises(ValueError, match="compute_advantages"):
-        grpo(b)
-    with pytest.raises(ValueError, match="inf"):
-        adv("grpo", rewards_batch([[1.0, math.inf]]))
+    # the statistics over the scored rollouts themselves: tests/core/test_unscorable.py

@@ -136,10 +136,10 @@ def test_darling_reward_hand_computed() -> None:
     prompts = ["p"] * 4 + ["q"] * 4
     completions = ["1", "x1", "2", "?", "9", "8", "7", "6"]
     answer = ["1"] * 4 + ["9"] * 4
-    # group p: classes {1, x1} {2} {?}: div = (4-2)/3, (4-2)/3, 1, 1; rewards 1, 1, 0, None
+    # group p: "?" is unscorable and left out: classes {1, x1} {2} among 3: div = (3-2)/2, (3-2)/2, 1; rewards 1, 1, 0
     # group q: all distinct -> div = 1; rewards 1, 0, 0, 0
     got = fn(prompts=prompts, completions=completions, answer=answer)
-    assert got == pytest.approx([2 / 3, 2 / 3, 0.0, None, 1.0, 0.0, 0.0, 0.0])
+    assert got == pytest.approx([1 / 2, 1 / 2, 0.0, None, 1.0, 0.0, 0.0, 0.0])
     assert fn(prompts=["p"] * 4, completions=["1"] * 4, answer=["1"] * 4) == pytest.approx([0.1] * 4)  # floor
     with pytest.raises(ValueError, match="part of a group"):
         fn(prompts=["p"] * 2, completions=["1", "2"], answer=["1"] * 2)  # a process holding half a group
@@ -240,10 +240,10 @@ class Run:
         return torch.tensor([parity_reward([], group) for group in texts])  # (P, G)
 
 
-def _train(cls: type, out: Path, **divrl: Any) -> Run:
+def _train(cls: type, out: Path, reward: Any = parity_reward, **divrl: Any) -> Run:
     tok = char_tokenizer()
     trainer = cls(
-        model=tiny_llama(tok), reward_funcs=[parity_reward], args=_config(out), train_dataset=_dataset(),
+        model=tiny_llama(tok), reward_funcs=[reward], args=_config(out), train_dataset=_dataset(),
         processing_class=tok, **divrl,
     )  # fmt: skip
     trainer.train()
@@ -284,6 +284,28 @@ def test_darling_advantages_replace_grpo(plain: Run, tmp_path: Path) -> None:
     batch = run.trainer.last_group_batch
     assert batch.rewards.shape == (B // G, G) and batch.texts == run.texts(1)
     assert list(run.trainer._logs["advantages"]) == pytest.approx(run.advantages[1].tolist())
+
+
+def flaky_parity(prompts: list[str], completions: list[str], **kwargs: object) -> list[float | None]:
+    """``parity_reward``, but the second completion of every group of G is unscorable (``None``)."""
+    return [None if i % G == 1 else r for i, r in enumerate(parity_reward(prompts, completions))]
+
+
+def test_unscorable_completions_get_trls_own_statistics(tmp_path: Path) -> None:
+    """With ``None`` rewards, divrl's grpo (TRL's eps) gives exactly TRL's nan-aware advantages: mean and std over the
+    3 scored completions of each group, 0 for the unscorable one."""
+    plain = _train(_PlainRec, tmp_path / "plain", reward=flaky_parity)
+    run = _train(_DivRec, tmp_path / "div", reward=flaky_parity, advantage="grpo", advantage_options={"eps": 1e-4})
+    _same_first_batch(plain, run)
+    r = run.rewards()  # (P, G)
+    scored = r[:, [0, 2, 3]]  # (P, 3)
+    assert bool((scored.amax(-1) > scored.amin(-1)).any()), "degenerate rewards: pick another seed"
+    expected = torch.zeros_like(r)
+    expected[:, [0, 2, 3]] = (scored - scored.mean(-1, keepdim=True)) / (scored.std(-1, keepdim=True) + 1e-4)
+    torch.testing.assert_close(run.advantages[0], expected.reshape(-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(run.advantages[0], plain.advantages[0], atol=1e-5, rtol=0)
+    batch = run.trainer.last_group_batch
+    assert bool(torch.isnan(batch.rewards[:, 1]).all()) and not bool(batch.correct[:, 1].any())
 
 
 def test_setpo_advantages_add_a_diversity_bonus(plain: Run, tmp_path: Path) -> None:

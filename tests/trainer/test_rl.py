@@ -19,6 +19,7 @@ from divrl.core.batch import GroupBatch
 from divrl.eval.demo import RECIPES, Budget, recipe
 from divrl.models import build_char_tokenizer, build_policy, load_policy, save_policy
 from divrl.models.builtin import resolve_model_path
+from divrl.tasks.base import Verdict
 from divrl.trainer.common import latest_checkpoint, read_metrics
 from divrl.trainer.config import RLConfig
 from divrl.trainer.rl import check_methods, train
@@ -152,6 +153,69 @@ def test_unscorable_rollouts_do_not_stop_training(tiny_policy, tmp_path, monkeyp
     record = read_metrics(tmp_path)[0]
     assert record["unscorable_frac"] == pytest.approx(2 / 8)
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+class _TwoOfEightUnscorable:
+    """Wraps a task's verifier: rollouts 1 and 5 of every group of 8 are unscorable (``reward=None``, and a verdict
+    that claims to be correct, which the trainer must not believe); the others get the Countdown reward plus a small
+    text-dependent term, so that every group has a spread of rewards even when the tiny policy solves nothing."""
+
+    UNSCORABLE = (1, 5)
+
+    def __init__(self, task):
+        self.task, self.calls = task, 0
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def verify(self, problem, text):
+        g, self.calls = self.calls % 8, self.calls + 1  # score() verifies group by group, rollout by rollout
+        if g in self.UNSCORABLE:
+            return Verdict(None, True, None, "unscorable: test")
+        v = self.task.verify(problem, text)
+        return Verdict(v.reward + sum(map(ord, text)) % 7 / 10, v.correct, v.answer, v.reason)
+
+
+def test_grpo_with_two_of_eight_unscorable_uses_the_g6_advantages(tiny_policy, tmp_path, monkeypatch):
+    """Issue 13's end-to-end check: 5 GRPO steps with 2 of 8 rollouts per group unscorable train, and the advantages
+    the loss receives are, for each group, GRPO's on its 6 scored rollouts alone (G = 6), and exactly 0 for the 2
+    unscorable ones (not the mean-filled G = 8 values, whose std is too small by sqrt(5/7))."""
+    import divrl.trainer.rl as rl
+
+    get_task, compute = rl.get_task, rl.compute_loss
+    monkeypatch.setattr(rl, "get_task", lambda name, **options: _TwoOfEightUnscorable(get_task(name, **options)))
+    used: list[tuple[GroupBatch, torch.Tensor]] = []
+    monkeypatch.setattr(
+        rl,
+        "compute_loss",
+        lambda name, sub, adv, **o: used.append((sub, adv.detach().clone())) or compute(name, sub, adv, **o),
+    )
+    extra = ["rollout.prompts_per_step=2", "rollout.group_size=8", "rollout.max_new_tokens=16", "save_every=5"]
+    before = {k: v.clone() for k, v in load_policy(resolve_model_path(tiny_policy))[0].state_dict().items()}
+    train(_cfg("grpo", tiny_policy, steps=5, extra=extra), tmp_path, progress=False)
+
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert all(r["unscorable_frac"] == 0.25 and math.isfinite(r["loss"]) for r in records)
+    assert len(used) == 6 and used[0][1].shape == (1, 8)  # check_methods' synthetic group, then 5 steps
+    used = used[1:]  # one loss term (ppo), one micro-batch per step
+    scored_cols = [0, 2, 3, 4, 6, 7]
+    differs_from_filling = False
+    for sub, adv in used:
+        assert adv.shape == (2, 8) and sub.correct is not None
+        nan = torch.isnan(sub.rewards)  # (2, 8)
+        assert nan[:, [1, 5]].all() and not nan[:, scored_cols].any()
+        assert not sub.correct[:, [1, 5]].any()  # the verdict said correct; unscorable is never correct
+        assert torch.equal(adv[:, [1, 5]], torch.zeros(2, 2))
+        r6 = sub.rewards[:, scored_cols].double()  # (2, 6)
+        g6 = (r6 - r6.mean(-1, keepdim=True)) / (r6.std(-1, keepdim=True) + 1e-6)  # GRPO, G = 6, unbiased std
+        torch.testing.assert_close(adv[:, scored_cols].double(), g6, atol=1e-5, rtol=0)
+        filled = sub.rewards.double().nan_to_num(0) + nan * r6.mean(-1, keepdim=True)  # the former mean-filling
+        old = (filled - filled.mean(-1, keepdim=True)) / (filled.std(-1, keepdim=True) + 1e-6)
+        differs_from_filling |= not torch.allclose(old[:, scored_cols], g6, atol=1e-3)
+    assert differs_from_filling, "degenerate rewards: the check could not tell the two computations apart"
+    after = load_policy(str(latest_checkpoint(tmp_path)))[0].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "training changed no weight"
 
 
 def test_off_policy_iterations_and_kl_reference(tiny_policy, tmp_path):

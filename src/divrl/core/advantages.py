@@ -5,16 +5,38 @@ and is looked up by name::
 
     adv = compute_advantages("darling", batch, floor=0.1)  # (P, G)
 
-:func:`compute_advantages` is the entry point. It rejects unknown options (naming them) and
-handles *unscorable* rollouts generically: ``batch.rewards`` may hold NaN where a reward function
-returned ``None``. Before the estimator runs, each NaN is replaced by the mean reward of the
-scored rollouts of its group (0 when none is scored), so group statistics are taken over the
-scored rollouts only in effect; after it runs, the advantage of every NaN rollout is set to 0.
-Estimators themselves refuse NaN rewards with a pointer to :func:`compute_advantages`.
+:func:`compute_advantages` is the entry point. It rejects unknown options (naming them), checks the result,
+and sets the advantage of every *unscorable* rollout to exactly 0.
+
+**Unscorable rollouts.** ``batch.rewards`` may hold NaN where a reward function returned ``None`` (a
+math-verify timeout, a crashed verifier). Every statistic is then taken over the *scored* rollouts of a
+group only (``batch.scored``): with c of G rollouts scored, a group gets the advantages that the same
+estimator gives the group made of those c rollouts alone (G = c), and the unscorable ones get 0. What that
+means for each estimator:
+
+==================  ==============================================================================================
+``grpo``            mean and std over the c scored rewards (std divides by c - 1); ``scale="batch"``: the std of
+                    every scored reward in the batch
+``dr_grpo``         mean over the c scored rewards
+``rloo``            baseline = mean of the other c - 1 scored rewards
+``passk``           n = c and the count of correct among them; a group with c < k has no k-subset: 0
+``unlikeliness``    likelihood ranks 0 .. c-1 among the scored rollouts, multiplier ``1 - beta * rank / c``,
+                    then the ``grpo`` statistics over them; ``drop_uniform`` looks at the scored rewards
+``darling``         class sizes counted among the scored rollouts, ``div = (c - |C(i) ∩ scored|) / (c - 1)``,
+                    then the mean (and std) over them
+``setpo``           the base estimator as above; the set Ω of the kernel diversity is the scored rollouts
+                    (the correct scored ones with ``members="correct"``); ``center`` over the scored ones
+==================  ==============================================================================================
+
+This is what TRL 1.16 does for its own estimators (``grpo_trainer.py``: ``torch.nanmean`` and ``nanstd`` over
+the group; ``rloo_trainer.py``: the leave-one-out baseline divides by the scorable count - 1; both zero the
+unscorable advantages with ``nan_to_num``). A group with one scored rollout has no baseline and gets 0 (TRL:
+its std or baseline is 0/0 = NaN, also turned into 0). An estimator registered by a user without
+``handles_unscored=True`` is called on each group's scored rollouts only (:func:`on_scored_rollouts`).
 
 Every estimator returns finite values. For the estimators that only look at rewards (``grpo``,
 ``dr_grpo``, ``rloo``, ``passk``, and ``unlikeliness`` with its default ``drop_uniform=True``) a
-group whose rewards are all equal gets exact zeros. ``darling`` and ``setpo`` are diversity
+group whose scored rewards are all equal gets exact zeros. ``darling`` and ``setpo`` are diversity
 estimators: a group of equal rewards still gets a non-zero advantage when its rollouts differ in
 diversity (that is their purpose), and zeros when the diversity is uniform too.
 
@@ -39,19 +61,20 @@ from divrl.core.diversity import (
     ngram_kernel,
     setpo_marginal_contributions,
 )
-from divrl.core.registry import Registry
+from divrl.core.registry import Registry, check_options
 
 __all__ = [
     "ADVANTAGES",
     "AdvantageFn",
+    "advantage_handles_unscored",
     "advantage_names",
     "advantage_needs_logprobs",
     "compute_advantages",
     "darling",
     "dr_grpo",
-    "fill_unscored",
     "get_advantage",
     "grpo",
+    "on_scored_rollouts",
     "passk",
     "register_advantage",
     "rloo",
@@ -69,21 +92,35 @@ Scale = Literal["group", "batch", "none"]
 
 
 _NEEDS_LOGPROBS: set[str] = set()
+_HANDLES_UNSCORED: set[str] = set()
 
 
-def register_advantage(name: str, *, needs_logprobs: bool = False) -> Callable[[AdvantageFn], AdvantageFn]:
+def register_advantage(
+    name: str, *, needs_logprobs: bool = False, handles_unscored: bool = False
+) -> Callable[[AdvantageFn], AdvantageFn]:
     """Decorator registering an estimator under ``name`` (a different function under a taken name raises).
 
     ``needs_logprobs``: the estimator reads ``GroupBatch.old_logprobs`` and ``mask`` (P, G, T), so a trainer must
-    run a log-prob pass over the rollouts before the advantage (see :func:`advantage_needs_logprobs`)."""
+    run a log-prob pass over the rollouts before the advantage (see :func:`advantage_needs_logprobs`).
+
+    ``handles_unscored``: the estimator accepts NaN rewards and takes its statistics over ``batch.scored`` itself
+    (every built-in does). Otherwise :func:`compute_advantages` calls it, when a batch holds unscorable rollouts,
+    on each group's scored rollouts only (:func:`on_scored_rollouts`), so it never sees a NaN."""
     if needs_logprobs:
         _NEEDS_LOGPROBS.add(name)
+    if handles_unscored:
+        _HANDLES_UNSCORED.add(name)
     return ADVANTAGES.register(name)
 
 
 def advantage_needs_logprobs(name: str) -> bool:
     """Whether estimator ``name`` was registered with ``needs_logprobs=True`` (e.g. ``unlikeliness``)."""
     return name in _NEEDS_LOGPROBS
+
+
+def advantage_handles_unscored(name: str) -> bool:
+    """Whether estimator ``name`` was registered with ``handles_unscored=True`` (every built-in estimator)."""
+    return name in _HANDLES_UNSCORED
 
 
 def get_advantage(name: str) -> AdvantageFn:
@@ -97,79 +134,164 @@ def advantage_names() -> list[str]:
 
 
 def compute_advantages(name: str, batch: GroupBatch, **options: Any) -> Tensor:
-    """Advantages (P, G) from estimator ``name``, with unscorable (NaN-reward) rollouts handled.
+    """Advantages (P, G) from estimator ``name``, statistics over the scored rollouts only.
 
-    NaN rewards are replaced by their group's mean over scored rollouts (0 if none is scored)
-    before the estimator runs (:func:`fill_unscored`), and the advantages at those positions are
-    set to 0 afterwards. Unknown ``options`` raise ``ValueError`` naming them.
+    Unscorable (NaN-reward) rollouts get exactly 0 and take no part in any group statistic (see the module
+    docstring for what that means per estimator). Unknown ``options`` raise ``ValueError`` naming them.
     """
     rewards = batch.rewards  # (P, G)
     if bool(torch.isinf(rewards).any()):
         raise ValueError("GroupBatch.rewards holds +-inf; rewards must be finite (or NaN for an unscorable rollout)")
-    scored = batch.scored  # (P, G)
-    if not bool(scored.all()):
-        batch = batch.replace(rewards=fill_unscored(rewards))
-    adv = ADVANTAGES.call(name, batch, **options)
-    if not isinstance(adv, Tensor) or tuple(adv.shape) != tuple(rewards.shape):
-        got = tuple(adv.shape) if isinstance(adv, Tensor) else type(adv).__name__
-        raise ValueError(
-            f"advantage estimator {name!r} returned {got}, expected a tensor of shape (P, G) = {tuple(rewards.shape)}"
-        )
+    adv = _call(name, batch, options)  # (P, G)
     if not bool(torch.isfinite(adv).all()):
         raise ValueError(f"advantage estimator {name!r} returned non-finite advantages")
-    return adv.masked_fill(~scored, 0.0)  # (P, G)
+    return adv.masked_fill(~batch.scored, 0.0)  # (P, G)
 
 
-def fill_unscored(rewards: Tensor) -> Tensor:
-    """Replace each NaN reward by the mean of its group's scored rewards (0 if the group has none)."""
-    scored = ~torch.isnan(rewards)  # (P, G)
-    total = torch.where(scored, rewards, torch.zeros_like(rewards)).sum(-1, keepdim=True)  # (P, 1)
-    count = scored.sum(-1, keepdim=True).clamp(min=1)  # (P, 1)
-    return torch.where(scored, rewards, total / count)  # (P, G)
+def _call(name: str, batch: GroupBatch, options: dict[str, Any]) -> Tensor:
+    """Estimator ``name`` on ``batch``: directly, or on the scored rollouts only for one without
+    ``handles_unscored``; the result's shape is checked."""
+    fn = ADVANTAGES.get(name)
+    check_options(fn, options, f"{ADVANTAGES.kind} {name!r}")
+    if name in _HANDLES_UNSCORED or bool(batch.scored.all()):
+        return _checked(name, fn(batch, **options), batch)
+    return on_scored_rollouts(lambda sub: _checked(name, fn(sub, **options), sub), batch)
+
+
+def _checked(name: str, adv: object, batch: GroupBatch) -> Tensor:
+    """``adv`` if it is a tensor of ``batch``'s shape (P, G); else a ``ValueError`` naming the estimator."""
+    shape = tuple(batch.rewards.shape)
+    if not isinstance(adv, Tensor) or tuple(adv.shape) != shape:
+        got = tuple(adv.shape) if isinstance(adv, Tensor) else type(adv).__name__
+        raise ValueError(f"advantage estimator {name!r} returned {got}, expected a tensor of shape (P, G) = {shape}")
+    return adv
+
+
+def on_scored_rollouts(fn: Callable[[GroupBatch], Tensor], batch: GroupBatch) -> Tensor:
+    """``fn`` applied to each group's scored rollouts only; (P, G) with 0 for every unscorable rollout.
+
+    The groups are bucketed by their count c of scored rollouts; each bucket is compacted into a ``GroupBatch``
+    of shape ``(P_c, c)`` (every per-rollout field taken along, rollouts kept in their order) and ``fn`` runs once
+    per bucket. Groups with nothing scored get 0. For an estimator whose statistics are per group this gives
+    exactly "the estimator on the c scored rollouts"; batch-level statistics (a batch std) would cover one bucket
+    only: such an estimator should handle the mask itself (``register_advantage(..., handles_unscored=True)``).
+    """
+    scored = batch.scored  # (P, G)
+    counts = scored.sum(-1)  # (P,)
+    out = torch.zeros_like(batch.rewards)  # (P, G)
+    for c in sorted(set(counts.tolist())):
+        if c == 0:
+            continue
+        rows = (counts == c).nonzero().squeeze(-1)  # (P_c,)
+        cols = torch.stack([scored[p].nonzero().squeeze(-1) for p in rows.tolist()])  # (P_c, c)
+        adv = fn(_take(batch, rows, cols))  # (P_c, c)
+        if not isinstance(adv, Tensor) or tuple(adv.shape) != tuple(cols.shape):
+            got = tuple(adv.shape) if isinstance(adv, Tensor) else type(adv).__name__
+            raise ValueError(f"on_scored_rollouts: fn returned {got} for a group batch of shape {tuple(cols.shape)}")
+        out[rows[:, None], cols] = adv.to(out.dtype)
+    return out
+
+
+def _take(batch: GroupBatch, rows: Tensor, cols: Tensor) -> GroupBatch:
+    """The rollouts ``cols`` (P', G') of the groups ``rows`` (P',), every per-rollout field included."""
+
+    def tensor(x: Tensor | None) -> Tensor | None:
+        if x is None:
+            return None
+        x = x[rows.to(x.device)]  # (P', G, ...)
+        index = cols.to(x.device).view(*cols.shape, *([1] * (x.dim() - 2))).expand(*cols.shape, *x.shape[2:])
+        return x.gather(1, index)  # (P', G', ...)
+
+    def nested(values: list[list[Any]] | None) -> list[list[Any]] | None:
+        if values is None:
+            return None
+        return [[values[p][g] for g in row] for p, row in zip(rows.tolist(), cols.tolist(), strict=True)]
+
+    return GroupBatch(
+        rewards=tensor(batch.rewards),  # type: ignore[arg-type]
+        correct=tensor(batch.correct),
+        texts=nested(batch.texts),
+        answers=nested(batch.answers),
+        logprobs=tensor(batch.logprobs),
+        old_logprobs=tensor(batch.old_logprobs),
+        ref_logprobs=tensor(batch.ref_logprobs),
+        mask=tensor(batch.mask),
+        entropies=tensor(batch.entropies),
+        embeddings=tensor(batch.embeddings),
+        partition=tensor(batch.partition),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared group arithmetic
+# Shared group arithmetic over the scored rollouts
+#
+# ``s`` is the (P, G) bool mask of scored rollouts, or None when every rollout is scored: then each helper runs
+# the plain (unmasked) arithmetic, so an all-scored batch gets bit-for-bit the values it got before unscorable
+# rollouts were taken out of the statistics.
 # ---------------------------------------------------------------------------------------------
 
 
-def _rewards(batch: GroupBatch, who: str) -> Tensor:
-    r = batch.rewards  # (P, G)
-    if bool(torch.isnan(r).any()):
-        raise ValueError(
-            f"{who}: GroupBatch.rewards holds NaN (unscorable rollouts); call it through "
-            "compute_advantages(), which fills them and gives them a zero advantage"
-        )
-    return r
+def _scored(batch: GroupBatch) -> Tensor | None:
+    """(P, G) bool mask of the scored rollouts, or None when all are scored."""
+    scored = batch.scored  # (P, G)
+    return None if bool(scored.all()) else scored
 
 
-def _uniform(x: Tensor) -> Tensor:
-    """(P, 1) bool: groups whose values are all equal."""
-    return x.amax(-1, keepdim=True) == x.amin(-1, keepdim=True)  # (P, 1)
+def _count(x: Tensor, s: Tensor) -> Tensor:
+    """(P, 1) number of scored rollouts per group, in ``x``'s dtype."""
+    return s.sum(-1, keepdim=True).to(x.dtype)  # (P, 1)
 
 
-def _centre(x: Tensor) -> Tensor:
-    """``x - mean_g(x)``, exactly 0 for a group of equal values (a float mean can miss by an ulp)."""
-    centred = x - x.mean(-1, keepdim=True)  # (P, G)
-    return centred.masked_fill(_uniform(x), 0.0)  # (P, G)
+def _mean(x: Tensor, s: Tensor | None) -> Tensor:
+    """(P, 1) group mean over the scored rollouts (0 for a group with none)."""
+    if s is None:
+        return x.mean(-1, keepdim=True)  # (P, 1)
+    total = torch.where(s, x, torch.zeros_like(x)).sum(-1, keepdim=True)  # (P, 1)
+    return total / _count(x, s).clamp(min=1)  # (P, 1)
 
 
-def _normalise(x: Tensor, scale: str, unbiased: bool, eps: float) -> Tensor:
-    """GRPO's ``(x - mean_g) / (std + eps)``; ``scale`` picks the std (group, batch) or none."""
+def _uniform(x: Tensor, s: Tensor | None = None) -> Tensor:
+    """(P, 1) bool: groups whose scored values are all equal (true for a group with at most one scored)."""
+    if s is None:
+        return x.amax(-1, keepdim=True) == x.amin(-1, keepdim=True)  # (P, 1)
+    hi = torch.where(s, x, torch.full_like(x, -math.inf)).amax(-1, keepdim=True)  # (P, 1)
+    lo = torch.where(s, x, torch.full_like(x, math.inf)).amin(-1, keepdim=True)  # (P, 1)
+    return hi <= lo  # (P, 1)
+
+
+def _centre(x: Tensor, s: Tensor | None = None) -> Tensor:
+    """``x - mean_g(x)`` over the scored rollouts, exactly 0 for a group of equal values (a float mean can
+    miss by an ulp) and at every unscored rollout."""
+    centred = (x - _mean(x, s)).masked_fill(_uniform(x, s), 0.0)  # (P, G)
+    return centred if s is None else torch.where(s, centred, torch.zeros_like(centred))  # (P, G)
+
+
+def _std(x: Tensor, s: Tensor | None, scale: str, correction: int) -> Tensor:
+    """The std of GRPO's denominator over the scored values: per group (P, 1) or of the whole batch ()."""
+    if s is None:
+        if scale == "group":
+            return x.std(-1, keepdim=True, correction=correction)  # (P, 1)
+        return x.std(correction=correction)  # ()  over all P*G values
+    if scale == "group":
+        sq = torch.where(s, (x - _mean(x, s)) ** 2, torch.zeros_like(x)).sum(-1, keepdim=True)  # (P, 1)
+        return (sq / (_count(x, s) - correction).clamp(min=1)).sqrt()  # (P, 1)
+    values = x[s]  # (n,)  every scored value of the batch
+    if values.numel() <= correction:
+        return torch.zeros((), dtype=x.dtype, device=x.device)  # nothing to scale: every centred value is 0
+    return values.std(correction=correction)  # ()
+
+
+def _normalise(x: Tensor, s: Tensor | None, scale: str, unbiased: bool, eps: float) -> Tensor:
+    """GRPO's ``(x - mean_g) / (std + eps)`` over the scored rollouts; ``scale`` picks the std (group, batch) or
+    none. 0 at every unscored rollout."""
     if scale not in ("group", "batch", "none"):
         raise ValueError(f"scale must be 'group', 'batch' or 'none', got {scale!r}")
     if x.shape[-1] == 1:
         return torch.zeros_like(x)  # a group of one has no baseline to compare against
-    centred = _centre(x)  # (P, G)
-    correction = 1 if unbiased else 0
+    centred = _centre(x, s)  # (P, G)  0 for a group with fewer than two scored
     if scale == "none":
         return centred
-    std = (
-        x.std(-1, keepdim=True, correction=correction)  # (P, 1)
-        if scale == "group"
-        else x.std(correction=correction)  # ()  over all P*G values
-    )
-    return centred / (std + eps)  # (P, G)
+    return centred / (_std(x, s, scale, 1 if unbiased else 0) + eps)  # (P, G)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +299,7 @@ def _normalise(x: Tensor, scale: str, unbiased: bool, eps: float) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-@register_advantage("grpo")
+@register_advantage("grpo", handles_unscored=True)
 def grpo(batch: GroupBatch, *, scale: Scale = "group", unbiased: bool = True, eps: float = 1e-6) -> Tensor:
     """Group-relative advantage (GRPO; DeepSeekMath, arXiv 2402.03300, §4.1.2).
 
@@ -191,37 +313,51 @@ def grpo(batch: GroupBatch, *, scale: Scale = "group", unbiased: bool = True, ep
         unbiased: std with Bessel's correction.
         eps: added to the std.
 
+    Unscorable rollouts: mean and std over the c scored rewards of the group (the std divides by c - 1);
+    ``scale="batch"`` takes the std of every scored reward of the batch (TRL's ``nanstd(rewards)``).
+
     Note:
-        A group of size 1 gets advantage 0; a group of equal rewards gets exact zeros.
+        A group of size 1 (or with one scored rollout) gets advantage 0; a group of equal rewards gets
+        exact zeros.
     """
-    return _normalise(_rewards(batch, "grpo"), scale, unbiased, eps)  # (P, G)
+    return _normalise(batch.rewards, _scored(batch), scale, unbiased, eps)  # (P, G)
 
 
-@register_advantage("dr_grpo")
+@register_advantage("dr_grpo", handles_unscored=True)
 def dr_grpo(batch: GroupBatch) -> Tensor:
     """Dr. GRPO advantage ``A_i = r_i - mean_g(r)`` (Liu et al., arXiv 2503.20783).
 
     Drops GRPO's std division ("difficulty bias"). Dr. GRPO's other change, a constant loss
-    normaliser, lives in the policy loss. Same as ``grpo`` with ``scale="none"``.
+    normaliser, lives in the policy loss. Same as ``grpo`` with ``scale="none"``; the mean is
+    over the scored rewards of the group.
     """
-    return _centre(_rewards(batch, "dr_grpo"))  # (P, G)
+    return _centre(batch.rewards, _scored(batch))  # (P, G)
 
 
-@register_advantage("rloo")
+@register_advantage("rloo", handles_unscored=True)
 def rloo(batch: GroupBatch) -> Tensor:
     """REINFORCE leave-one-out baseline (Ahmadian et al., arXiv 2402.14740; Kool et al. 2019).
 
     ``A_i = r_i - (1/(G-1)) Σ_{j≠i} r_j = G/(G-1) · (r_i - mean_g(r))`` (the second form is
     verl's ``compute_rloo_outcome_advantage``). A group of size 1 gets 0 here (verl returns ``r``).
+
+    Unscorable rollouts: the baseline is the mean of the other c - 1 *scored* rewards, i.e.
+    ``c/(c-1) · (r_i - mean_scored(r))``, as in TRL's ``rloo_trainer.py`` (``(nansum - r_i) /
+    (scorable_count - 1)``). A group with one scored rollout gets 0 (TRL: 0/0, zeroed).
     """
-    r = _rewards(batch, "rloo")  # (P, G)
+    r = batch.rewards  # (P, G)
     g = r.shape[-1]
     if g == 1:
         return torch.zeros_like(r)
-    return _centre(r) * (g / (g - 1))  # (P, G)
+    s = _scored(batch)
+    if s is None:
+        return _centre(r) * (g / (g - 1))  # (P, G)
+    c = _count(r, s)  # (P, 1)
+    factor = torch.where(c > 1, c / (c - 1).clamp(min=1), torch.zeros_like(c))  # (P, 1)
+    return _centre(r, s) * factor  # (P, G)
 
 
-@register_advantage("passk")
+@register_advantage("passk", handles_unscored=True)
 def passk(batch: GroupBatch, *, k: int = 4) -> Tensor:
     """Analytic Pass@k-training advantage (Chen et al., arXiv 2508.10751; official ``code/passk_adv.py``).
 
@@ -236,23 +372,35 @@ def passk(batch: GroupBatch, *, k: int = 4) -> Tensor:
     groups get exact zeros (binomials are evaluated exactly with :class:`fractions.Fraction`).
 
     Correctness is ``batch.correct`` when given, else ``reward == 1`` as in the official code
-    (any other reward counts as incorrect; an unscorable rollout filled with its group's mean
-    reward therefore counts as incorrect unless every scored rollout is correct).
+    (any other reward counts as incorrect).
+
+    Unscorable rollouts: n is the group's number of scored rollouts and c the correct ones among
+    them (an unscorable rollout is never correct). A group with fewer than k scored rollouts has no
+    k-subset to score, so the formula is undefined there: it gets 0 (our choice).
 
     Args:
         k: the target k, ``1 <= k <= G``. The default 4 is our choice; the paper's headline k
             was not confirmed.
     """
-    r = _rewards(batch, "passk")  # (P, G)
+    r = batch.rewards  # (P, G)
     g = r.shape[-1]
     if not 1 <= k <= g:
         raise ValueError(f"passk: k must satisfy 1 <= k <= G = {g}, got k={k}")
-    correct = batch.correct if batch.correct is not None else r == 1  # (P, G) bool
-    a_pos, a_neg = _passk_table(g, k)
-    count = correct.sum(-1)  # (P,)  c per group
-    pos = torch.tensor(a_pos, dtype=r.dtype, device=r.device)[count]  # (P,)
-    neg = torch.tensor(a_neg, dtype=r.dtype, device=r.device)[count]  # (P,)
-    return torch.where(correct, pos[:, None], neg[:, None])  # (P, G)
+    scored = batch.scored  # (P, G)
+    correct = (batch.correct if batch.correct is not None else r == 1) & scored  # (P, G) bool
+    count = correct.sum(-1)  # (P,)  correct per group
+    n = scored.sum(-1)  # (P,)  scored per group
+    pos_table = torch.zeros(g + 1, g + 1, dtype=r.dtype, device=r.device)  # (n, count) -> A_pos
+    neg_table = torch.zeros(g + 1, g + 1, dtype=r.dtype, device=r.device)  # (n, count) -> A_neg
+    for size in sorted(set(n.tolist())):
+        if size >= k:
+            a_pos, a_neg = _passk_table(size, k)
+            pos_table[size, : size + 1] = torch.tensor(a_pos, dtype=r.dtype, device=r.device)
+            neg_table[size, : size + 1] = torch.tensor(a_neg, dtype=r.dtype, device=r.device)
+    pos = pos_table[n, count]  # (P,)
+    neg = neg_table[n, count]  # (P,)
+    adv = torch.where(correct, pos[:, None], neg[:, None])  # (P, G)
+    return torch.where(scored, adv, torch.zeros_like(adv))  # (P, G)
 
 
 @lru_cache(maxsize=64)
@@ -273,7 +421,7 @@ def _passk_table(n: int, k: int) -> tuple[list[float], list[float]]:
     return a_pos, a_neg
 
 
-@register_advantage("unlikeliness", needs_logprobs=True)
+@register_advantage("unlikeliness", needs_logprobs=True, handles_unscored=True)
 def unlikeliness(
     batch: GroupBatch,
     *,
@@ -291,8 +439,20 @@ def unlikeliness(
         r'_i   = r_i * (1 - beta_rank * rank_i / G)
         A_i    = (r'_i - mean_g r') / (std_g r' + eps) # GRPO normalisation after shaping
 
-    Ties in ``s`` are broken by position (stable argsort, as the official double argsort). The
-    paper's own form differs by a constant offset ``beta_rank / G`` in the multiplier.
+    The paper's own form differs by a constant offset ``beta_rank / G`` in the multiplier.
+
+    Ties in ``s`` (e.g. duplicate completions) are broken by position: divrl sorts with
+    ``stable=True``, so of two rollouts with equal ``s`` the earlier one in the group gets the lower
+    rank (treated as less likely, larger multiplier). The official code calls ``torch.argsort``
+    without ``stable``, whose order of equal elements torch leaves unspecified: on CPU (torch 2.13,
+    100 random tied groups for each G = 2..40) it gave the stable order for every G <= 16 and another
+    order in every tied group with G >= 17, and on CUDA it is not guaranteed either. We fix the
+    stable order so that a run is deterministic and device-independent; without ties, or with
+    G <= 16 on CPU, the ranks equal the official ones.
+
+    Unscorable rollouts: the ranks 0 .. c-1 are taken among the c scored rollouts (the unscorable
+    ones are placed after them), the multiplier is ``1 - beta_rank * rank / c``, the GRPO
+    normalisation and ``drop_uniform`` look at the scored rollouts only.
 
     Args:
         beta_rank: rank penalty (official recipe: 0.25).
@@ -304,21 +464,26 @@ def unlikeliness(
 
     Needs ``batch.old_logprobs`` and ``batch.mask`` (P, G, T).
     """
-    r = _rewards(batch, "unlikeliness")  # (P, G)
+    r = batch.rewards  # (P, G)
     if batch.old_logprobs is None or batch.mask is None:
         missing = [f for f in ("old_logprobs", "mask") if getattr(batch, f) is None]
         raise ValueError(
             f"unlikeliness needs GroupBatch.old_logprobs and GroupBatch.mask (P, G, T); missing: {missing}"
         )
     g = r.shape[-1]
+    s = _scored(batch)
     mask = batch.mask.bool()  # (P, G, T)
     lp = torch.where(mask, batch.old_logprobs, torch.zeros_like(batch.old_logprobs))  # (P, G, T)
     mean_lp = lp.sum(-1) / mask.sum(-1).clamp(min=1)  # (P, G)
-    rank = mean_lp.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)  # (P, G)  0 = least likely
-    shaped = r * (1 - beta_rank * rank.to(r.dtype) / g)  # (P, G)
-    adv = _normalise(shaped, "group", unbiased, eps)  # (P, G)
+    order = mean_lp.argsort(dim=-1, stable=True)  # (P, G)  least likely first, ties by position
+    if s is not None:  # scored rollouts first, each part still in likelihood order (a second stable sort)
+        order = order.gather(-1, (~s).gather(-1, order).argsort(dim=-1, stable=True))  # (P, G)
+    rank = order.argsort(dim=-1, stable=True)  # (P, G)  0 = least likely; the scored ones take 0 .. c-1
+    size = g if s is None else _count(r, s).clamp(min=1)  # G, or (P, 1) scored per group
+    shaped = r * (1 - beta_rank * rank.to(r.dtype) / size)  # (P, G)  NaN where unscored
+    adv = _normalise(shaped, s, "group", unbiased, eps)  # (P, G)
     if drop_uniform:
-        adv = adv.masked_fill(_uniform(r), 0.0)
+        adv = adv.masked_fill(_uniform(r, s), 0.0)
     return adv
 
 
@@ -327,7 +492,7 @@ def unlikeliness(
 # ---------------------------------------------------------------------------------------------
 
 
-@register_advantage("darling")
+@register_advantage("darling", handles_unscored=True)
 def darling(
     batch: GroupBatch,
     *,
@@ -348,6 +513,10 @@ def darling(
     The partition comes from ``batch.partition`` (P, G) labels. With every rollout in its own
     class ``div = 1`` and this is ``dr_grpo``.
 
+    Unscorable rollouts: the partition is restricted to the c scored rollouts, so ``G`` becomes c and
+    ``|C(i)|`` counts the scored members of i's class (an unscorable rollout neither shares nor
+    splits a class); mean, std, ``shift`` and the ``>= 0`` check look at the scored rewards.
+
     Args:
         floor: diversity floor (code: 0.1).
         scale: ``"none"`` (DARLING), ``"group"`` divides by the group std + eps as in ``grpo``
@@ -357,19 +526,21 @@ def darling(
             reward by a diversity in (0, 1] would reward duplicates.
         unbiased, eps: std settings when ``scale != "none"``.
     """
-    r = _rewards(batch, "darling")  # (P, G)
+    r = batch.rewards  # (P, G)
     if batch.partition is None:
         raise ValueError(
             "darling needs GroupBatch.partition: (P, G) integer class labels per group. Build them with "
             "divrl.core.diversity.partition(texts, equivalent) or partition_by_key(keys), stack with "
             "labels_tensor(...), and pass batch.replace(partition=labels)"
         )
+    s = _scored(batch)
     if shift:
-        r = r - r.amin(-1, keepdim=True)  # (P, G)  >= 0
-    elif bool((r < 0).any()):
+        low = r if s is None else torch.where(s, r, torch.full_like(r, math.inf))  # (P, G)
+        r = r - low.amin(-1, keepdim=True)  # (P, G)  >= 0 where scored
+    elif bool((r < 0).any()):  # NaN < 0 is false: unscorable rewards pass
         raise ValueError("darling: GroupBatch.rewards must be >= 0 (or pass shift=True to subtract the group minimum)")
-    div = darling_diversity(batch.partition, floor).to(dtype=r.dtype, device=r.device)  # (P, G)
-    return _normalise(r * div, scale, unbiased, eps)  # (P, G)
+    div = darling_diversity(batch.partition, floor, s).to(dtype=r.dtype, device=r.device)  # (P, G)
+    return _normalise(r * div, s, scale, unbiased, eps)  # (P, G)
 
 
 def setpo_bonus(
@@ -396,6 +567,9 @@ def setpo_bonus(
     a trainer needs to embed only the correct rollouts (``embed_rows: correct``).
     Useful on its own for logging ``RMS(lam*s) / RMS(A_base)`` (seed-methods.md §3.3 suggests
     calibrating ``lam`` so that this is about 5-10%).
+
+    Unscorable rollouts are outside ``Ω`` (their kernel rows and columns are never read), are never
+    correct, get 0, and take no part in the ``center`` mean.
     """
     if gate not in ("all", "correct"):
         raise ValueError(f"setpo: gate must be 'all' or 'correct', got {gate!r}")
@@ -403,15 +577,17 @@ def setpo_bonus(
         raise ValueError(f"setpo: members must be 'all' or 'correct', got {members!r}")
     if members == "correct" and batch.correct is None:
         raise ValueError("setpo: members='correct' needs GroupBatch.correct (P, G) bool")
+    if gate == "correct" and batch.correct is None:
+        raise ValueError("setpo: gate='correct' needs GroupBatch.correct (P, G) bool")
+    scored = batch.scored  # (P, G)
+    correct = None if batch.correct is None else batch.correct & scored  # (P, G)  unscorable is not correct
     k = _setpo_kernel(batch, kernel, ngram, ngram_unit)  # (P, G, G)
-    mask = batch.correct.to(k.device) if members == "correct" and batch.correct is not None else None  # (P, G)
-    s = setpo_marginal_contributions(k, mask).to(batch.rewards.dtype)  # (P, G)
+    omega = correct if members == "correct" and correct is not None else scored  # (P, G)  Ω per group
+    s = setpo_marginal_contributions(k, omega.to(k.device)).to(batch.rewards.dtype)  # (P, G)
     bonus = lam * s  # (P, G)
-    if gate == "correct":
-        if batch.correct is None:
-            raise ValueError("setpo: gate='correct' needs GroupBatch.correct (P, G) bool")
-        bonus = bonus * batch.correct.to(bonus.dtype)  # (P, G)
-    return _centre(bonus) if center else bonus  # (P, G)
+    if gate == "correct" and correct is not None:
+        bonus = bonus * correct.to(bonus.dtype)  # (P, G)
+    return _centre(bonus, _scored(batch)) if center else bonus  # (P, G)
 
 
 def _setpo_kernel(batch: GroupBatch, kernel: str, ngram: int, ngram_unit: Literal["char", "token"]) -> Tensor:
@@ -430,7 +606,7 @@ def _setpo_kernel(batch: GroupBatch, kernel: str, ngram: int, ngram_unit: Litera
     return torch.stack([ngram_kernel(group, n=ngram, unit=ngram_unit) for group in batch.texts])  # (P, G, G)
 
 
-@register_advantage("setpo")
+@register_advantage("setpo", handles_unscored=True)
 def setpo(
     batch: GroupBatch,
     *,
@@ -452,6 +628,9 @@ def setpo(
     the absence of centring and of a correctness gate are from a port and notes
     (seed-methods.md §3.2), not the paper. Call it "SetPO-style (reconstructed)" in results.
 
+    Unscorable rollouts: the base estimator takes its statistics over the scored rollouts (as it
+    does on its own) and the set ``Ω`` of the bonus is the scored rollouts (see :func:`setpo_bonus`).
+
     Args:
         base: any registered estimator, called through the registry with ``base_options``.
         lam: weight of ``s``.
@@ -464,7 +643,7 @@ def setpo(
     """
     if base == "setpo":
         raise ValueError("setpo: base must be another estimator, not 'setpo' itself")
-    a_base: Tensor = ADVANTAGES.call(base, batch, **(base_options or {}))  # (P, G)
+    a_base = _call(base, batch, dict(base_options or {}))  # (P, G)
     bonus = setpo_bonus(
         batch,
         lam=lam,

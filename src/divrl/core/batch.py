@@ -7,7 +7,8 @@ Dimension letters used across ``divrl.core``:
     D  embedding width
 
 Rewards may hold ``NaN`` for an *unscorable* rollout (a reward function returned ``None``);
-:func:`divrl.core.advantages.compute_advantages` gives such rollouts a zero advantage.
+:func:`divrl.core.advantages.compute_advantages` leaves such rollouts out of every group statistic and gives
+them a zero advantage. An unscorable rollout is never counted as correct, whatever ``correct`` says.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class GroupBatch:
 
     Attributes:
         rewards: (P, G) float rewards; NaN marks an unscorable rollout.
-        correct: (P, G) bool verifier correctness (R1-zero-Div's gate, distinct-correct metrics).
+        correct: (P, G) bool verifier correctness (R1-zero-Div's gate, distinct-correct metrics); read only
+            where the reward is scored.
         texts: P lists of G completion strings (n-gram kernels, learned partitions).
         answers: P lists of G extracted final answers, ``None`` where none was found.
         logprobs: (P, G, T) current-policy log-probs of the sampled tokens (carry grad in a loss).

@@ -119,7 +119,7 @@ def _canonical(roots: Sequence[int]) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def darling_diversity(labels: Tensor, floor: float = 0.1) -> Tensor:
+def darling_diversity(labels: Tensor, floor: float = 0.1, members: Tensor | None = None) -> Tensor:
     """DARLING's per-rollout diversity ``div_i = max((G - |C(i)|) / (G - 1), floor)``.
 
     DARLING (arXiv 2509.02534) Eq. 4-5: the share of the *other* G - 1 rollouts that lie outside
@@ -127,13 +127,18 @@ def darling_diversity(labels: Tensor, floor: float = 0.1) -> Tensor:
     **code-only** (``partition_reward_vllm_serve.py``); the paper does not mention it. Without it
     an all-equivalent correct group would get reward 0 and no learning signal.
 
+    ``members`` restricts each group to a subset (ours; divrl passes the *scored* rollouts): the
+    formula on that subset alone, i.e. ``G`` is the number of members and ``|C(i)|`` counts the
+    members of i's class. Non-members get 0 and do not count in anyone's class.
+
     Args:
         labels: (G,) or (P, G) integer class labels (equal label = same class).
         floor: lower bound on the diversity, in [0, 1].
+        members: optional (G,) or (P, G) bool mask of the rollouts taking part; ``None`` = all.
 
     Returns:
-        (G,) or (P, G) float32 diversity in [floor, 1]. A group of size 1 gets 1 (the official
-        code would divide by zero).
+        (G,) or (P, G) float32 diversity in [floor, 1] (0 for a non-member). A group (or member set)
+        of size 1 gets 1 (the official code would divide by zero).
     """
     if labels.dim() not in (1, 2):
         raise ValueError(f"darling_diversity: labels must have shape (G,) or (P, G), got {tuple(labels.shape)}")
@@ -141,12 +146,24 @@ def darling_diversity(labels: Tensor, floor: float = 0.1) -> Tensor:
         raise ValueError(f"darling_diversity: labels must be integers, got dtype {labels.dtype}")
     if not 0.0 <= floor <= 1.0:
         raise ValueError(f"darling_diversity: floor must be in [0, 1], got {floor}")
-    g = labels.shape[-1]
-    if g == 1:
-        return torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
     same = labels[..., :, None] == labels[..., None, :]  # (..., G, G)
-    class_size = same.sum(-1).to(torch.float32)  # (..., G)  |C(i)|, includes i itself
-    return ((g - class_size) / (g - 1)).clamp(min=floor)  # (..., G)
+    if members is None:
+        g = labels.shape[-1]
+        if g == 1:
+            return torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
+        class_size = same.sum(-1).to(torch.float32)  # (..., G)  |C(i)|, includes i itself
+        return ((g - class_size) / (g - 1)).clamp(min=floor)  # (..., G)
+    if members.dtype != torch.bool or members.shape != labels.shape:
+        raise ValueError(
+            f"darling_diversity: members must be a bool mask of shape {tuple(labels.shape)}, "
+            f"got {members.dtype} {tuple(members.shape)}"
+        )
+    members = members.to(labels.device)
+    class_size = (same & members[..., None, :]).sum(-1).to(torch.float32)  # (..., G)  members of C(i)
+    n = members.sum(-1, keepdim=True).to(torch.float32)  # (..., 1)  members per group
+    div = ((n - class_size) / (n - 1).clamp(min=1)).clamp(min=floor)  # (..., G)
+    div = torch.where(n > 1, div, torch.ones_like(div))  # (..., G)  a set of one: 1
+    return torch.where(members, div, torch.zeros_like(div))  # (..., G)
 
 
 # ---------------------------------------------------------------------------------------------

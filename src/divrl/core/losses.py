@@ -149,10 +149,12 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token-mean", max_len:
     - ``seq-mean-token-sum``: ``(1/N) sum_i sum_t l_it``.
     - ``seq-mean-token-sum-norm`` (Dr. GRPO, arXiv 2503.20783): ``(1/N) sum_i sum_t l_it / max_len``.
       This follows the Dr. GRPO code (``masked_sum(..., constant_normalizer=generate_max_length)``
-      then a mean over sequences). verl's mode of the same name omits the ``1/N``
-      (``sum_it l_it / loss_scale_factor``): the two differ by the constant factor ``N``, i.e. by
-      the learning rate. ``max_len=None`` uses the padded width ``T`` (verl's default); pass the
-      maximum generation length to get a normaliser that does not depend on the batch.
+      then a mean over sequences). verl's ``agg_loss`` mode of the same name computes the same
+      value since v0.7.1 (the seq-mean over sequences with tokens, then ``/ loss_scale_factor``;
+      read in ``verl/trainer/ppo/core_algos.py`` at v0.7.1, v0.9.0 and main); up to v0.7.0 it
+      omitted the ``1/N``. ``max_len=None`` uses the padded width ``T`` (verl's default
+      ``loss_scale_factor``); pass the maximum generation length to get a normaliser that does not
+      depend on the batch.
 
     Sequences without valid tokens are left out of ``N`` (they carry no loss); an all-masked input
     gives 0.
@@ -404,7 +406,8 @@ def positive_entropy_loss(
 
     Options:
         lam: weight lambda (paper: 0.01).
-        gate: ``correct`` (paper: ``1(r_i = 1)``, reads ``batch.correct``), ``positive_advantage``
+        gate: ``correct`` (paper: ``1(r_i = 1)``, reads ``batch.correct``; a rollout whose reward is NaN,
+            i.e. unscorable, is never correct), ``positive_advantage``
             (``A > 0``; reported for the released code, unverified; token-level advantages gate per
             token), or ``all`` (the paper's "positive and negative samples" ablation).
         estimator: ``surrogate`` (the paper's Eq. 8) or ``exact``: the full-vocabulary token entropy
@@ -435,7 +438,7 @@ def positive_entropy_loss(
         h = _where(mask, entropies)  # (P, G, T)
 
     if gate == "correct":
-        correct = _require(batch, "correct", name, "gate='correct' uses verifier correctness")
+        correct = _require(batch, "correct", name, "gate='correct' uses verifier correctness") & batch.scored  # (P, G)
         gate_mat = correct.to(h.dtype).unsqueeze(-1).expand_as(h)  # (P, G, T)
     elif gate == "positive_advantage":
         gate_mat = (adv > 0).to(h.dtype)  # (P, G, T)

@@ -186,7 +186,9 @@ def darling_reward(
 
     ``div_i = max((G - |C(i)|) / (G - 1), floor)`` (:func:`~divrl.core.diversity.darling_diversity`; the floor is
     from the official code) over the classes of ``key_fn`` on the completion texts within each group of
-    ``num_generations`` consecutive completions. Pair it with ``GRPOConfig(scale_rewards="none")``: DARLING centres
+    ``num_generations`` consecutive completions. A completion whose base reward is ``None`` (unscorable) stays
+    ``None`` and is left out of the partition: ``G`` and ``|C(i)|`` count the scored completions only, as
+    ``divrl.core``'s ``darling`` does. Pair it with ``GRPOConfig(scale_rewards="none")``: DARLING centres
     the shaped reward without a std division (``norm_adv_by_std_in_grpo=False``), which TRL then does.
 
     **Batch-size rule.** TRL calls reward functions on each process's local generation batch, before gathering, so
@@ -214,10 +216,11 @@ def darling_reward(
         texts = [completion_text(c) for c in completions]
         groups = group_rollouts(prompts, texts, num_generations)
         labels = labels_tensor([partition_by_key([key_fn(t) for t in g]) for g in groups])  # (P, G)
-        div = darling_diversity(labels, floor).reshape(-1).tolist()  # (P*G,)
+        scored = torch.tensor([not _unscorable(r) for r in base]).view(labels.shape)  # (P, G)
+        div = darling_diversity(labels, floor, scored).reshape(-1).tolist()  # (P*G,)
         out: list[float | None] = []
         for r, d in zip(base, div, strict=True):
-            if r is None or (isinstance(r, float) and math.isnan(r)):
+            if _unscorable(r):
                 out.append(None)
             elif r < 0:
                 raise ValueError(f"darling_reward: base rewards must be >= 0, got {r}")
@@ -227,6 +230,10 @@ def darling_reward(
 
     reward.__name__ = f"darling_{getattr(base_reward_fn, '__name__', 'reward')}"
     return reward
+
+
+def _unscorable(r: float | None) -> bool:
+    return r is None or (isinstance(r, float) and math.isnan(r))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +253,8 @@ class DiversityGRPOTrainer(GRPOTrainer):
             needing token-level inputs (``unlikeliness``) are refused here (``divrl train`` runs them). The estimator sees
             ``GroupBatch(rewards, correct, texts, answers=None, partition)``, ``(P, G)`` over the **global**
             generation batch; rewards are TRL's ``reward_weights``-weighted sum of the reward functions (NaN where
-            every function returned ``None``; such rollouts get advantage 0).
+            every function returned ``None``, TRL's own rule for an unscorable completion: it gets advantage 0 and
+            takes no part in its group's statistics, as in TRL's ``GRPOTrainer``; it is never ``correct``).
         advantage_options: keyword options of the estimator (checked at construction), e.g. ``{"lam": 0.5}``.
         partition_fn: ``fn(prompt, completion_texts) -> labels`` for one group (e.g. a learned equivalence, or
             :func:`divrl.core.diversity.partition` over a pairwise judge). Each group is partitioned once, by one

@@ -16,6 +16,12 @@ values as on a batch of whole groups. Padding would not: a padded member changes
 ``G - 1``. Batch-level statistics (``scale="batch"``) would then cover only one size bucket, so that combination
 raises instead.
 
+**Unscorable rows.** A verl reward function returns a number, never ``None``. For a response that cannot be scored
+(a verifier timeout), return ``float("nan")`` as its score: verl puts it on the last response token, the row's summed
+score is NaN, and divrl treats the row as ``divrl.core`` treats any NaN reward: it takes no part in its group's
+statistics (mean, std, leave-one-out, ranks, classes, kernels), gets advantage 0 on every token and is never
+``correct``. verl's own score metrics (``critic/score/*``) average over every row and show NaN for such a step.
+
 Three ways in, all loaded with ``import verl`` in every process verl starts (driver, trainer, workers) through the
 ``verl.plugins`` entry point ``divrl = "divrl.integrations.verl_plugin"`` (verl 0.9 ``verl/__init__.py``;
 ``VERL_USE_EXTERNAL_PLUGINS=none`` turns plugins off):
@@ -295,7 +301,7 @@ def group_advantages(
 
     Args:
         name: a divrl.core estimator (``grpo``, ``darling``, ...).
-        scores: (bs,) outcome reward per row.
+        scores: (bs,) outcome reward per row; NaN marks an unscorable row (advantage 0, out of the statistics).
         index: (bs,) uid per row; rows with equal uids form a group, in any order, of any size.
         options: the estimator's keyword options.
         correct: (bs,) bool correctness (``GroupBatch.correct``).

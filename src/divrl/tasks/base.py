@@ -21,7 +21,8 @@ class Verdict:
 
     Attributes:
         reward: the scalar reward, or ``None`` when the completion could not be scored (timeout,
-            verifier failure); the trainer then gives it a zero advantage.
+            verifier failure); the trainer then leaves it out of its group's statistics, gives it a zero
+            advantage and counts it as not correct.
         correct: whether the final answer is right (R1-zero-Div's gate, pass@k).
         answer: the extracted final answer (normalised string), ``None`` if none was found.
         reason: ``"ok"`` for a correct answer, otherwise a short human-readable reason.

@@ -66,7 +66,11 @@ def safe_key(task: Task, problem: Any, text: str) -> str | None:
 
 
 def score(task: Task, problems: list[Any], texts: list[str], group_size: int) -> Scored:
-    """Verify every rollout and collect rewards, correctness, answers and equivalence keys."""
+    """Verify every rollout and collect rewards, correctness, answers and equivalence keys.
+
+    An unscorable rollout (``reward=None``, or a verifier that raised) gets reward NaN, which
+    :func:`divrl.core.advantages.compute_advantages` leaves out of its group's statistics (advantage 0), and
+    ``correct=False`` whatever the verdict said."""
     p_count = len(problems)
     rewards = torch.zeros(p_count, group_size)  # (P, G)
     correct = torch.zeros(p_count, group_size, dtype=torch.bool)  # (P, G)
@@ -79,7 +83,7 @@ def score(task: Task, problems: list[Any], texts: list[str], group_size: int) ->
             text = texts[p * group_size + g]
             verdict = safe_verify(task, problem, text)
             rewards[p, g] = math.nan if verdict.reward is None else float(verdict.reward)
-            correct[p, g] = bool(verdict.correct)
+            correct[p, g] = bool(verdict.correct) and verdict.reward is not None  # unscorable is never correct
             row_answers.append(verdict.answer)
             row_keys.append(safe_key(task, problem, text))
             reason = verdict.reason.split(":")[0]

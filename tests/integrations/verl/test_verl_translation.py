@@ -89,6 +89,25 @@ def test_unequal_group_sizes_are_exact_hand_computed():
     torch.testing.assert_close(rloo, torch.tensor([1.0, 1.0, -0.5, -0.5, -1.0]))
 
 
+def test_nan_score_rows_are_unscorable():
+    # group a = rows 0, 2, 3, 5 with scores (1, NaN, 0, 1): grpo over the 3 scored (mean 2/3, std 1/sqrt3);
+    # group b = rows 1, 4 with (NaN, 1): one scored, no baseline. The NaN rows claim to be correct: never counted.
+    s3 = 1 / math.sqrt(3)
+    scores, lengths, width = [1.0, math.nan, math.nan, 0.0, 1.0, 1.0], [2, 3, 1, 3, 2, 1], 3
+    index = ["a", "b", "a", "a", "b", "a"]
+    adv, ret, _ = token_advantages(
+        "grpo", last_token_rewards(scores, lengths, width), ragged_mask(lengths, width), index
+    )
+    row = torch.tensor([s3, 0.0, 0.0, -2 * s3, 0.0, s3])
+    torch.testing.assert_close(adv, row[:, None] * ragged_mask(lengths, width), atol=1e-5, rtol=0)
+    assert torch.equal(adv, ret)
+    correct = np.array([True, True, True, False, True, True])
+    passk, _ = group_advantages("passk", torch.tensor(scores), index, options={"k": 1}, correct=correct)
+    expected = compute_advantages("passk", GroupBatch(rewards=torch.tensor([[1.0, 0.0, 1.0]])), k=1)[0]
+    torch.testing.assert_close(passk[[0, 3, 5]], expected)
+    assert torch.equal(passk[[1, 2, 4]], torch.zeros(3))
+
+
 def test_darling_with_keys_hand_computed_on_shuffled_rows():
     # One group of 4 with keys x, x, y, None and rewards 1, 1, 1, 0 (floor 0.1):
     # div = (G - |C|)/(G - 1) = 2/3, 2/3, 1, 1; r*div = 2/3, 2/3, 1, 0; mean 7/12 -> 1/12, 1/12, 5/12, -7/12.
