@@ -48,16 +48,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--problems", type=int, default=0, help="val problems to evaluate (0 = all 138)")
     parser.add_argument("--include-base", action="store_true")
     args = parser.parse_args()
+    if args.steps < 1 or args.n < 1 or args.problems < 0:
+        parser.error("--steps and --n must be >= 1, --problems >= 0")
 
     task = get_task("countdown")
-    problems = task.problems("val")
+    problems = task.problems("val", n=args.problems or None)
     results: dict[str, dict[str, Any]] = {}
     if args.include_base:
         path = args.out / "base" / "val_metrics.json"
         if not path.exists():
-            model, tok = load_policy("src/divrl/assets/countdown-tiny")
+            model, tok = load_policy("builtin:countdown-tiny")
             write_metrics(evaluate(model, tok, task, problems, args.n, max_new_tokens=56, seed=7), path)
         results["base"] = json.loads(path.read_text())
     for setting in args.settings:
@@ -78,7 +81,8 @@ def main() -> None:
     print("| run | " + " | ".join(KEYS) + " |")
     print("|---|" + "---|" * len(KEYS))
     for name, m in results.items():
-        print(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in KEYS) + " |")
+        cells = [f"{m[k]:.3f}" if k in m else "-" for k in KEYS]  # pass@k exists only for n >= k
+        print(f"| {name} | " + " | ".join(cells) + " |")
     (args.out / "sweep.json").write_text(json.dumps(results, indent=2))
 
 
