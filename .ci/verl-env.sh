@@ -26,6 +26,8 @@ fi
 . "$VENV/bin/activate"
 pip install --quiet --upgrade pip >/dev/null 2>&1 || true
 # The torch pin takes the CPU wheel on this machine's disk (pip's find-links); unpinned, verl would pull a CUDA build.
+# No `-c constraints.txt` here: it pins the main environment (transformers 5.24), which verl 0.9 (< 5.11) cannot use;
+# this environment takes the newest releases verl allows, so its versions are not pinned.
 pip install --quiet torch==2.13.0 -e ".[verl]" \
     "TransferQueue>=0.1.10" pyzmq msgspec cachetools fastapi uvicorn \
     pytest hypothesis 2> >(grep -v "^WARNING: Location" >&2)

