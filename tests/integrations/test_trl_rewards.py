@@ -281,7 +281,7 @@ def test_grpo_trainer_step_with_divrl_rewards(tmp_path: Path, monkeypatch: pytes
     The completions are scripted through TRL's ``rollout_func`` (a random tiny policy would score 0 everywhere);
     the prompts, reward calls, advantages, loss and optimizer step are TRL's own."""
     pytest.importorskip("trl")
-    from _tiny import char_tokenizer, tiny_llama
+    from _tiny import NO_CHECKPOINTING, char_tokenizer, tiny_llama
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -330,7 +330,7 @@ def test_grpo_trainer_step_with_divrl_rewards(tmp_path: Path, monkeypatch: pytes
     config = GRPOConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=2 * g, num_generations=g, max_completion_length=32,
         learning_rate=1e-2, max_steps=1, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        bf16=False, activation_checkpointing=False, disable_tqdm=True, seed=0,
+        bf16=False, **NO_CHECKPOINTING, disable_tqdm=True, seed=0,
     )  # fmt: skip
     trainer = Recorded(
         model=tiny_llama(tok), reward_funcs=[accuracy, think_boxed_format_reward, countdown_reward], args=config,
