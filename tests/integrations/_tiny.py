@@ -6,9 +6,19 @@ Kept here rather than imported from ``divrl.models`` so the integration tests de
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainingArguments
+
+NO_CHECKPOINTING = (
+    {"activation_checkpointing": False}
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}
+    else {"gradient_checkpointing": False}
+)
+"""Config keywords that switch activation checkpointing off: ``activation_checkpointing`` from transformers 5.23 (which
+deprecates ``gradient_checkpointing``), ``gradient_checkpointing`` before."""
 
 VOCAB = ("<pad>", "<bos>", "<eos>", "<unk>", *(chr(c) for c in range(32, 127)))
 

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from _tiny import char_tokenizer, tiny_llama
+from _tiny import NO_CHECKPOINTING, char_tokenizer, tiny_llama
 from datasets import Dataset
 from trl import GRPOConfig
 
@@ -45,7 +45,7 @@ def main(out_dir: Path) -> None:
     args = GRPOConfig(
         output_dir=str(out_dir / "run"), per_device_train_batch_size=6, num_generations=G, max_completion_length=8,
         learning_rate=1e-2, max_steps=2, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        bf16=False, activation_checkpointing=False, disable_tqdm=True, seed=0, top_k=0, top_p=1.0,
+        bf16=False, **NO_CHECKPOINTING, disable_tqdm=True, seed=0, top_k=0, top_p=1.0,
     )  # fmt: skip
 
     steps: list[dict[str, object]] = []

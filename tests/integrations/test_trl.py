@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 import trl
-from _tiny import char_tokenizer, mod3_key, parity_reward, tiny_llama
+from _tiny import NO_CHECKPOINTING, char_tokenizer, mod3_key, parity_reward, tiny_llama
 from datasets import Dataset
 from torch import Tensor
 from trl import GRPOConfig, GRPOTrainer
@@ -183,7 +183,7 @@ def _config(out: Path) -> GRPOConfig:
     return GRPOConfig(
         output_dir=str(out), per_device_train_batch_size=B, num_generations=G, max_completion_length=8,
         learning_rate=1e-2, max_steps=2, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        bf16=False, activation_checkpointing=False, disable_tqdm=True, seed=0, top_k=0, top_p=1.0,
+        bf16=False, **NO_CHECKPOINTING, disable_tqdm=True, seed=0, top_k=0, top_p=1.0,
     )  # fmt: skip
 
 

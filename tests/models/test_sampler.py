@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerFast
 import divrl.rollout.sampler as sampler_module
 from divrl.models import build_char_tokenizer, build_policy
 from divrl.rollout import Rollouts, sample, token_logprobs
+from divrl.rollout._hf import cache_arg
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
 MIXED = ["1+2=", "(3*4)-5=", "7", "12+30=4"]  # 4, 8, 1 and 7 tokens
@@ -354,6 +355,48 @@ def test_dropping_finished_rows_changes_nothing(tok, llama, monkeypatch):
         cut = next((k for k in range(1, len(ids) + 1) if ends_with_any(ids[:k], stop_ids)), len(ids))
         assert got == ids[:cut]
     assert len(set(map(len, rows_of(pruned)))) > 2  # rows really finished at different steps
+
+
+class _NamedCacheLM(torch.nn.Module):
+    """A real policy behind a ``forward`` that takes and returns its KV cache under one name only (``NAME``); the
+    output has no attribute of the other name."""
+
+    NAME = ""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def _run(self, cache, **kwargs):
+        out = self.inner(**{cache_arg(self.inner): cache}, **kwargs)
+        return SimpleNamespace(logits=out.logits, **{self.NAME: getattr(out, cache_arg(self.inner))})
+
+
+class CacheLM(_NamedCacheLM):  # transformers >= 5.24
+    NAME = "cache"
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=None):
+        return self._run(cache, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=use_cache)  # fmt: skip
+
+
+class PastLM(_NamedCacheLM):  # transformers < 5.24
+    NAME = "past_key_values"
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None):
+        return self._run(past_key_values, input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=position_ids, use_cache=use_cache)  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", [CacheLM, PastLM])
+def test_kv_cache_goes_by_the_name_forward_declares(tok, llama, cls):
+    wrapped = cls(llama)
+    assert cache_arg(wrapped) == cls.NAME
+    direct = sample(llama, tok, MIXED, num_samples=2, max_new_tokens=12, greedy=True, stop=("^", "I"))
+    got = sample(wrapped, tok, MIXED, num_samples=2, max_new_tokens=12, greedy=True, stop=("^", "I"))
+    # the cache round-trips: same greedy rows as the model called directly
+    assert got.texts == direct.texts and torch.equal(got.completion_ids, direct.completion_ids)
+    assert len(set(map(len, rows_of(got)))) > 2  # rows finished at different steps: the pruned cache was used too
 
 
 def test_train_mode_restored_and_outputs_usable_with_grad(tok):

@@ -15,6 +15,11 @@ Two ways in, from the most to the least general:
 2. :func:`darling_reward`: a plain TRL reward function (DARLING's multiplied reward ``r * div``) for a stock
    ``GRPOTrainer``. It sees whole groups only under a batch-size rule (see there).
 
+divrl's verifiers as TRL reward functions (``math_accuracy_reward``, ``boxed_format_reward``,
+``think_boxed_format_reward``, ``countdown_reward``, the configurable ``MathAccuracyReward`` and ``CountdownReward``)
+and the maths partition key ``math_answer_key`` live in :mod:`divrl.rewards.trl_rewards`, which needs no TRL, and are
+re-exported here.
+
 Why a subclass. TRL 1.16 runs reward functions per process on that process's slice of the generation batch, which
 may hold only part of a group (trl#3896), and it has no advantage hook (trl#4525; PR #7298 proposes one). The
 subclass overrides four private methods, each by calling ``super()`` and post-processing its result; no TRL method
@@ -58,6 +63,15 @@ from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
 from divrl.core.registry import check_options
+from divrl.rewards.trl_rewards import (
+    CountdownReward,
+    MathAccuracyReward,
+    boxed_format_reward,
+    countdown_reward,
+    math_accuracy_reward,
+    math_answer_key,
+    think_boxed_format_reward,
+)
 
 try:
     import trl
@@ -68,12 +82,19 @@ except ImportError as exc:
 
 __all__ = [
     "TESTED_TRL",
+    "CountdownReward",
     "DiversityGRPOTrainer",
+    "MathAccuracyReward",
     "PartitionFn",
     "PartitionKey",
+    "boxed_format_reward",
     "completion_text",
+    "countdown_reward",
     "darling_reward",
     "group_rollouts",
+    "math_accuracy_reward",
+    "math_answer_key",
+    "think_boxed_format_reward",
 ]
 
 TESTED_TRL = (1, 16)

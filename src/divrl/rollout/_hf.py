@@ -35,3 +35,10 @@ def accepts(model: Any, arg: str) -> bool:
         except (TypeError, ValueError):
             _ACCEPTS[key] = False
     return _ACCEPTS[key]
+
+
+def cache_arg(model: Any) -> str:
+    """The name under which ``model.forward`` takes its KV cache, and its output returns it: ``"cache"`` when the
+    signature names it (transformers >= 5.24, which deprecates ``past_key_values`` and removes it in 5.40), else
+    ``"past_key_values"`` (older transformers, and models of other origin)."""
+    return "cache" if accepts(model, "cache") else "past_key_values"

@@ -8,9 +8,12 @@ leaves its unmasked causal fast path), (2) prefill each distinct prompt once and
 Row order: prompt ``p``'s group is rows ``p*G .. p*G+G-1`` (``G = num_samples``), as :class:`divrl.core.batch.GroupBatch`
 expects after ``view(P, G, ...)``.
 
-Works with any HF causal LM whose ``forward`` takes ``input_ids``, ``attention_mask``, ``position_ids``,
-``past_key_values`` and ``use_cache`` and returns ``.logits`` and ``.past_key_values``. Cache tricks (2)-(3) need a
-transformers ``Cache`` (``batch_select_indices``); other caches are simply carried along at full batch size.
+Works with any HF causal LM whose ``forward`` takes ``input_ids``, ``attention_mask``, ``position_ids``, a KV cache
+and ``use_cache`` and returns ``.logits`` and the cache. The cache is passed and read under the name the model's
+``forward`` declares (:func:`divrl.rollout._hf.cache_arg`): ``cache`` from transformers 5.24 on, which deprecates
+``past_key_values`` and removes it in 5.40; ``past_key_values`` before, and for models that do not name ``cache``.
+Cache tricks (2)-(3) need a transformers ``Cache`` (``batch_select_indices``); other caches are simply carried along
+at full batch size.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from divrl.rollout._hf import accepts, model_device
+from divrl.rollout._hf import accepts, cache_arg, model_device
 
 _PRUNE_FRACTION = 0.25  # drop finished rows from the KV cache once they are at least this share of the batch
 
@@ -244,8 +247,9 @@ class _Decoder:
             kwargs["position_ids"] = (prompt_mask[first].long().cumsum(-1) - 1).clamp(min=0)
         if accepts(self.model, "logits_to_keep"):
             kwargs["logits_to_keep"] = 1
+        cache_name = cache_arg(self.model)  # the KV cache's name in forward() and in its output
         out = self.model(**kwargs)
-        past = out.past_key_values
+        past = getattr(out, cache_name)
         logits = out.logits[:, -1, :]  # (U, V)
         can_select = hasattr(past, "batch_select_indices")
         if len(first) < b:
@@ -258,7 +262,7 @@ class _Decoder:
                     kwargs["attention_mask"] = prompt_mask.long()
                     kwargs["position_ids"] = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
                 out = self.model(**kwargs)
-                past, logits = out.past_key_values, out.logits[:, -1, :]
+                past, logits = getattr(out, cache_name), out.logits[:, -1, :]
 
         tokens = torch.full((b, self.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)  # (B, T)
         lengths = torch.zeros(b, dtype=torch.long, device=self.device)  # (B,)
@@ -283,13 +287,13 @@ class _Decoder:
                 past.batch_select_indices(keep)
                 active, done, nxt, pos = active[keep], done[keep], nxt[keep], pos[keep]
                 attn = attn[keep] if attn is not None else None
-            kwargs = {"input_ids": nxt[:, None], "past_key_values": past, "use_cache": True}
+            kwargs = {"input_ids": nxt[:, None], cache_name: past, "use_cache": True}
             if attn is not None:
                 attn = torch.cat([attn, attn.new_ones(len(attn), 1)], dim=1)  # (b, Lb + t + 1)
                 kwargs["attention_mask"] = attn
                 kwargs["position_ids"] = pos[:, None]
             out = self.model(**kwargs)
-            past, logits = out.past_key_values, out.logits[:, -1, :]  # (b, V)
+            past, logits = getattr(out, cache_name), out.logits[:, -1, :]  # (b, V)
             pos = pos + 1
         return _Chunk(tokens, lengths, finished)
 
