@@ -87,7 +87,7 @@ def test_load_yaml_errors_name_file(tmp_path):
     ("text", "where"),
     [
         ("steps: 3\nrollout: group_size: 4\n", "line 2, column 20: mapping values are not allowed here"),
-        ("steps: 3\nname: \"grpo\n", "line 3, column 1: found unexpected end of stream"),
+        ('steps: 3\nname: "grpo\n', "line 3, column 1: found unexpected end of stream"),
         ("a: &x 1\nb: *y\n", "line 2, column 4: found undefined alias 'y'"),
     ],
 )
