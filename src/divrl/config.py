@@ -58,7 +58,10 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
             f"{_path(where, unknown[0])}: unknown field; known fields of {cls.__name__}: {sorted(fields)}"
         )
     kwargs = {name: _coerce(hints[name], value, _path(where, name)) for name, value in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a range check in the dataclass's __post_init__ names the field, not its section
+        raise ConfigError(_path(where, str(exc))) from None
 
 
 def to_dict(obj: Any) -> Any:
