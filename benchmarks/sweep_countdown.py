@@ -68,7 +68,7 @@ def main() -> None:
             t0 = time.perf_counter()
             ckpt = latest_checkpoint(run_dir)
             if ckpt is None or ckpt.name != f"checkpoint-{args.steps:06d}":
-                train(cfg, run_dir, resume=ckpt is not None)
+                train(cfg, run_dir, resume=ckpt is not None, overwrite=ckpt is None)  # the sweep owns its folders
             train_s = time.perf_counter() - t0
             model, tok = load_policy(str(latest_checkpoint(run_dir)))
             metrics = evaluate(model, tok, task, problems, args.n, max_new_tokens=cfg.rollout.max_new_tokens, seed=7)

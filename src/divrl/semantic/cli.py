@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from divrl.cliutil import fail
 
 partition_app = typer.Typer(
     add_completion=False,
@@ -23,9 +25,8 @@ partition_app = typer.Typer(
 console = Console()
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
+def _fail(message: str) -> NoReturn:
+    fail(message)  # one line on stderr, exit code 2
 
 
 @partition_app.command("pairs")
