@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
-import click
 import typer
 
 USAGE_EXIT = 2
@@ -50,23 +49,31 @@ def show_warning(
     typer.echo(f"{typer.style('warning:', fg='yellow', bold=True)} {one_line(str(message))}", err=True)
 
 
+def _is_click_exception(exc: BaseException) -> bool:
+    """A click exception, from click itself or from the copy that typer >= 0.22 vendors (``typer._click``)."""
+    return "click" in type(exc).__module__ and callable(getattr(exc, "format_message", None))
+
+
 def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
     """Run ``app`` as the ``divrl`` command: usage errors become one ``error:`` line (exit code 2)."""
     warnings.showwarning = show_warning
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="divrl", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:  # `divrl` or `divrl partition` alone: the help text
-        typer.echo(exc.ctx.get_help() if exc.ctx is not None else str(exc))
-        sys.exit(0)
-    except click.exceptions.UsageError as exc:
-        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-        typer.echo(f"{typer.style('error:', fg='red', bold=True)} {one_line(exc.format_message())}{where}", err=True)
-        sys.exit(USAGE_EXIT)
-    except click.exceptions.ClickException as exc:
-        typer.echo(f"{typer.style('error:', fg='red', bold=True)} {one_line(exc.format_message())}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
+    except Exception as exc:
+        kind = type(exc).__name__
+        if kind == "Abort":  # Ctrl-C at a prompt, or EOF
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        if not _is_click_exception(exc):
+            raise
+        ctx: Any = getattr(exc, "ctx", None)
+        if kind == "NoArgsIsHelpError":  # `divrl` or `divrl partition` alone: the help text
+            typer.echo(ctx.get_help() if ctx is not None else str(exc))
+            sys.exit(getattr(exc, "exit_code", USAGE_EXIT))  # click's code for it
+        code = getattr(exc, "exit_code", 1)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None and code == USAGE_EXIT else ""
+        message = one_line(cast(Any, exc).format_message())
+        typer.echo(f"{typer.style('error:', fg='red', bold=True)} {message}{where}", err=True)
+        sys.exit(code)
     sys.exit(result if isinstance(result, int) else 0)

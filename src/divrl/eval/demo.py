@@ -116,11 +116,13 @@ def run_demo(
     from divrl.trainer.config import TaskConfig
     from divrl.trainer.rl import check_methods, train
 
-    if threads:
-        torch.set_num_threads(threads)
     methods = methods or ["grpo", "r1_zero_div", "darling", "setpo"]
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
     if len(set(methods)) != len(methods):
         raise ConfigError(f"--methods names a method twice: {methods}")
     budget = QUICK if quick else FULL
