@@ -170,7 +170,7 @@ def eval_(
     from divrl.config import InputError, yaml_error_line
     from divrl.eval.evaluate import evaluate, write_metrics
     from divrl.models import load_policy
-    from divrl.trainer.common import checkpoint_problem, checkpoint_step, input_errors, load_task
+    from divrl.trainer.common import MANIFEST, checkpoint_problem, input_errors, load_task
     from divrl.trainer.config import TaskConfig
 
     for name, value, low in (("--n", n, 1), ("--problems", problems, 0), ("--max-new-tokens", max_new_tokens, 1)):
@@ -199,7 +199,7 @@ def eval_(
     if out.is_dir():
         _fail(f"--out {out}: is a folder; give the path of the metrics JSON file to write")
     folder = Path(model)
-    if checkpoint_step(folder) is not None and (problem := checkpoint_problem(folder)) not in (None, "missing"):
+    if (folder / MANIFEST).is_file() and (problem := checkpoint_problem(folder)) is not None:  # a divrl checkpoint
         _fail(f"--model {model}: checkpoint is {problem}")
     try:
         the_task, chosen = load_task(TaskConfig(name=task, options=options, split=split), n=problems or None)
