@@ -505,12 +505,6 @@ def cases() -> list[Case]:
             write("p.jsonl", '{"a": "x", "b": "y", "label": 1}\n'),
             "zero steps",
         ),
-        Case(
-            "partition-agree-group-0",
-            ["partition", "agree", "--checkpoint", "{d}/nope", "--group-size", "0"],
-            None,
-            "zero group size",
-        ),
         Case("partition-agree-missing", ["partition", "agree", "--checkpoint", "{d}/nope"], None, "no classifier"),
         Case(
             "partition-agree-broken",

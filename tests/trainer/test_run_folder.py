@@ -244,7 +244,8 @@ def test_retention_keeps_the_newest_complete_and_drops_those_past_a_resume(tmp_p
     ("pointer", "reason"),
     [
         (None, "is missing"),
-        (b"\xff\xfe garbage", "does not name a checkpoint"),
+        (b"\xff\xfe garbage", r"is unreadable \(UnicodeDecodeError\)"),
+        (b"garbage", "does not name a checkpoint"),
         (b"checkpoint-000009", "names checkpoint-000009, which is missing"),
         (b"../elsewhere/checkpoint-000002", "does not name a checkpoint"),
     ],

@@ -313,15 +313,15 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     if pointer.is_file():
         try:
             name = pointer.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            name = ""
+        except (OSError, UnicodeDecodeError) as exc:
+            name, reason = "", f"is unreadable ({type(exc).__name__})"
+        else:
+            reason = f"does not name a checkpoint ({name[:40]!r})"
         if checkpoint_step(name) is not None and "/" not in name and "\\" not in name:
             problem = checkpoint_problem(run_dir / name)
             if problem is None:
                 return run_dir / name
             reason = f"names {name}, which is {problem}"
-        else:
-            reason = f"does not name a checkpoint ({name[:40]!r})"
     else:
         reason = "is missing"
     complete = [p for _, p in checkpoints(run_dir) if checkpoint_problem(p) is None]
