@@ -111,7 +111,13 @@ def run_one(
         ckpt = latest_checkpoint(run_dir)
         done = int(ckpt.name.split("-")[-1]) if ckpt is not None else 0
         if done < step:
-            train(dataclasses.replace(cfg, steps=step), run_dir, resume=ckpt is not None, progress=False)
+            train(
+                dataclasses.replace(cfg, steps=step),
+                run_dir,
+                resume=ckpt is not None,
+                overwrite=ckpt is None,
+                progress=False,
+            )
         ckpt = latest_checkpoint(run_dir)
         keep = args.out / "samples" / f"{name}-{step}.json.gz" if args.samples else None
         result["at"][str(step)] = evaluate_folder(

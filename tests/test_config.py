@@ -35,6 +35,7 @@ def test_nested_values_and_lists():
         ({"optim": {"schedule": "linear"}}, "optim.schedule: 'linear' is not one of ['constant', 'cosine']"),
         ({"loss": [{"name": "ppo", "opts": {}}]}, "loss[0].opts: unknown field"),
         ({"steps": 1.5}, "steps: expected an integer"),
+        ([1, 2], "RLConfig: expected a mapping, got list"),
     ],
 )
 def test_errors_name_the_field(data, needle):
@@ -65,10 +66,50 @@ def test_overrides_index_lists():
 def test_load_yaml_errors_name_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1, 2\n")
-    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML") as info:
         load_yaml(bad)
+    message = str(info.value)
+    assert message == (
+        f"{bad}: invalid YAML at line 2, column 1: expected ',' or ']', but got '<stream end>' "
+        "(while parsing a flow sequence started at line 1, column 4)"
+    )
     with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
         load_yaml(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_yaml(tmp_path)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"a: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="binary.yaml: not a UTF-8 text file"):
+        load_yaml(binary)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("steps: 3\nrollout: group_size: 4\n", "line 2, column 20: mapping values are not allowed here"),
+        ('steps: 3\nname: "grpo\n', "line 3, column 1: found unexpected end of stream"),
+        ("a: &x 1\nb: *y\n", "line 2, column 4: found undefined alias 'y'"),
+    ],
+)
+def test_yaml_syntax_errors_are_one_line_with_the_place(tmp_path, text, where):
+    """The file, line and column of a syntax error, 1-based, in one line (PyYAML's own message names
+    "<unicode string>" and spans several lines)."""
+    bad = tmp_path / "recipe.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_yaml(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: invalid YAML at {where}")
+    assert "\n" not in message and "unicode string" not in message
+
+
+def test_override_syntax_error_names_the_set_value():
+    with pytest.raises(ConfigError) as info:
+        apply_overrides({}, ["loss.0.options={lam: 0.1"])
+    assert str(info.value) == (
+        "--set 'loss.0.options={lam: 0.1': invalid YAML value '{lam: 0.1' at line 1, column 10: "
+        "expected ',' or '}', but got '<stream end>' (while parsing a flow mapping started at line 1, column 1)"
+    )
 
 
 def test_to_dict_plain():

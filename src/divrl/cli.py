@@ -1,16 +1,30 @@
-"""The ``divrl`` command: pretrain, train, eval, compare, demo."""
+"""The ``divrl`` command: pretrain, train, eval, compare, demo.
+
+Bad input (a config, a ``--set`` value, a data file, a model or checkpoint folder, an output folder that holds a run)
+ends in one ``error:`` line on stderr and exit code 2, with nothing written (:mod:`divrl.cliutil`).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
+from divrl.cliutil import fail, run_app
+
+
+class _App(typer.Typer):
+    """The ``divrl`` Typer app; calling it (the console script) turns usage errors into one line."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        run_app(self, kwargs.get("args"))
+
+
+app = _App(
     add_completion=False,
     no_args_is_help=True,
     help="Diversity-aware RL with verifiable rewards: train, evaluate and compare GRPO, R1-zero-Div, DARLING, SetPO.",
@@ -29,9 +43,11 @@ _mount_subapps()
 SET_HELP = "Override a config field, e.g. --set rollout.group_size=8 (repeatable)."
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    raise typer.Exit(2)
+OVERWRITE_HELP = "If --out holds a run, remove it (config, metrics, checkpoints) and start over."
+
+
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 @app.command()
@@ -43,9 +59,12 @@ def pretrain(
     config: Path = typer.Option(None, help="YAML with PretrainConfig values."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     max_minutes: float = typer.Option(None, help="Stop (and save) after this many minutes."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="If --out holds a policy or a warm start, remove it and start over."
+    ),
 ) -> None:
     """Supervised warm start of a fresh tiny policy on solver-generated solutions."""
-    from divrl.config import ConfigError, apply_overrides, from_dict, load_yaml
+    from divrl.config import InputError, apply_overrides, from_dict, load_yaml
     from divrl.trainer.config import PretrainConfig
     from divrl.trainer.sft import pretrain as run_pretrain
 
@@ -59,9 +78,9 @@ def pretrain(
         if max_minutes is not None:
             data["max_minutes"] = max_minutes
         cfg = from_dict(PretrainConfig, apply_overrides(data, set_))
-    except ConfigError as exc:
+        path = run_pretrain(cfg, out, overwrite=overwrite)  # checks --out and the task before it writes
+    except InputError as exc:
         _fail(str(exc))
-    path = run_pretrain(cfg, out)
     console.print(f"saved base policy to [bold]{path}[/bold]")
 
 
@@ -75,14 +94,26 @@ def train(
     task: str = typer.Option(None, "--task", help="Task name (countdown, math); --data alone implies math."),
     data_file: str = typer.Option(None, "--data", help="Local data file (JSONL/Parquet/CSV) for the task."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
-    """RL-train a policy with a recipe; writes config.yaml, metrics.jsonl, TensorBoard logs, checkpoints."""
-    from divrl.config import ConfigError, apply_overrides, from_dict, load_yaml
+    """RL-train a policy with a recipe; writes config.yaml, metrics.jsonl, TensorBoard logs, checkpoints.
+
+    A --out that already holds a run is refused: --resume continues it, --overwrite starts it over."""
+    from divrl.config import InputError, apply_overrides, from_dict, load_yaml
+    from divrl.trainer.common import RunFolderError
     from divrl.trainer.config import RLConfig
     from divrl.trainer.rl import train as run_train
 
     try:
         if resume is not None:
+            if config is not None:
+                _fail("--resume continues with the run's own config.yaml; drop --config (change values with --set)")
+            if out is not None and out.resolve() != resume.resolve():
+                _fail(f"--resume {resume} continues the run in {resume}; drop --out {out}")
+            if not (resume / "config.yaml").is_file():
+                raise RunFolderError(
+                    f"--resume {resume}: no run there to continue ({resume / 'config.yaml'} not found)"
+                )
             data = load_yaml(resume / "config.yaml")
             run_dir = resume
         else:
@@ -103,8 +134,9 @@ def train(
         cfg = from_dict(RLConfig, apply_overrides(data, set_))
         if run_dir is None:
             run_dir = Path("runs") / (cfg.name or cfg.advantage.name)
-        history = run_train(cfg, run_dir, resume=resume is not None)  # checks the methods before loading a model
-    except ConfigError as exc:
+        # checks --out, the methods, the task and the model before it writes anything
+        history = run_train(cfg, run_dir, resume=resume is not None, overwrite=overwrite)
+    except InputError as exc:
         _fail(str(exc))
     if history:
         last = history[-1]
@@ -135,22 +167,46 @@ def eval_(
     import torch
     import yaml
 
+    from divrl.config import InputError, yaml_error_line
     from divrl.eval.evaluate import evaluate, write_metrics
     from divrl.models import load_policy
-    from divrl.tasks import get_task
+    from divrl.trainer.common import MANIFEST, checkpoint_problem, input_errors, load_task
+    from divrl.trainer.config import TaskConfig
 
+    for name, value, low in (("--n", n, 1), ("--problems", problems, 0), ("--max-new-tokens", max_new_tokens, 1)):
+        if value < low:
+            _fail(f"{name} must be >= {low}, got {value}")
+    if not temperature > 0:
+        _fail(f"--temperature must be > 0, got {temperature}")
+    if threads < 0:
+        _fail(f"--threads must be >= 0, got {threads}")
     if threads:
         torch.set_num_threads(threads)
     task = task or ("math" if data_file is not None else "countdown")
     options = {}
     for item in task_option:
-        key, _, raw = item.partition("=")
-        options[key] = yaml.safe_load(raw)
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            _fail(f"--task-option {item!r}: expected key=value")
+        try:
+            options[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            _fail(f"--task-option {item!r}: invalid YAML value {raw!r} at {yaml_error_line(exc)}")
     if data_file is not None:
         options["data"] = data_file
-    the_task = get_task(task, **options)
-    chosen = the_task.problems(split, n=problems or None)
-    policy, tokenizer = load_policy(model)
+    if out is None:
+        out = Path(model) / "metrics.json" if Path(model).is_dir() else Path("metrics.json")
+    if out.is_dir():
+        _fail(f"--out {out}: is a folder; give the path of the metrics JSON file to write")
+    folder = Path(model)
+    if (folder / MANIFEST).is_file() and (problem := checkpoint_problem(folder)) is not None:  # a divrl checkpoint
+        _fail(f"--model {model}: checkpoint is {problem}")
+    try:
+        the_task, chosen = load_task(TaskConfig(name=task, options=options, split=split), n=problems or None)
+        with input_errors(f"--model {model!r}"):
+            policy, tokenizer = load_policy(model)
+    except InputError as exc:
+        _fail(str(exc))
     bind = getattr(the_task, "bind_tokenizer", None)
     if callable(bind):
         bind(tokenizer)
@@ -160,8 +216,6 @@ def eval_(
     metrics.update(
         {"model": model, "task": task, "data": data_file, "split": split, "temperature": temperature, "seed": seed}
     )
-    if out is None:
-        out = Path(model) / "metrics.json" if Path(model).is_dir() else Path("metrics.json")
     write_metrics(metrics, out)
     print_metrics({model: metrics})
     console.print(f"wrote {out}")
@@ -259,10 +313,16 @@ def demo(
     ),
     threads: int = typer.Option(0, "--threads"),
     set_: list[str] = typer.Option([], "--set", help="key.path=value applied to every method's recipe. " + SET_HELP),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the demo in --out (same budget and --set values); finished runs are reused."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="If --out holds a demo, remove it and start over."),
 ) -> None:
     """Train GRPO, R1-zero-Div, DARLING and SetPO from the tiny Countdown base; evaluate all; compare with GRPO
-    (bootstrap intervals, "within noise" flags); write report.md."""
-    from divrl.config import ConfigError
+    (bootstrap intervals, "within noise" flags); write report.md.
+
+    A --out that already holds a demo is refused: --resume continues it, --overwrite starts it over."""
+    from divrl.config import InputError
     from divrl.eval.demo import run_demo
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -274,8 +334,10 @@ def demo(
             methods=[m.strip() for m in methods.split(",") if m.strip()],
             threads=threads,
             overrides=list(set_),
+            resume=resume,
+            overwrite=overwrite,
         )
-    except ConfigError as exc:
+    except InputError as exc:
         _fail(str(exc))
 
 

@@ -18,15 +18,38 @@ import yaml
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad user input (a config, a ``--set`` value, a data file, a run folder); the message names the place.
+    The CLI prints it as one line and exits with code 2."""
+
+
+class ConfigError(InputError):
     """A config value that does not fit its field; the message names the field (and file)."""
+
+
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """One line from a PyYAML error: ``line L, column C: problem (context at line l, column c)``, 1-based.
+
+    PyYAML's own ``str(exc)`` spans several lines and names the stream (``"<unicode string>"``), not the file."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return " ".join(str(exc).split())
+    parts = []
+    mark = exc.problem_mark or exc.context_mark
+    if mark is not None:
+        parts.append(f"line {mark.line + 1}, column {mark.column + 1}: ")
+    parts.append(exc.problem or exc.context or "invalid YAML")
+    if exc.problem and exc.context:
+        at = exc.context_mark
+        where = f" started at line {at.line + 1}, column {at.column + 1}" if at is not None and at != mark else ""
+        parts.append(f" ({exc.context}{where})")
+    return "".join(parts)
 
 
 def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> C:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError naming the field."""
-    data = dict(data or {})
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -35,7 +58,10 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
             f"{_path(where, unknown[0])}: unknown field; known fields of {cls.__name__}: {sorted(fields)}"
         )
     kwargs = {name: _coerce(hints[name], value, _path(where, name)) for name, value in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a range check in the dataclass's __post_init__ names the field, not its section
+        raise ConfigError(_path(where, str(exc))) from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -50,14 +76,22 @@ def to_dict(obj: Any) -> Any:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; errors name the file."""
+    """Read a YAML mapping; errors are one line naming the file (and the line and column of a syntax error)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, expected a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: invalid YAML at {yaml_error_line(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -74,18 +108,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key.path=value")
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from None
+            raise ConfigError(f"--set {item!r}: invalid YAML value {raw!r} at {yaml_error_line(exc)}") from None
         node: Any = out
         parts = key.split(".")
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):  # a list item is addressed by its index: loss.1.options.lam
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"override {item!r}: {part!r} is not an index of the {len(node)}-item list")
+                    raise ConfigError(f"--set {item!r}: {part!r} is not an index of the {len(node)}-item list")
                 if last:
                     node[int(part)] = value
                 else:
@@ -96,7 +130,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 else:
                     node = node.setdefault(part, {})
             else:
-                raise ConfigError(f"override {item!r}: {parts[i - 1]} is not a section")
+                raise ConfigError(f"--set {item!r}: {parts[i - 1]} is not a section")
     return out
 
 

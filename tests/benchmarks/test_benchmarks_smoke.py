@@ -22,7 +22,8 @@ import divrl
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
 SMOKED = {
-    "embed_speed.py", "gpu_check.py", "logprob_forward.py", "partition_cost.py", "sweep_countdown.py", "trainer_vs_trl.py"
+    "embed_speed.py", "gpu_check.py", "logprob_forward.py", "partition_cost.py", "sweep_countdown.py", "trainer_vs_trl.py",
+    "fuzz_cli.py",  # smoke-tested in tests/test_cli_fuzz.py
 }  # fmt: skip
 
 

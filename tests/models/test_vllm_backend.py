@@ -203,9 +203,10 @@ def test_trainer_step_samples_through_vllm(fake_vllm, tmp_path):
 def test_trainer_refuses_vllm_without_a_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    from divrl.config import ConfigError
     from divrl.eval.demo import Budget, recipe
     from divrl.trainer.rl import RLTrainer
 
     cfg = recipe("grpo", Budget(steps=1, eval_problems=1, eval_n=1), seed=0, overrides=["rollout.backend=vllm"])
-    with pytest.raises(RuntimeError, match="rollout.backend 'vllm' needs a CUDA GPU"):
+    with pytest.raises(ConfigError, match="rollout.backend 'vllm' needs a CUDA GPU"):  # one CLI line, exit code 2
         RLTrainer(cfg, tmp_path, progress=False)

@@ -182,8 +182,13 @@ def test_grpo_with_two_of_eight_unscorable_uses_the_g6_advantages(tiny_policy, t
     unscorable ones (not the mean-filled G = 8 values, whose std is too small by sqrt(5/7))."""
     import divrl.trainer.rl as rl
 
-    get_task, compute = rl.get_task, rl.compute_loss
-    monkeypatch.setattr(rl, "get_task", lambda name, **options: _TwoOfEightUnscorable(get_task(name, **options)))
+    load_task, compute = rl.load_task, rl.compute_loss
+
+    def wrapped_task(cfg, n=None):
+        task, problems = load_task(cfg, n)
+        return _TwoOfEightUnscorable(task), problems
+
+    monkeypatch.setattr(rl, "load_task", wrapped_task)
     used: list[tuple[GroupBatch, torch.Tensor]] = []
     monkeypatch.setattr(
         rl,

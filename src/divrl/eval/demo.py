@@ -7,8 +7,10 @@ pass@1, pass@8, pass@32 and distinct correct classes with its 95% interval, flag
 contains 0; the pass@k plot shows each model's bootstrap interval as a band. ``divrl compare <out>`` recomputes the
 comparison from the same files.
 
-Finished pieces are reused: a run folder whose final checkpoint and ``metrics.json`` exist is not
-trained again, so an interrupted demo continues where it stopped.
+An output folder that holds a demo is refused unless ``resume`` (continue it: a run whose final checkpoint and
+``metrics.json`` exist is not trained again, a run cut short resumes from its latest complete checkpoint) or
+``overwrite`` (remove the old demo first) is given. ``demo.json`` records the budget and the ``--set`` overrides;
+a resume with different ones is refused, so one report never mixes two settings.
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from divrl.config import apply_overrides, from_dict, load_yaml
+from divrl.config import ConfigError, apply_overrides, from_dict, load_yaml
 from divrl.eval import compare
 from divrl.eval.bootstrap import ComparisonError, Difference, Estimate, Run, bootstrap_means
 from divrl.eval.evaluate import evaluate, ks_for, write_metrics
-from divrl.trainer.common import latest_checkpoint, read_metrics
+from divrl.trainer.common import (
+    RunFolderError,
+    RunLayout,
+    check_run_folder,
+    latest_checkpoint,
+    read_metrics,
+    remove_run,
+)
 from divrl.trainer.config import RLConfig
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -58,6 +67,27 @@ class Budget:
 
 FULL = Budget(steps=80, eval_problems=218, eval_n=32)
 QUICK = Budget(steps=20, eval_problems=100, eval_n=16)
+MANIFEST = "demo.json"
+DEMO_RUN = RunLayout("a demo", (MANIFEST, "summary.json", "report.md", "passk.png", "training.png"), ("seed[0-9]*",))
+
+
+def _check_manifest(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume a demo made with another budget or other overrides (a demo from before ``demo.json``
+    existed is taken as it is)."""
+    path = out / MANIFEST
+    if not path.exists():
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: unreadable ({exc}); --overwrite starts the demo over") from None
+    changed = [k for k in settings if before.get(k) != settings[k]]
+    if changed:
+        diff = "; ".join(f"{k}: {before.get(k)!r} there, {settings[k]!r} now" for k in changed)
+        raise RunFolderError(
+            f"--resume {out}: the demo there was made with other settings ({diff}); use the same ones, "
+            "another --out, or --overwrite"
+        )
 
 
 @dataclass(frozen=True)
@@ -75,7 +105,7 @@ def recipe(method: str, budget: Budget, seed: int, overrides: list[str] = ()) ->
     path = RECIPES / "countdown" / f"{method}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in (RECIPES / "countdown").glob("*.yaml"))
-        raise ValueError(f"unknown demo method {method!r}; known: {known}")
+        raise ConfigError(f"--methods: unknown demo method {method!r}; known: {known}")
     data = apply_overrides(load_yaml(path), [f"steps={budget.steps}", f"seed={seed}", *overrides])
     data.setdefault("name", method)
     return from_dict(RLConfig, data)
@@ -88,27 +118,48 @@ def run_demo(
     methods: list[str] | None = None,
     threads: int = 0,
     overrides: list[str] = (),  # type: ignore[assignment]
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) the demo in ``out``; returns the summary (mean, std per metric).
+
+    Raises:
+        RunFolderError: ``out`` holds a demo and neither ``resume`` nor ``overwrite`` is set, or ``resume`` with
+            another budget or other overrides than the demo there.
+        ConfigError: a bad recipe or override (before anything is written).
+    """
     import torch
 
     from divrl.models import load_policy
-    from divrl.tasks import get_task
+    from divrl.trainer.common import input_errors, load_task
+    from divrl.trainer.config import TaskConfig
     from divrl.trainer.rl import check_methods, train
 
+    methods = methods or ["grpo", "r1_zero_div", "darling", "setpo"]
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {threads}")
     if threads:
         torch.set_num_threads(threads)
-    methods = methods or ["grpo", "r1_zero_div", "darling", "setpo"]
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"--methods names a method twice: {methods}")
     budget = QUICK if quick else FULL
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    old_demo = check_run_folder(out, DEMO_RUN, resume=resume, overwrite=overwrite)
+    settings = {"budget": budget.__dict__, "overrides": list(overrides)}
+    if resume:
+        _check_manifest(out, settings)
     start = time.perf_counter()
     configs = {m: recipe(m, budget, 0, list(overrides)) for m in methods}
     for cfg in configs.values():
         check_methods(cfg)  # fail fast on a bad recipe or override, before the first method trains
     base_path = configs[methods[0]].model.path
     task_cfg = configs[methods[0]].task
-    task = get_task(task_cfg.name, **task_cfg.options)
-    problems = task.problems("test", n=budget.eval_problems)
+    task, problems = load_task(TaskConfig(task_cfg.name, task_cfg.options, "test"), n=budget.eval_problems)
+    remove_run(old_demo)  # --overwrite: the old demo goes just before the first write
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     max_new = configs[methods[0]].rollout.max_new_tokens
     console.print(
         f"[bold]divrl demo[/bold]: {len(methods)} methods × {seeds} seed(s), {budget.steps} RL steps each, "
@@ -121,7 +172,8 @@ def run_demo(
     for seed in range(seeds):
         base_metrics_path = out / f"seed{seed}" / "base" / "metrics.json"
         if not base_metrics_path.exists():
-            model, tok = load_policy(base_path)
+            with input_errors(f"model.path {base_path!r}"):
+                model, tok = load_policy(base_path)
             m = evaluate(model, tok, task, problems, budget.eval_n, max_new_tokens=max_new, seed=1000 + seed)
             write_metrics(m, base_metrics_path)
         results["base"].append(json.loads(base_metrics_path.read_text()))
@@ -133,8 +185,8 @@ def run_demo(
             if not metrics_path.exists():
                 ckpt = latest_checkpoint(run_dir)
                 done = ckpt is not None and ckpt.name == f"checkpoint-{budget.steps:06d}"
-                if not done:
-                    train(cfg, run_dir, resume=ckpt is not None)
+                if not done:  # continue from the latest complete checkpoint, or start over a run cut before one
+                    train(cfg, run_dir, resume=ckpt is not None, overwrite=ckpt is None)
                 final = latest_checkpoint(run_dir)
                 assert final is not None
                 model, tok = load_policy(str(final))

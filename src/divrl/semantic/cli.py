@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from divrl.cliutil import fail
 
 partition_app = typer.Typer(
     add_completion=False,
@@ -23,9 +25,8 @@ partition_app = typer.Typer(
 console = Console()
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
+def _fail(message: str) -> NoReturn:
+    fail(message)  # one line on stderr, exit code 2
 
 
 @partition_app.command("pairs")
@@ -45,6 +46,7 @@ def pairs_command(
     seed: Annotated[int, typer.Option(help="Seed (problems, sampling, balancing).")] = 0,
 ) -> None:
     """Labelled pairs from sampled/solver responses; label = equal canonical form of the extracted answers."""
+    from divrl.core.registry import UnknownNameError
     from divrl.semantic.pairs import task_pairs
     from divrl.semantic.train import write_pairs
 
@@ -62,7 +64,7 @@ def pairs_command(
             neg_ratio=neg_ratio,
             seed=seed,
         )
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, UnknownNameError) as exc:
         _fail(str(exc))
     if not pairs:
         _fail("no pairs could be formed (every response lacked an equivalence key?)")
@@ -138,7 +140,7 @@ def train_command(
             how = "by group" if all(p.group is not None for p in data) else "by pair"
             how = f"{eval_fraction:g} of {pairs} ({how})"
         classifier = train_classifier(train_set, options, log=lambda msg: console.print(f"  {msg}"))
-    except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
+    except (ValueError, ImportError, OSError) as exc:
         _fail(str(exc))
     train_time = time.perf_counter() - t0
     classifier.save(out)
@@ -196,6 +198,7 @@ def agree_command(
     out: Annotated[Path | None, typer.Option("--out", help="Write the report as JSON here.")] = None,
 ) -> None:
     """Learned vs exact partitions on policy rollouts (adjusted Rand index) and the per-step cost."""
+    from divrl.core.registry import UnknownNameError
     from divrl.semantic.partition import measure_agreement
 
     try:
@@ -212,7 +215,7 @@ def agree_command(
             threshold=threshold,
             threads=threads,
         )
-    except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
+    except (ValueError, ImportError, OSError, UnknownNameError) as exc:
         _fail(str(exc))
     table = Table(title=f"learned vs exact partitions: {report['groups']} groups of G={group_size} ({split})")
     table.add_column("metric")

@@ -6,8 +6,21 @@ overridden from the command line as ``--set section.field=value``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from divrl.config import ConfigError
+
+
+def _require(ok: bool, name: str, rule: str, value: Any) -> None:
+    """Raise ConfigError ``name: must be <rule>, got <value>`` unless ``ok`` (``from_dict`` prefixes the section)."""
+    if not ok:
+        raise ConfigError(f"{name}: must be {rule}, got {value!r}")
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,14 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = 0.3
     """Share of GPU memory vLLM may take (the rest is the policy's and the optimizer's)."""
 
+    def __post_init__(self) -> None:
+        for name in ("prompts_per_step", "group_size", "max_new_tokens", "batch_size"):
+            _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        _require(_finite(self.temperature) and self.temperature > 0, "temperature", "> 0", self.temperature)
+        _require(_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", "in (0, 1]", self.top_p)
+        u = self.vllm_gpu_memory_utilization
+        _require(_finite(u) and 0 < u <= 1, "vllm_gpu_memory_utilization", "in (0, 1]", u)
+
 
 @dataclass(frozen=True)
 class PartitionConfig:
@@ -113,6 +134,21 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     """Cosine floor as a fraction of ``lr``."""
 
+    def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            _require(_finite(value) and value >= 0, name, "a finite number >= 0", value)
+        _require(self.warmup_steps >= 0, "warmup_steps", ">= 0", self.warmup_steps)
+        _require(
+            _finite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "in [0, 1]", self.min_lr_ratio
+        )
+        _require(
+            len(self.betas) == 2 and all(_finite(b) and 0 <= b < 1 for b in self.betas),
+            "betas",
+            "two numbers in [0, 1)",
+            self.betas,
+        )
+
 
 @dataclass(frozen=True)
 class RLConfig:
@@ -157,6 +193,12 @@ class RLConfig:
     name: str = ""
     """Run name shown in tables (defaults to the advantage name)."""
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "num_iterations", "length_buckets", "save_every"):
+            _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        for name in ("micro_batch_prompts", "keep_checkpoints", "threads"):
+            _require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+
 
 @dataclass(frozen=True)
 class PretrainConfig:
@@ -183,3 +225,9 @@ class PretrainConfig:
     """torch CPU threads (0 = torch's default)."""
     max_minutes: float = 0.0
     """Stop early (and save) after this many minutes; 0 = no limit."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "save_every"):
+            _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        _require(self.threads >= 0, "threads", ">= 0", self.threads)
+        _require(_finite(self.max_minutes) and self.max_minutes >= 0, "max_minutes", ">= 0", self.max_minutes)

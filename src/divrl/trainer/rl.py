@@ -18,20 +18,26 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from divrl.config import save_yaml
+from divrl.config import ConfigError, save_yaml
 from divrl.core.advantages import advantage_needs_logprobs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import partition_by_key
 from divrl.core.losses import compute_loss
-from divrl.tasks import get_task
 from divrl.tasks.base import Task, Verdict
 from divrl.trainer.common import (
+    TRAIN_RUN,
     MetricLogger,
+    RunFolderError,
     Timer,
     build_optimizer,
     build_scheduler,
+    check_run_folder,
     derive_seed,
-    latest_checkpoint,
+    input_errors,
+    load_task,
+    load_trainer_state,
+    remove_run,
+    resume_checkpoint,
     save_checkpoint,
     seed_everything,
     set_threads,
@@ -134,8 +140,6 @@ def check_methods(cfg: RLConfig) -> None:
     Raises:
         ConfigError: naming the field (``advantage.options``, ``loss.<i>.options``, ``embed_rows``).
     """
-    from divrl.config import ConfigError
-
     if cfg.embed_rows != "all":
         from divrl.semantic.partition import check_embed_rows
 
@@ -200,66 +204,89 @@ def resolve_dtype(name: str) -> str:
 
 
 class RLTrainer:
-    """Owns the policy, optimizer and run folder of one RL run. ``run()`` trains to ``cfg.steps``."""
+    """Owns the policy, optimizer and run folder of one RL run. ``run()`` trains to ``cfg.steps``.
 
-    def __init__(self, cfg: RLConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+    ``run_dir`` must not hold a run (``config.yaml``, ``metrics.jsonl``, checkpoints) unless ``resume`` (continue
+    it from its latest complete checkpoint) or ``overwrite`` (remove it, after every input check passed and before
+    the first write) is given; else :class:`~divrl.trainer.common.RunFolderError`, with nothing written."""
+
+    def __init__(
+        self,
+        cfg: RLConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        progress: bool = True,
+        overwrite: bool = False,
+    ) -> None:
         from divrl.models import load_policy
         from divrl.models.lora import apply_lora
 
+        self.run_dir = Path(run_dir)
+        old_run = check_run_folder(self.run_dir, TRAIN_RUN, resume=resume, overwrite=overwrite)
         check_methods(cfg)
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
         self.progress = progress
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
-        self.task: Task = get_task(cfg.task.name, **cfg.task.options)
-        self.problems = self.task.problems(cfg.task.split)
+        self.task: Task
+        self.task, self.problems = load_task(cfg.task)
         if len(self.problems) < cfg.rollout.prompts_per_step:
-            raise ValueError(
+            raise ConfigError(
                 f"task {cfg.task.name!r} split {cfg.task.split!r} has {len(self.problems)} problems, fewer than "
                 f"rollout.prompts_per_step={cfg.rollout.prompts_per_step}"
             )
         self.start_step = 0
-        checkpoint = latest_checkpoint(self.run_dir) if resume else None
-        if resume and checkpoint is None:
-            raise FileNotFoundError(f"--resume {self.run_dir}: no complete checkpoint found there")
+        checkpoint = resume_checkpoint(self.run_dir) if resume else None
+        state = load_trainer_state(checkpoint) if checkpoint is not None else None
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.tokenizer = load_policy(
-            str(checkpoint) if checkpoint else cfg.model.path,
-            device=self.device,
-            dtype=resolve_dtype(cfg.model.dtype),
-            trainable_adapter=checkpoint is not None,  # a LoRA checkpoint resumes with trainable adapters
-        )
-        self.model = apply_lora(self.model, cfg.model)  # model.lora_r > 0: only the adapters train
+        source = str(checkpoint) if checkpoint else cfg.model.path
+        with input_errors(f"{checkpoint}" if checkpoint else f"model.path {cfg.model.path!r}"):
+            self.model, self.tokenizer = load_policy(
+                source,
+                device=self.device,
+                dtype=resolve_dtype(cfg.model.dtype),
+                trainable_adapter=checkpoint is not None,  # a LoRA checkpoint resumes with trainable adapters
+            )
+        with input_errors("model.lora_*", catch=(ValueError, ImportError)):
+            self.model = apply_lora(self.model, cfg.model)  # model.lora_r > 0: only the adapters train
         self.learned = self.embedder = None
         if cfg.partition.source == "learned":
             if not cfg.partition.checkpoint:
-                raise ValueError(
+                raise ConfigError(
                     "partition.source 'learned' needs partition.checkpoint (from `divrl partition train`)"
                 )
             from divrl.semantic import learned_partition
 
-            self.learned = learned_partition(cfg.partition.checkpoint, device=str(self.device))
+            with input_errors(f"partition.checkpoint {cfg.partition.checkpoint!r}"):
+                self.learned = learned_partition(cfg.partition.checkpoint, device=str(self.device))
         if cfg.embedder:
             from divrl.semantic import load_embedder
 
-            self.embedder = load_embedder(cfg.embedder)
+            with input_errors(f"embedder {cfg.embedder!r}"):
+                self.embedder = load_embedder(cfg.embedder)
         self.model.train()
         if cfg.length_buckets < 1:
-            raise ValueError(f"length_buckets must be >= 1, got {cfg.length_buckets}")
+            raise ConfigError(f"length_buckets must be >= 1, got {cfg.length_buckets}")
         # the training forward; sampling calls self.model directly (a compiled KV-cache loop would recompile)
         self.train_model = torch.compile(self.model, dynamic=True) if cfg.compile else self.model
         self.ref_model = self._reference_model()
         self.vllm = self._vllm_sampler()
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.steps, cfg.optim)
+        if state is not None:
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RunFolderError(
+                    f"{checkpoint}: its optimizer state does not fit this config ({exc}); resume with the run's own "
+                    "model settings"
+                ) from None
+            self.start_step = int(state["step"])
+        remove_run(old_run)  # --overwrite: the old run goes just before the first write
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logger = MetricLogger(self.run_dir)
-        if checkpoint is not None:
-            state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.start_step = int(state["step"])
+        if state is not None:
             self.logger.truncate_after(self.start_step)
         else:
             save_yaml(cfg, self.run_dir / "config.yaml")
@@ -274,9 +301,9 @@ class RLTrainer:
         if ro.backend == "hf":
             return None
         if ro.backend != "vllm":
-            raise ValueError(f"rollout.backend must be 'hf' or 'vllm', got {ro.backend!r}")
+            raise ConfigError(f"rollout.backend must be 'hf' or 'vllm', got {ro.backend!r}")
         if self.device.type != "cuda":
-            raise RuntimeError("rollout.backend 'vllm' needs a CUDA GPU; on CPU use rollout.backend 'hf'")
+            raise ConfigError("rollout.backend 'vllm' needs a CUDA GPU; on CPU use rollout.backend 'hf'")
         from divrl.models.builtin import resolve_model_path
         from divrl.rollout.vllm_backend import VLLMSampler
 
@@ -508,7 +535,10 @@ class RLTrainer:
         return {k: v / n for k, v in sums.items()}
 
 
-def train(cfg: RLConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> list[dict[str, float]]:
-    """Train (or resume) a run in ``run_dir``; returns the metrics of the steps run now."""
-    trainer = RLTrainer(cfg, run_dir, resume=resume, progress=progress)
+def train(
+    cfg: RLConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, overwrite: bool = False
+) -> list[dict[str, float]]:
+    """Train (or resume) a run in ``run_dir``; returns the metrics of the steps run now. A folder that holds a run
+    needs ``resume`` or ``overwrite`` (see :class:`RLTrainer`)."""
+    trainer = RLTrainer(cfg, run_dir, resume=resume, progress=progress, overwrite=overwrite)
     return trainer.run()

@@ -17,14 +17,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from divrl.config import save_yaml
-from divrl.tasks import get_task
+from divrl.config import ConfigError, save_yaml
 from divrl.trainer.common import (
     MetricLogger,
+    RunLayout,
     Timer,
     build_optimizer,
     build_scheduler,
+    check_run_folder,
     derive_seed,
+    input_errors,
+    load_task,
+    remove_run,
     save_checkpoint,
     seed_everything,
     set_threads,
@@ -56,21 +60,46 @@ def sft_loss(model: Any, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
 
 
-def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> Path:
-    """Run the warm start and write a ``save_pretrained`` folder to ``out`` (plus step checkpoints)."""
+PRETRAIN_RUN = RunLayout(
+    "a pretrained policy or pretrain run",
+    (
+        "pretrain_config.yaml",
+        "metrics.jsonl",
+        "metrics.json",  # `divrl eval --model <out>` writes it here
+        "tb",
+        "checkpoints",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+    ),
+    ("model*.safetensors", "model.safetensors.index.json", "*.yaml.tmp", "*.jsonl.tmp*"),
+    resumable=False,
+)
+
+
+def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> Path:
+    """Run the warm start and write a ``save_pretrained`` folder to ``out`` (plus step checkpoints).
+
+    ``out`` must not hold a policy or an earlier warm start (:data:`PRETRAIN_RUN`) unless ``overwrite``: then those
+    entries are removed after the inputs are checked, before the first write; else ``RunFolderError``."""
     from divrl.models import build_char_tokenizer, build_policy, save_policy
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "pretrain_config.yaml")
+    old_run = check_run_folder(out, PRETRAIN_RUN, overwrite=overwrite)
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
-    task = get_task(cfg.task.name, **cfg.task.options)
-    problems = task.problems(cfg.task.split)
-    if not problems:
-        raise ValueError(f"task {cfg.task.name!r} has no problems in split {cfg.task.split!r}")
+    task, problems = load_task(cfg.task)  # ConfigError naming the field on a bad task, split or data file
+    if not callable(getattr(task, "reference_completion", None)):
+        raise ConfigError(f"task.name: task {cfg.task.name!r} has no solver completions to warm-start on")
     tokenizer = build_char_tokenizer()
-    model = build_policy(cfg.size, arch=cfg.arch, tokenizer=tokenizer, seed=cfg.seed)
+    with input_errors(f"size {cfg.size!r} / arch {cfg.arch!r}", catch=(ValueError,)):
+        model = build_policy(cfg.size, arch=cfg.arch, tokenizer=tokenizer, seed=cfg.seed)
+    remove_run(old_run)  # --overwrite: the old one goes just before the first write
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out / "pretrain_config.yaml")
     model.train()
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.steps, cfg.optim)
