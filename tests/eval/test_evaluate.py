@@ -281,6 +281,12 @@ def test_demo_rejects_a_bad_override_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"advantage 'darling'.*partition"):
         run_demo(tmp_path, quick=True, methods=["grpo", "darling"], overrides=["partition.source=none"])
     assert not list(tmp_path.glob("seed*"))
+    # options that leave no ood split (numbers up to 20 already in training): one message, before anything runs
+    with pytest.raises(
+        ConfigError, match=r"task.options: evaluation split 'ood': the ood split needs high < ood_high"
+    ):
+        run_demo(tmp_path, quick=True, methods=["grpo"], overrides=["task.options.high=20"])
+    assert not list(tmp_path.glob("seed*"))
 
 
 def test_eval_writes_another_split_beside_the_test_results(tmp_path, monkeypatch):

@@ -175,7 +175,12 @@ def run_demo(
     base_path = configs[methods[0]].model.path
     task_cfg = configs[methods[0]].task
     task = get_task(task_cfg.name, **task_cfg.options)
-    problems = {split: task.problems(split, n=budget.problems(split)) for split in splits}
+    problems = {}
+    for split in splits:
+        try:
+            problems[split] = task.problems(split, n=budget.problems(split))
+        except ValueError as exc:  # e.g. task options that leave no ood split: say so before anything trains
+            raise ConfigError(f"task.options: evaluation split {split!r}: {exc}") from None
     max_new = configs[methods[0]].rollout.max_new_tokens
     console.print(
         f"[bold]divrl demo[/bold]: {len(methods)} methods × {seeds} seed(s), {budget.steps} RL steps each, "
