@@ -152,14 +152,19 @@ def eval_(
     task: str = typer.Option(None, "--task", help="Task name (default countdown; --data alone implies math)."),
     data_file: str = typer.Option(None, "--data", help="Local data file (JSONL/Parquet/CSV) for the task."),
     task_option: list[str] = typer.Option([], "--task-option", help="key=value option of the task (repeatable)."),
-    split: str = typer.Option("test", "--split"),
+    split: str = typer.Option(
+        "test", "--split", help="test, val, train, ood (Countdown: numbers above the training range) or a .jsonl file."
+    ),
     n: int = typer.Option(32, "--n", help="Samples per problem."),
     problems: int = typer.Option(200, "--problems", help="Number of problems (0 = the whole split)."),
     temperature: float = typer.Option(1.0, "--temperature"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(
-        None, "--out", help="metrics.json path (default <model>/metrics.json or ./metrics.json)."
+        None,
+        "--out",
+        help="metrics file (default <model>/metrics.json for --split test, <model>/metrics-<split>.json for another "
+        "named split, in the current folder when --model is not a folder).",
     ),
     threads: int = typer.Option(0, "--threads"),
 ) -> None:
@@ -168,6 +173,7 @@ def eval_(
     import yaml
 
     from divrl.config import InputError, yaml_error_line
+    from divrl.eval.compare import is_split_name, metrics_filename
     from divrl.eval.evaluate import evaluate, write_metrics
     from divrl.models import load_policy
     from divrl.trainer.common import MANIFEST, checkpoint_problem, input_errors, load_task
@@ -195,7 +201,8 @@ def eval_(
     if data_file is not None:
         options["data"] = data_file
     if out is None:
-        out = Path(model) / "metrics.json" if Path(model).is_dir() else Path("metrics.json")
+        name = metrics_filename(split) if is_split_name(split) else "metrics.json"  # a split file: as before
+        out = Path(model) / name if Path(model).is_dir() else Path(name)
     if out.is_dir():
         _fail(f"--out {out}: is a folder; give the path of the metrics JSON file to write")
     folder = Path(model)
@@ -253,6 +260,12 @@ def compare(
     resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples."),
     confidence: float = typer.Option(0.95, "--confidence", help="Interval coverage."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap (the result is deterministic given it)."),
+    split: str = typer.Option(
+        "test",
+        "--split",
+        help="The evaluation split to compare: folders give their metrics.json for test, metrics-<split>.json "
+        "otherwise (e.g. --split ood on a demo folder); a file recording another split is refused.",
+    ),
     out: Path = typer.Option(None, "--out", help="Also write the table and notes as markdown to this file."),
 ) -> None:
     """Paired differences vs a baseline with bootstrap intervals; marks a difference "within noise"."""
@@ -261,7 +274,7 @@ def compare(
     from divrl.eval.compare import noise_notes as make_notes
 
     try:
-        groups = load_groups(runs)
+        groups = load_groups(runs, split)
         if metrics is None:
             chosen, notes = available_metrics(groups)
         else:
@@ -272,19 +285,20 @@ def compare(
     except ComparisonError as exc:
         _fail(str(exc))
     seeds = ", ".join(f"{name} {len(g)}" for name, g in groups.items())
+    problems = f"{len(groups[baseline][0].ids)} problems of split {split}"
     notes = [*make_notes(comparisons, baseline), *notes]
-    console.print(console_table(comparisons, baseline))
-    console.print(f"seeds per method: {seeds}; {len(groups[baseline][0].ids)} problems; {resamples} resamples")
+    console.print(console_table(comparisons, baseline, split=split))
+    console.print(f"seeds per method: {seeds}; {problems}; {resamples} resamples")
     for note in notes:
         console.print(f"note: {note}", soft_wrap=True)
     if out is not None:
         text = "\n".join(
             [
-                f"# {', '.join(n for n in groups if n != baseline)} vs {baseline}",
+                f"# {', '.join(n for n in groups if n != baseline)} vs {baseline} ({split} split)",
                 "",
                 markdown_table(comparisons, baseline),
                 "",
-                f"Seeds per method: {seeds}; {len(groups[baseline][0].ids)} problems; paired bootstrap, "
+                f"Seeds per method: {seeds}; {problems}; paired bootstrap, "
                 f"{resamples} resamples, seed {seed} (`divrl compare`; docs/methods.md).",
                 "",
                 *(f"- {note}" for note in notes),
@@ -318,8 +332,8 @@ def demo(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="If --out holds a demo, remove it and start over."),
 ) -> None:
-    """Train GRPO, R1-zero-Div, DARLING and SetPO from the tiny Countdown base; evaluate all; compare with GRPO
-    (bootstrap intervals, "within noise" flags); write report.md.
+    """Train GRPO, R1-zero-Div, DARLING and SetPO from the tiny Countdown base; evaluate all on the test and ood
+    splits; compare with GRPO (bootstrap intervals, "within noise" flags); write report.md.
 
     A --out that already holds a demo is refused: --resume continues it, --overwrite starts it over."""
     from divrl.config import InputError

@@ -17,12 +17,17 @@ runner = CliRunner()
 P = 40
 
 
-def write(path: Path, correct, n: int = 32, classes=None, ids=None, per_problem: bool = True) -> Path:
-    """A metrics.json with the top-level keys `divrl eval` writes and (unless told not to) per-problem records."""
+def write(
+    path: Path, correct, n: int = 32, classes=None, ids=None, per_problem: bool = True, split: str | None = None
+) -> Path:
+    """A metrics.json with the top-level keys `divrl eval` writes (``split`` when given) and (unless told not to)
+    per-problem records."""
     correct = [int(c) for c in correct]
     classes = classes if classes is not None else [min(c, 1 + i % 3) for i, c in enumerate(correct)]
     ids = ids if ids is not None else [f'{{"numbers": [{i}, 2, 3], "target": 7}}' for i in range(len(correct))]
     data = {"num_problems": len(correct), "n": n, "pass@1": float(np.mean(correct) / n)}
+    if split is not None:
+        data["split"] = split
     if per_problem:
         data["per_problem"] = [
             {"id": i, "n": n, "correct": c, "first_correct": 0 if c else None, "greedy_correct": False,
@@ -54,7 +59,7 @@ def test_demo_folder_hierarchical(tmp_path):
     (tmp_path / "demo" / "report.md").write_text("not a run")
     result = invoke(str(tmp_path / "demo"), "--out", str(tmp_path / "cmp.md"))
     assert result.exit_code == 0, result.output
-    assert "seeds per method: darling 3, grpo 3; 40 problems; 2000 resamples" in result.output
+    assert "seeds per method: darling 3, grpo 3; 40 problems of split test; 2000 resamples" in result.output
     assert "hierarchical bootstrap over seeds (3 and 3)" in result.output and "training noise" in result.output
     report = (tmp_path / "cmp.md").read_text()
     want_grpo = np.mean([grpo_correct(s) / 32 for s in range(3)])
@@ -66,6 +71,29 @@ def test_demo_folder_hierarchical(tmp_path):
     classes = next(line for line in report.splitlines() if line.startswith("| darling | distinct correct classes"))
     assert "| +0.000 |" in classes and classes.endswith("| within noise |")
     assert "| darling | pass@8 |" in report and "| darling | pass@32 |" in report
+
+
+def test_split_picks_the_splits_files_and_never_mixes_them(tmp_path):
+    """A demo layout with test (metrics.json) and ood (metrics-ood.json) results: the default compares test, --split
+    ood the ood files (other problems, other numbers); run folders and name=folder arguments follow --split too."""
+    ood_ids = [f'{{"numbers": [{i}, 14, 3], "target": 9}}' for i in range(P)]
+    for s in range(2):
+        for method, shift in (("grpo", 0), ("darling", 4)):
+            run = tmp_path / "demo" / f"seed{s}" / method
+            write(run / "metrics.json", grpo_correct(s) + shift, split="test")
+            write(run / "metrics-ood.json", grpo_correct(s) // 4 + 2 * shift, ids=ood_ids, split="ood")
+    for args, split, diff in (([], "test", 4 / 32), (["--split", "ood"], "ood", 8 / 32)):
+        result = invoke(str(tmp_path / "demo"), *args, "--metrics", "pass@1", "--out", str(tmp_path / "c.md"))
+        assert result.exit_code == 0, result.output
+        assert f"seeds per method: darling 2, grpo 2; 40 problems of split {split};" in result.output
+        assert f"{split} split: difference vs grpo (paired bootstrap)" in result.output
+        report = (tmp_path / "c.md").read_text()
+        assert report.startswith(f"# darling vs grpo ({split} split)")
+        assert "| darling | pass@1 |" in report and f"| {diff:+.3f} |" in report
+    seed0 = tmp_path / "demo" / "seed0"
+    by_folder = invoke(str(seed0 / "grpo"), f"darling={seed0 / 'darling'}", "--split", "ood", "--metrics", "pass@1")
+    assert by_folder.exit_code == 0 and "40 problems of split ood" in by_folder.output, by_folder.output
+    assert "+0.250" in by_folder.output
 
 
 def test_single_seed_named_runs_say_evaluation_noise_only(tmp_path):
@@ -116,8 +144,9 @@ def test_problem_order_does_not_matter(tmp_path):
 
 
 def _error_cases(tmp: Path) -> list[tuple[list[str], str]]:
-    g = write(tmp / "grpo" / "metrics.json", grpo_correct(0))
+    g = write(tmp / "grpo" / "metrics.json", grpo_correct(0), split="test")
     d = write(tmp / "darling" / "metrics.json", grpo_correct(1))
+    ood = write(tmp / "ood" / "metrics.json", grpo_correct(1), split="ood")  # `divrl eval --split ood --out` there
     other = write(tmp / "other" / "metrics.json", grpo_correct(1)[:-1])
     old = write(tmp / "old" / "metrics.json", grpo_correct(1), per_problem=False)
     small = write(tmp / "small" / "metrics.json", grpo_correct(1) // 2, n=16)
@@ -136,10 +165,14 @@ def _error_cases(tmp: Path) -> list[tuple[list[str], str]]:
         ([str(small), str(g), "--metrics", "pass@32"], "pass@32 needs >= 32 samples per problem"),
         ([str(g), f"grpo={d}", str(d)], "darling/metrics.json: given twice (as grpo and as darling)"),
         (["x=", str(g)], "x=: no paths after 'x='"),
+        ([str(ood), str(g)], "ood/metrics.json: evaluated on split 'ood', not 'test' (see --split)"),
+        ([str(g), str(d), "--split", "ood"], "grpo/metrics.json: evaluated on split 'test', not 'ood' (see --split)"),
+        ([str(tmp / "grpo"), str(d), "--split", "ood"], "grpo: no metrics-ood.json in this folder or below"),
+        ([str(g), str(d), "--split", "../x"], "a split must be a name (letters, digits, _), e.g. test or ood; got"),
     ]
 
 
-@pytest.mark.parametrize("case", range(11))
+@pytest.mark.parametrize("case", range(15))
 def test_errors_are_one_line_exit_2_and_keep_the_report(tmp_path, case):
     args, message = _error_cases(tmp_path)[case]
     (tmp_path / "report.md").write_text("earlier report")

@@ -164,42 +164,103 @@ def test_generate_samples_with_a_fake_sampler(monkeypatch):
     ]
 
 
+def _comparison_rows(text: str) -> list[list[str]]:
+    """The rows of the comparison tables in markdown, without the method name (the demo labels it, compare not)."""
+    cells = [line.split("|") for line in text.splitlines() if line.startswith("| ")]
+    return [c[2:] for c in cells if c[-2].strip() in ("within noise", "higher", "lower")]
+
+
 def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
-    """A tiny `divrl demo --quick`: two methods, one RL step each, then report.md, plots and summary.json, with the
-    comparison against GRPO that `divrl compare` recomputes from the same folder."""
+    """A tiny `divrl demo --quick`: two methods, one RL step each, every model evaluated on the test and the ood
+    split; report.md, plots and summary.json per split, with the comparison against GRPO that `divrl compare`
+    (`--split ood` for ood) recomputes from the same folder; an ood evaluation that is missing is redone on resume
+    from the kept checkpoint, without training or evaluating test again."""
     monkeypatch.setattr(demo_module, "QUICK", demo_module.Budget(steps=1, eval_problems=2, eval_n=2))
     overrides = ["rollout.prompts_per_step=2", "rollout.group_size=2", "threads=1"]
-    demo_module.run_demo(tmp_path, quick=True, methods=["grpo", "r1_zero_div"], overrides=overrides)
+    record = demo_module.run_demo(tmp_path, quick=True, methods=["grpo", "r1_zero_div"], overrides=overrides)
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(record))
     assert set(summary["results"]) == {"base", "grpo", "r1_zero_div"}
+    assert summary["budget"] == {"steps": 1, "eval_problems": 2, "eval_n": 2, "ood_problems": None}
     for name in summary["results"]:
         mean, _std = summary["results"][name]["pass@1"]
         assert 0.0 <= mean <= 1.0
-    cmp = summary["comparison"]
-    assert cmp["baseline"] == "grpo" and set(cmp["differences"]) == {"base", "r1_zero_div"}
-    for name, diffs in cmp["differences"].items():
-        assert list(diffs) == ["pass@1", "distinct_correct_classes"]  # n = 2: pass@8 and pass@32 are left out
-        for metric, d in diffs.items():
-            want = summary["results"][name][metric][0] - summary["results"]["grpo"][metric][0]
-            assert d["difference"] == pytest.approx(want) and d["seeds"] == [1, 1]
-            assert d["low"] <= d["high"] and d["within_noise"] == (d["low"] <= 0 <= d["high"])
-    assert any("one seed each" in note and "evaluation noise" in note for note in cmp["notes"])
-    assert any(note.startswith("left out: pass@8 needs >= 8 samples") for note in cmp["notes"])
-    assert set(cmp["bands"]["grpo"]) == {"pass@1", "pass@2"}
+    # every model has both splits' files, each recording its split, with the same sample count; ood problems hold
+    # a number above the training range (13) and test problems none
+    for name in ("base", "grpo", "r1_zero_div"):
+        test = json.loads((tmp_path / "seed0" / name / "metrics.json").read_text())
+        ood = json.loads((tmp_path / "seed0" / name / "metrics-ood.json").read_text())
+        assert (test["split"], ood["split"], test["n"], ood["n"]) == ("test", "ood", 2, 2)
+        assert all(max(json.loads(r["id"])["numbers"]) <= 13 for r in test["per_problem"])
+        assert all(max(json.loads(r["id"])["numbers"]) > 13 for r in ood["per_problem"])
+    # summary.json: the test split at the top level (as before) and under splits, the ood split beside it
+    assert list(summary["splits"]) == ["test", "ood"]
+    assert summary["splits"]["test"]["results"] == summary["results"]
+    assert summary["splits"]["test"]["comparison"] == summary["comparison"]
+    for split, file in (("test", "metrics.json"), ("ood", "metrics-ood.json")):
+        part = summary["splits"][split]
+        assert part["problems"] == 2 and part["metrics_file"] == file
+        assert set(part["results"]) == {"base", "grpo", "r1_zero_div"}
+        for name in part["results"]:
+            want = json.loads((tmp_path / "seed0" / name / file).read_text())["pass@1"]
+            assert part["results"][name]["pass@1"][0] == pytest.approx(want)
+        cmp = part["comparison"]
+        assert cmp["baseline"] == "grpo" and set(cmp["differences"]) == {"base", "r1_zero_div"}
+        for name, diffs in cmp["differences"].items():
+            assert list(diffs) == ["pass@1", "distinct_correct_classes"]  # n = 2: pass@8 and pass@32 are left out
+            for metric, d in diffs.items():
+                want = part["results"][name][metric][0] - part["results"]["grpo"][metric][0]
+                assert d["difference"] == pytest.approx(want) and d["seeds"] == [1, 1]
+                assert d["low"] <= d["high"] and d["within_noise"] == (d["low"] <= 0 <= d["high"])
+        assert any("one seed each" in note and "evaluation noise" in note for note in cmp["notes"])
+        assert any(note.startswith("left out: pass@8 needs >= 8 samples") and file in note for note in cmp["notes"])
+        assert set(cmp["bands"]["grpo"]) == {"pass@1", "pass@2"}
     report = (tmp_path / "report.md").read_text()
-    assert "| GRPO |" in report and "| R1-zero-Div |" in report and "| base |" in report
-    assert "## Against GRPO" in report and "not training noise (which seed)" in report
-    assert (tmp_path / "passk.png").stat().st_size > 0 and (tmp_path / "training.png").stat().st_size > 0
+    test_part, ood_part = report.split("## ood split (out of distribution)")
+    assert "## test split (in distribution)" in test_part and "## Training" in ood_part
+    for part, split in ((test_part, "test"), (ood_part, "ood")):
+        assert "| GRPO |" in part and "| R1-zero-Div |" in part and "| base |" in part
+        assert f"### {split} split: against GRPO" in part and "not training noise (which seed)" in part
+    assert "numbers 1..13" in test_part and "a number in 14..20" in ood_part
+    assert "`divrl compare --split ood` on this folder" in ood_part
+    for png in ("passk.png", "passk-ood.png", "training.png"):
+        assert (tmp_path / png).stat().st_size > 0
+    assert "(passk.png)" in test_part and "(passk-ood.png)" in ood_part
     assert (tmp_path / "seed0" / "grpo" / "checkpoint-000001").is_dir()
-    # `divrl compare` on the demo folder gives the report's numbers (same resamples and seed; raw method names)
-    result = CliRunner().invoke(app, ["compare", str(tmp_path), "--out", str(tmp_path / "cmp.md")])
-    assert result.exit_code == 0, result.output
+    # `divrl compare` on the demo folder gives the report's numbers per split (same resamples and seed)
+    for part, args in ((test_part, []), (ood_part, ["--split", "ood"])):
+        result = CliRunner().invoke(app, ["compare", str(tmp_path), *args, "--out", str(tmp_path / "cmp.md")])
+        assert result.exit_code == 0, result.output
+        assert _comparison_rows((tmp_path / "cmp.md").read_text()) == _comparison_rows(part)
+        assert len(_comparison_rows(part)) == 4
 
-    def rows(text):
-        cells = [line.split("|") for line in text.splitlines() if line.startswith("| ")]
-        return [c[2:] for c in cells if c[-2].strip() in ("within noise", "higher", "lower")]
+    # resume: only the missing ood evaluation of GRPO runs again, from its checkpoint, to the same numbers
+    import divrl.trainer.rl as rl_module
 
-    assert rows((tmp_path / "cmp.md").read_text()) == rows(report) and len(rows(report)) == 4
+    grpo = tmp_path / "seed0" / "grpo"
+    before = json.loads((grpo / "metrics-ood.json").read_text())
+    test_mtime = (grpo / "metrics.json").stat().st_mtime_ns
+    (grpo / "metrics-ood.json").unlink()
+    monkeypatch.setattr(rl_module, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    demo_module.run_demo(tmp_path, quick=True, methods=["grpo", "r1_zero_div"], overrides=overrides, resume=True)
+    assert json.loads((grpo / "metrics-ood.json").read_text()) == before
+    assert (grpo / "metrics.json").stat().st_mtime_ns == test_mtime
+
+
+def test_demo_refuses_to_evaluate_a_split_without_the_model_of_the_others(tmp_path, monkeypatch):
+    """A run folder with test results but no final checkpoint: training again would evaluate another model on ood
+    than the one behind metrics.json, so the demo stops with one message naming the folder (before training)."""
+    import divrl.trainer.rl as rl_module
+    from divrl.config import ConfigError
+
+    monkeypatch.setattr(demo_module, "QUICK", demo_module.Budget(steps=1, eval_problems=2, eval_n=2))
+    monkeypatch.setattr(rl_module, "train", lambda *a, **k: pytest.fail("trained"))
+    for name in ("base", "grpo"):  # the base is complete; GRPO has only test results
+        write_metrics({"n": 2, "split": "test"}, tmp_path / "seed0" / name / "metrics.json")
+    write_metrics({"n": 2, "split": "ood"}, tmp_path / "seed0" / "base" / "metrics-ood.json")
+    with pytest.raises(ConfigError, match=r"seed0/grpo: holds metrics.json but not checkpoint-000001 .* delete"):
+        demo_module.run_demo(tmp_path, quick=True, methods=["grpo"], resume=True)
+    assert not (tmp_path / "seed0" / "grpo" / "metrics-ood.json").exists()
 
 
 def test_demo_intervals_need_per_problem_results(tmp_path):
@@ -208,7 +269,7 @@ def test_demo_intervals_need_per_problem_results(tmp_path):
     paths = {name: [tmp_path / name / "metrics.json"] for name in ("base", "grpo")}
     found = demo_module.intervals({"base": [old], "grpo": [old]}, paths, "grpo", 2)
     assert isinstance(found, str) and found.startswith(f"{paths['base'][0]}: no per_problem section")
-    assert demo_module.comparison_section(found)[0].startswith("No intervals: ")
+    assert demo_module.comparison_section(found)[0].startswith("No intervals on the test split: ")
 
 
 def test_demo_rejects_a_bad_override_before_training(tmp_path):
@@ -220,3 +281,23 @@ def test_demo_rejects_a_bad_override_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"advantage 'darling'.*partition"):
         run_demo(tmp_path, quick=True, methods=["grpo", "darling"], overrides=["partition.source=none"])
     assert not list(tmp_path.glob("seed*"))
+    # options that leave no ood split (numbers up to 20 already in training): one message, before anything runs
+    with pytest.raises(
+        ConfigError, match=r"task.options: evaluation split 'ood': the ood split needs high < ood_high"
+    ):
+        run_demo(tmp_path, quick=True, methods=["grpo"], overrides=["task.options.high=20"])
+    assert not list(tmp_path.glob("seed*"))
+
+
+def test_eval_writes_another_split_beside_the_test_results(tmp_path, monkeypatch):
+    """`divrl eval --split ood` writes metrics-ood.json (recording its split), so the test split's metrics.json of
+    the same model is neither overwritten nor mixed with it by `divrl compare`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics.json").write_text("test results")
+    args = ["eval", "--model", "builtin:countdown-tiny", "--split", "ood", "--problems", "1", "--n", "1"]
+    result = CliRunner().invoke(app, [*args, "--max-new-tokens", "4", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "metrics-ood.json").read_text())
+    assert written["split"] == "ood" and written["n"] == 1 and len(written["per_problem"]) == 1
+    assert max(json.loads(written["per_problem"][0]["id"])["numbers"]) > 13
+    assert (tmp_path / "metrics.json").read_text() == "test results"

@@ -1,13 +1,20 @@
 """``divrl compare``: per-problem results from ``metrics.json`` files or run folders, grouped by method, each method
 compared with a baseline by :func:`divrl.eval.bootstrap.paired_difference`; a console table and markdown.
 
-Grouping convention (each command-line argument is one of):
+One evaluation split at a time: the results of split ``test`` live in ``metrics.json``, those of any other split
+``<split>`` (e.g. Countdown's out-of-distribution ``ood``) in ``metrics-<split>.json`` beside it
+(:func:`metrics_filename`; ``divrl eval --split`` and ``divrl demo`` write these names). Grouping convention (each
+command-line argument is one of), for the split's file name ``F``:
 
 - ``name=path[,path...]``: the runs of method ``name``, one path per training seed;
-- a ``metrics.json`` file: one run of the method named by its folder;
-- a folder holding ``metrics.json``: that file;
-- any other folder: every ``metrics.json`` below it (not looking below a folder that holds one), e.g. a
-  ``divrl demo`` folder (``seed<i>/<method>/metrics.json``) or a method folder with one subfolder per seed.
+- a file: one run of the method named by its folder (taken as given, whatever its name);
+- a folder holding ``F``: that file;
+- any other folder: every ``F`` below it (not looking below a folder that holds one), e.g. a ``divrl demo`` folder
+  (``seed<i>/<method>/F``) or a method folder with one subfolder per seed.
+
+A file that records the split it was evaluated on (``"split"``, written by ``divrl eval`` and ``divrl demo``) must
+record the split asked for, so test and ood results are never mixed; a file without it (an older one) is taken as
+the split asked for.
 
 A run's method name is the name of the nearest folder above its ``metrics.json`` that is not a seed folder
 (``seed<i>``, ``seed_<i>``, ``seed-<i>``) or a checkpoint folder (``checkpoint-<step>``): ``runs/demo/seed1/grpo`` and
@@ -33,33 +40,50 @@ __all__ = [
     "available_metrics",
     "compare_groups",
     "console_table",
+    "is_split_name",
     "load_groups",
     "markdown_table",
     "method_name",
+    "metrics_filename",
     "metrics_files",
     "noise_notes",
 ]
 
 _SKIP = re.compile(r"seed[_-]?\d+|checkpoint-\d+")
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
-def metrics_files(path: Path) -> list[Path]:
-    """The ``metrics.json`` files a path stands for (module docstring), sorted."""
+def is_split_name(split: str) -> bool:
+    """A split given by name (``test``, ``ood``, ...), not the path of a problem file."""
+    return bool(_SPLIT_NAME.fullmatch(split))
+
+
+def metrics_filename(split: str = "test") -> str:
+    """Where the results of ``split`` live in a run folder: ``metrics.json`` for ``test``, else
+    ``metrics-<split>.json``. Raises :class:`ComparisonError` for a split that is not a name (letters, digits, _)."""
+    if not is_split_name(split):
+        raise ComparisonError(f"a split must be a name (letters, digits, _), e.g. test or ood; got {split!r}")
+    return "metrics.json" if split == "test" else f"metrics-{split}.json"
+
+
+def metrics_files(path: Path, split: str = "test") -> list[Path]:
+    """The metrics files of ``split`` a path stands for (module docstring), sorted."""
+    name = metrics_filename(split)
     if not path.exists():
         raise ComparisonError(f"{path}: no such file or folder")
     if path.is_file():
         return [path]
-    if (path / "metrics.json").is_file():
-        return [path / "metrics.json"]
+    if (path / name).is_file():
+        return [path / name]
     found = []
     for root, dirs, files in os.walk(path):
-        if "metrics.json" in files:
-            found.append(Path(root) / "metrics.json")
+        if name in files:
+            found.append(Path(root) / name)
             dirs[:] = []  # a run folder's checkpoints are not more runs
         else:
             dirs.sort()
     if not found:
-        raise ComparisonError(f"{path}: no metrics.json in this folder or below")
+        raise ComparisonError(f"{path}: no {name} in this folder or below (split {split})")
     return sorted(found)
 
 
@@ -71,7 +95,7 @@ def method_name(file: Path) -> str:
     raise ComparisonError(f"{file}: cannot tell its method from the path; name it: method=path")
 
 
-def _read(file: Path) -> Run:
+def _read(file: Path, split: str) -> Run:
     try:
         data = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
@@ -80,12 +104,16 @@ def _read(file: Path) -> Run:
         raise ComparisonError(f"{file}: cannot read it ({exc})") from None
     if not isinstance(data, dict):
         raise ComparisonError(f"{file}: not a metrics.json (a JSON object with a per_problem section)")
+    recorded = data.get("split")
+    if isinstance(recorded, str) and is_split_name(recorded) and recorded != split:
+        raise ComparisonError(f"{file}: evaluated on split {recorded!r}, not {split!r} (see --split)")
     return Run.from_metrics(data, str(file))
 
 
-def load_groups(arguments: Sequence[str]) -> dict[str, list[Run]]:
-    """Runs per method, in order of first appearance (module docstring). Raises :class:`ComparisonError` for a
-    missing or unreadable file, a file without per-problem results, or a file given twice."""
+def load_groups(arguments: Sequence[str], split: str = "test") -> dict[str, list[Run]]:
+    """Runs per method of ``split``, in order of first appearance (module docstring). Raises
+    :class:`ComparisonError` for a missing or unreadable file, a file without per-problem results, a file of another
+    split, or a file given twice."""
     files: dict[str, list[Path]] = {}
     for arg in arguments:
         name, sep, rest = arg.partition("=")
@@ -94,9 +122,9 @@ def load_groups(arguments: Sequence[str]) -> dict[str, list[Run]]:
             if not paths:
                 raise ComparisonError(f"{arg}: no paths after '{name}='")
             for path in paths:
-                files.setdefault(name, []).extend(metrics_files(path))
+                files.setdefault(name, []).extend(metrics_files(path, split))
         else:
-            for file in metrics_files(Path(arg)):
+            for file in metrics_files(Path(arg), split):
                 files.setdefault(method_name(file), []).append(file)
     seen: dict[Path, str] = {}
     for name, group in files.items():
@@ -105,7 +133,7 @@ def load_groups(arguments: Sequence[str]) -> dict[str, list[Run]]:
             if key in seen:
                 raise ComparisonError(f"{file}: given twice (as {seen[key]} and as {name})")
             seen[key] = name
-    return {name: [_read(f) for f in group] for name, group in files.items()}
+    return {name: [_read(f, split) for f in group] for name, group in files.items()}
 
 
 def available_metrics(
@@ -205,10 +233,13 @@ def _confidence(comparisons: Mapping[str, Mapping[str, Difference]]) -> float:
 
 
 def console_table(
-    comparisons: Mapping[str, Mapping[str, Difference]], baseline: str, label: Mapping[str, str] | None = None
+    comparisons: Mapping[str, Mapping[str, Difference]],
+    baseline: str,
+    label: Mapping[str, str] | None = None,
+    split: str | None = None,
 ) -> Table:
     """One row per (method, metric): both means, the difference, its interval, and "within noise" or the
-    direction (fits 80 columns)."""
+    direction (fits 80 columns); the title names ``split`` when given."""
     label = label or {}
     base = label.get(baseline, baseline)
     table = Table(
@@ -216,7 +247,7 @@ def console_table(
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
-        title=f"difference vs {base} (paired bootstrap)",
+        title=(f"{split} split: " if split else "") + f"difference vs {base} (paired bootstrap)",
     )
     table.add_column("method")
     table.add_column("metric")
