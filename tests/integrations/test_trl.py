@@ -419,3 +419,20 @@ def test_two_processes_compute_advantages_over_whole_groups(tmp_path: Path) -> N
     calls = ranks[0]["partition_calls"] + ranks[1]["partition_calls"]
     assert len(calls) == 2 * 3  # 3 groups per step, each partitioned exactly once across the two ranks
     assert ranks[0]["div_term"] == ranks[1]["div_term"] and ranks[0]["div_term"] > 0
+
+
+def test_trainer_accepts_a_builtin_model_name(tmp_path: Path) -> None:
+    """TRL users pass model strings; ``builtin:<name>`` is resolved to the packaged folder before TRL sees it."""
+    from divrl.models.builtin import resolve_model_path
+
+    common: dict[str, Any] = {"reward_funcs": [parity_reward], "args": _config(tmp_path), "train_dataset": _dataset()}
+    trainer = DiversityGRPOTrainer(model="builtin:countdown-tiny", **common)
+    folder = Path(resolve_model_path("builtin:countdown-tiny"))
+    assert Path(trainer.model.config._name_or_path) == folder
+    assert trainer.processing_class.pad_token is not None  # the packaged char tokenizer, loaded by TRL
+    positional = DiversityGRPOTrainer("builtin:countdown-tiny", **common)
+    assert Path(positional.model.config._name_or_path) == folder
+    with pytest.raises(
+        ValueError, match=r"unknown builtin policy 'builtin:nope'; known: \['builtin:countdown-tiny'\]"
+    ):
+        DiversityGRPOTrainer(model="builtin:nope", **common)

@@ -63,6 +63,7 @@ from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
 from divrl.core.registry import check_options
+from divrl.models.builtin import resolve_model_path
 from divrl.rewards.trl_rewards import (
     CountdownReward,
     MathAccuracyReward,
@@ -266,7 +267,8 @@ class DiversityGRPOTrainer(GRPOTrainer):
     """TRL ``GRPOTrainer`` whose advantages come from a divrl estimator over whole gathered groups, optionally with
     R1-zero-Div's positive-entropy term (Yao et al., arXiv 2505.23433, Eq. 12) added to TRL's loss.
 
-    Every ``GRPOTrainer`` argument is accepted unchanged; the divrl ones are keyword-only.
+    Every ``GRPOTrainer`` argument is accepted unchanged, except that a ``model`` string ``builtin:<name>`` (e.g.
+    ``"builtin:countdown-tiny"``) is first resolved to divrl's packaged policy folder; the divrl ones are keyword-only.
 
     Args:
         advantage: a registered divrl estimator (``grpo``, ``dr_grpo``, ``rloo``, ``darling``, ``setpo``,
@@ -343,6 +345,10 @@ class DiversityGRPOTrainer(GRPOTrainer):
         entropy_options = None if positive_entropy is None else dict(positive_entropy)
         if entropy_options is not None:
             check_options(get_loss("positive_entropy"), entropy_options, "policy loss 'positive_entropy'")
+        if args and isinstance(args[0], str):  # "builtin:countdown-tiny" -> the packaged folder (TRL sees a path)
+            args = (resolve_model_path(args[0]), *args[1:])
+        elif isinstance(kwargs.get("model"), str):
+            kwargs["model"] = resolve_model_path(kwargs["model"])
         super().__init__(*args, **kwargs)
         if advantage is not None and self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(
