@@ -18,7 +18,10 @@ Two ways in, from the most to the least general:
 divrl's verifiers as TRL reward functions (``math_accuracy_reward``, ``boxed_format_reward``,
 ``think_boxed_format_reward``, ``countdown_reward``, the configurable ``MathAccuracyReward`` and ``CountdownReward``)
 and the maths partition key ``math_answer_key`` live in :mod:`divrl.rewards.trl_rewards`, which needs no TRL, and are
-re-exported here.
+re-exported here; so are the TRL-ready datasets of the shipped tasks (``countdown_dataset``, ``math_dataset``,
+``task_dataset``: a ``prompt`` column as ``divrl train`` formats it plus the columns those rewards read) of
+:mod:`divrl.integrations.trl_data`, whose docstring also names each task's partition key
+(``divrl.tasks.countdown.equivalence_key`` for Countdown).
 
 Why a subclass. TRL 1.16 runs reward functions per process on that process's slice of the generation batch, which
 may hold only part of a group (trl#3896), and it has no advantage hook (trl#4525; PR #7298 proposes one). The
@@ -63,6 +66,7 @@ from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
 from divrl.core.registry import check_options
+from divrl.integrations.trl_data import countdown_dataset, math_dataset, task_dataset
 from divrl.models.builtin import resolve_model_path
 from divrl.rewards.trl_rewards import (
     CountdownReward,
@@ -90,11 +94,14 @@ __all__ = [
     "PartitionKey",
     "boxed_format_reward",
     "completion_text",
+    "countdown_dataset",
     "countdown_reward",
     "darling_reward",
     "group_rollouts",
     "math_accuracy_reward",
     "math_answer_key",
+    "math_dataset",
+    "task_dataset",
     "think_boxed_format_reward",
 ]
 
