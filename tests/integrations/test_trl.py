@@ -436,3 +436,34 @@ def test_trainer_accepts_a_builtin_model_name(tmp_path: Path) -> None:
         ValueError, match=r"unknown builtin policy 'builtin:nope'; known: \['builtin:countdown-tiny'\]"
     ):
         DiversityGRPOTrainer(model="builtin:nope", **common)
+
+
+def test_eval_callback_logs_what_divrl_eval_measures(tmp_path: Path) -> None:
+    """The callback's logged pass@k (and every other metric) equals ``evaluate()`` on the same model, problems and
+    seed; it reaches ``trainer.state.log_history`` (what every ``report_to`` logger gets) at every ``every`` steps."""
+    from divrl.eval.evaluate import evaluate
+    from divrl.integrations.trl import DivrlEvalCallback, countdown_dataset, countdown_reward
+    from divrl.tasks import countdown, get_task
+
+    config = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=B, num_generations=G, max_completion_length=16,
+        learning_rate=1e-3, max_steps=1, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+        bf16=False, **NO_CHECKPOINTING, disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    trainer = DiversityGRPOTrainer(
+        model="builtin:countdown-tiny", reward_funcs=[countdown_reward], args=config,
+        train_dataset=countdown_dataset("train", n=8), advantage="darling", partition_key=countdown.equivalence_key,
+    )  # fmt: skip
+    callback = DivrlEvalCallback(trainer, "countdown", split="val", num_problems=6, n=4, every=1, at_start=True)
+    trainer.add_callback(callback)
+    trainer.train()
+    assert [h["step"] for h in callback.history] == [0, 1]
+    logged = [h for h in trainer.state.log_history if "eval_divrl/pass@1" in h]
+    assert [h["step"] for h in logged] == [0, 1]
+    task = get_task("countdown")
+    reference = evaluate(trainer.model, trainer.processing_class, task, task.problems("val", n=6), 4, seed=0)
+    for key in ("pass@1", "pass@2", "pass@4", "distinct_correct_classes", "entropy", "greedy_pass@1"):
+        assert logged[-1][f"eval_divrl/{key}"] == pytest.approx(reference[key], abs=1e-6), key
+    assert reference["pass@4"] > 0  # the packaged policy solves some: the comparison is not 0 == 0
+    train_logs = [h for h in trainer.state.log_history if h["step"] == 1 and "reward" in h]
+    assert len(train_logs) == 1 and "divrl/classes_per_group" in train_logs[0]  # TRL's own metrics kept apart

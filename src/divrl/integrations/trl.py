@@ -21,7 +21,9 @@ and the maths partition key ``math_answer_key`` live in :mod:`divrl.rewards.trl_
 re-exported here; so are the TRL-ready datasets of the shipped tasks (``countdown_dataset``, ``math_dataset``,
 ``task_dataset``: a ``prompt`` column as ``divrl train`` formats it plus the columns those rewards read) of
 :mod:`divrl.integrations.trl_data`, whose docstring also names each task's partition key
-(``divrl.tasks.countdown.equivalence_key`` for Countdown).
+(``divrl.tasks.countdown.equivalence_key`` for Countdown); and :class:`DivrlEvalCallback`
+(:mod:`divrl.integrations.trl_callbacks`), which logs divrl's evaluation metrics (pass@k, distinct correct classes,
+entropy) on a held-out set every N steps to TRL's loggers.
 
 Why a subclass. TRL 1.16 runs reward functions per process on that process's slice of the generation batch, which
 may hold only part of a group (trl#3896), and it has no advantage hook (trl#4525; PR #7298 proposes one). The
@@ -66,6 +68,7 @@ from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
 from divrl.core.registry import check_options
+from divrl.integrations.trl_callbacks import DivrlEvalCallback
 from divrl.integrations.trl_data import countdown_dataset, math_dataset, task_dataset
 from divrl.models.builtin import resolve_model_path
 from divrl.rewards.trl_rewards import (
@@ -89,6 +92,7 @@ __all__ = [
     "TESTED_TRL",
     "CountdownReward",
     "DiversityGRPOTrainer",
+    "DivrlEvalCallback",
     "MathAccuracyReward",
     "PartitionFn",
     "PartitionKey",
