@@ -49,6 +49,8 @@ def test_trl_countdown_cpu_smoke(tmp_path):
     result = json.loads(out.strip().splitlines()[-1])
     assert result["steps"] == 1
     assert 0.0 <= result["reward"] <= 1.0
+    first, last = result["pass@1 (first -> last eval)"]
+    assert 0.0 <= first <= 1.0 and 0.0 <= last <= 1.0
 
 
 def test_trl_darling_math_smoke(tmp_path):
