@@ -467,3 +467,34 @@ def test_eval_callback_logs_what_divrl_eval_measures(tmp_path: Path) -> None:
     assert reference["pass@4"] > 0  # the packaged policy solves some: the comparison is not 0 == 0
     train_logs = [h for h in trainer.state.log_history if h["step"] == 1 and "reward" in h]
     assert len(train_logs) == 1 and "divrl/classes_per_group" in train_logs[0]  # TRL's own metrics kept apart
+
+
+def test_trl_settings_replaced_by_divrl_advantage_warn(tmp_path: Path) -> None:
+    """``scale_rewards`` shapes only TRL's advantage; with ``advantage=`` set it changes nothing, so a chosen value
+    warns once, naming the divrl option; TRL's default and runs without ``advantage=`` stay silent."""
+    import warnings
+
+    tok = char_tokenizer()
+
+    def build(scale: Any, **divrl: Any) -> list[str]:
+        args = _config(tmp_path)
+        args.scale_rewards = scale
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            DiversityGRPOTrainer(
+                model=tiny_llama(tok), reward_funcs=[parity_reward], args=args, train_dataset=_dataset(),
+                processing_class=tok, **divrl,
+            )  # fmt: skip
+        return [str(w.message) for w in seen if "has no effect" in str(w.message)]
+
+    darling = build("none", advantage="darling", partition_key=mod3_key)
+    assert darling == [
+        "GRPOConfig(scale_rewards='none') has no effect: advantage='darling' replaces TRL's advantages "
+        "(DiversityGRPOTrainer); set the estimator's scaling with advantage_options={'scale': ...} instead"
+    ]
+    assert build("batch", advantage="rloo") == [
+        "GRPOConfig(scale_rewards='batch') has no effect: advantage='rloo' replaces TRL's advantages "
+        "(DiversityGRPOTrainer); 'rloo' has no std scaling option"
+    ]
+    assert build("group", advantage="darling", partition_key=mod3_key) == []
+    assert build("none") == []  # TRL's own advantages: the setting is live

@@ -7,7 +7,7 @@ Two ways in, from the most to the least general:
    colocate), plus, optionally, R1-zero-Div's positive-entropy term in the loss::
 
        trainer = DiversityGRPOTrainer(
-           model=..., reward_funcs=[accuracy], args=GRPOConfig(..., scale_rewards="none"), train_dataset=...,
+           model=..., reward_funcs=[accuracy], args=GRPOConfig(...), train_dataset=...,
            advantage="darling", partition_key=canonical_answer,        # DARLING, exact-key classes
            positive_entropy={"lam": 0.01, "gate": "correct"},          # R1-zero-Div (off when None)
        )
@@ -69,6 +69,7 @@ from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_
 from divrl.core.losses import compute_loss, get_loss
 from divrl.core.registry import check_options
 from divrl.integrations.trl_callbacks import DivrlEvalCallback
+from divrl.integrations.trl_checks import warn_replaced_trl_settings
 from divrl.integrations.trl_data import countdown_dataset, math_dataset, task_dataset
 from divrl.models.builtin import resolve_model_path
 from divrl.rewards.trl_rewards import (
@@ -361,6 +362,7 @@ class DiversityGRPOTrainer(GRPOTrainer):
         elif isinstance(kwargs.get("model"), str):
             kwargs["model"] = resolve_model_path(kwargs["model"])
         super().__init__(*args, **kwargs)
+        warn_replaced_trl_settings(self.args, advantage)  # e.g. scale_rewards: divrl's advantage replaces TRL's
         if advantage is not None and self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(
                 "DiversityGRPOTrainer: advantage= needs GRPOConfig(multi_objective_aggregation='sum_then_normalize') "
