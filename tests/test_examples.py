@@ -78,3 +78,25 @@ def test_launch_scripts_parse_and_name_real_files(name):
     text = (EXAMPLES / name).read_text()
     for ref in re.findall(r"\$HERE/([\w.]+)", text):
         assert (EXAMPLES / ref).is_file(), ref
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
+
+
+@pytest.mark.parametrize(
+    ("doc", "example", "marker"),
+    [
+        ("docs/scale-out.md", "trl_darling_math.py", "train = math_dataset("),
+        ("docs/scale-out.md", "verl_math_reward.py", "def compute_score"),
+    ],
+)
+def test_docs_quote_the_examples_verbatim(doc, example, marker):
+    """The code the docs show is the code the test suite runs: every line of the quoting block is a line of the
+    example (up to indentation)."""
+    source = {line.strip() for line in (EXAMPLES / example).read_text().splitlines()}
+    blocks = [b for b in _python_blocks((ROOT / doc).read_text()) if marker in b]
+    assert len(blocks) == 1, f"{doc}: no single block quoting {example}"
+    missing = [line for line in blocks[0].splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    missing = [line for line in missing if line.strip() not in source]
+    assert not missing, f"{doc} shows lines that {example} does not have: {missing}"
