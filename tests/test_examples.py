@@ -28,14 +28,19 @@ EXERCISED = {
 }
 
 
-def run_example(name: str, *args: str, cwd: Path) -> str:
+def run_example(name: str, *args: str, cwd: Path, processes: int = 1) -> str:
+    """Run ``examples/<name>`` (under ``torch.distributed.run`` with ``processes`` > 1, on CPU); return stdout."""
     env = dict(os.environ)
     src = str(Path(divrl.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    launch = (
+        [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     )
+    proc = subprocess.run(
+        [sys.executable, *launch, str(EXAMPLES / name), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
     assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -51,6 +56,15 @@ def test_trl_countdown_cpu_smoke(tmp_path):
     assert 0.0 <= result["reward"] <= 1.0
     first, last = result["pass@1 (first -> last eval)"]
     assert 0.0 <= first <= 1.0 and 0.0 <= last <= 1.0
+
+
+def test_trl_countdown_cpu_two_processes(tmp_path):
+    """The same script under two CPU processes: DiversityGRPOTrainer gathers whole groups, and every rank's
+    DivrlEvalCallback evaluates the whole held-out set, so both ranks report the same evaluation."""
+    out = run_example("trl_countdown_cpu.py", "--smoke", "--out", str(tmp_path / "run"), cwd=tmp_path, processes=2)
+    results = [json.loads(line) for line in out.strip().splitlines() if line.startswith('{"steps"')]
+    assert len(results) == 2 and results[0] == results[1]
+    assert results[0]["steps"] == 1
 
 
 def test_trl_darling_math_smoke(tmp_path):
