@@ -8,7 +8,7 @@ Two ways in, from the most to the least general:
 
        trainer = DiversityGRPOTrainer(
            model=..., reward_funcs=[accuracy], args=GRPOConfig(...), train_dataset=...,
-           advantage="darling", partition_key=canonical_answer,        # DARLING, exact-key classes
+           advantage="darling", partition_key=math_answer_key,         # DARLING, exact-key classes
            positive_entropy={"lam": 0.01, "gate": "correct"},          # R1-zero-Div (off when None)
        )
 
