@@ -7,6 +7,7 @@ ends in one ``error:`` line on stderr and exit code 2, with nothing written (:mo
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from divrl.cliutil import fail, run_app
+from divrl.eval.columns import METRIC_NOTES, metric_note
 
 
 class _App(typer.Typer):
@@ -26,6 +28,7 @@ class _App(typer.Typer):
 
 app = _App(
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: rich panels show flags as `--help <bool>` (typer 0.29)
     no_args_is_help=True,
     help="Diversity-aware RL with verifiable rewards: train, evaluate and compare GRPO, R1-zero-Div, DARLING, SetPO.",
 )
@@ -40,6 +43,7 @@ def _mount_subapps() -> None:
 
 _mount_subapps()
 
+THREADS_HELP = "Torch CPU threads (0 = torch's default)."
 SET_HELP = "Override a config field, e.g. --set rollout.group_size=8 (repeatable)."
 
 
@@ -57,7 +61,7 @@ def pretrain(
     size: str = typer.Option("tiny", help="Policy size: tiny (~1M params) or small (~4M)."),
     steps: int = typer.Option(None, help="Optimizer steps (default from the config)."),
     config: Path = typer.Option(None, help="YAML with PretrainConfig values."),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
     max_minutes: float = typer.Option(None, help="Stop (and save) after this many minutes."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="If --out holds a policy or a warm start, remove it and start over."
@@ -93,7 +97,7 @@ def train(
     steps: int = typer.Option(None, "--steps", help="Total optimizer steps."),
     task: str = typer.Option(None, "--task", help="Task name (countdown, math); --data alone implies math."),
     data_file: str = typer.Option(None, "--data", help="Local data file (JSONL/Parquet/CSV) for the task."),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """RL-train a policy with a recipe; writes config.yaml, metrics.jsonl, TensorBoard logs, checkpoints.
@@ -146,29 +150,45 @@ def train(
         )
 
 
-@app.command("eval")
+EVAL_HELP = (
+    "Sample n completions per problem; pass@k, Potential@k, Div-Equ, distinct classes, distinct-n, self-BLEU.\n\n"
+    "Prints one row per metric, the meaning of each row under the table, and the path of the metrics JSON it wrote "
+    "(--out).\n\n\b\nRows:\n"
+    + "\n".join(
+        textwrap.fill(f"{k}: {v}", 76, initial_indent="  ", subsequent_indent="      ")
+        for k, v in METRIC_NOTES.items()
+    )
+)
+
+
+@app.command("eval", help=EVAL_HELP)
 def eval_(
     model: str = typer.Option(..., "--model", help="Checkpoint folder, hub id or builtin:countdown-tiny."),
     task: str = typer.Option(None, "--task", help="Task name (default countdown; --data alone implies math)."),
     data_file: str = typer.Option(None, "--data", help="Local data file (JSONL/Parquet/CSV) for the task."),
-    task_option: list[str] = typer.Option([], "--task-option", help="key=value option of the task (repeatable)."),
+    task_option: list[str] = typer.Option(
+        [], "--task-option", metavar="KEY=VALUE", help="key=value option of the task (repeatable)."
+    ),
     split: str = typer.Option(
-        "test", "--split", help="test, val, train, ood (Countdown: numbers above the training range) or a .jsonl file."
+        "test",
+        "--split",
+        help="Problems to evaluate: test, val, train, ood (Countdown: numbers above the training range) or a .jsonl "
+        "file of problems.",
     ),
     n: int = typer.Option(32, "--n", help="Samples per problem."),
     problems: int = typer.Option(200, "--problems", help="Number of problems (0 = the whole split)."),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-    seed: int = typer.Option(0, "--seed"),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature of the n samples."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Longest completion, in tokens."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed (same seed, model and problems: same samples)."),
     out: Path = typer.Option(
         None,
         "--out",
         help="metrics file (default <model>/metrics.json for --split test, <model>/metrics-<split>.json for another "
         "named split, in the current folder when --model is not a folder).",
     ),
-    threads: int = typer.Option(0, "--threads"),
+    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
 ) -> None:
-    """Sample n completions per problem; pass@k, Potential@k, Div-Equ, distinct classes, distinct-n, self-BLEU."""
+    """Sample and score; the help text is EVAL_HELP."""
     import torch
     import yaml
 
@@ -225,7 +245,23 @@ def eval_(
     )
     write_metrics(metrics, out)
     print_metrics({model: metrics})
-    console.print(f"wrote {out}")
+    for line in metric_footnotes(metrics):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    console.print(f"wrote {out.resolve()}", soft_wrap=True, highlight=False)
+
+
+def metric_footnotes(metrics: dict[str, Any]) -> list[str]:
+    """One line per kind of column of the eval table (``pass@k`` once for every k), from ``METRIC_NOTES``."""
+    lines, seen = [], set()
+    for key, value in metrics.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        generic = key.split("@")[0] + "@k" if "@" in key and key != "greedy_pass@1" else key
+        note = metric_note(key)
+        if note is not None and generic not in seen:
+            seen.add(generic)
+            lines.append(f"  {generic}: {note}")
+    return lines
 
 
 def print_metrics(rows: dict[str, dict[str, Any]]) -> None:
@@ -325,7 +361,7 @@ def demo(
         "--methods",
         help="Comma-separated Countdown recipes (configs/countdown/*.yaml: also unlikeliness).",
     ),
-    threads: int = typer.Option(0, "--threads"),
+    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
     set_: list[str] = typer.Option([], "--set", help="key.path=value applied to every method's recipe. " + SET_HELP),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the demo in --out (same budget and --set values); finished runs are reused."

@@ -301,3 +301,11 @@ def test_eval_writes_another_split_beside_the_test_results(tmp_path, monkeypatch
     assert written["split"] == "ood" and written["n"] == 1 and len(written["per_problem"]) == 1
     assert max(json.loads(written["per_problem"][0]["id"])["numbers"]) > 13
     assert (tmp_path / "metrics.json").read_text() == "test results"
+    # it says where it wrote, and what every row of its table means
+    assert f"wrote {tmp_path.resolve() / 'metrics-ood.json'}" in " ".join(result.output.split())
+    for row in ("pass@k:", "potential@k:", "greedy_pass@1:", "distinct_correct_classes:", "entropy:"):
+        assert row in result.output
+    from divrl.eval.columns import metric_note
+
+    rows = [k for k, v in written.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    assert "pass@1" in rows and not [k for k in rows if metric_note(k) is None]  # every table row is explained

@@ -419,3 +419,82 @@ def test_two_processes_compute_advantages_over_whole_groups(tmp_path: Path) -> N
     calls = ranks[0]["partition_calls"] + ranks[1]["partition_calls"]
     assert len(calls) == 2 * 3  # 3 groups per step, each partitioned exactly once across the two ranks
     assert ranks[0]["div_term"] == ranks[1]["div_term"] and ranks[0]["div_term"] > 0
+
+
+def test_trainer_accepts_a_builtin_model_name(tmp_path: Path) -> None:
+    """TRL users pass model strings; ``builtin:<name>`` is resolved to the packaged folder before TRL sees it."""
+    from divrl.models.builtin import resolve_model_path
+
+    common: dict[str, Any] = {"reward_funcs": [parity_reward], "args": _config(tmp_path), "train_dataset": _dataset()}
+    trainer = DiversityGRPOTrainer(model="builtin:countdown-tiny", **common)
+    folder = Path(resolve_model_path("builtin:countdown-tiny"))
+    assert Path(trainer.model.config._name_or_path) == folder
+    assert trainer.processing_class.pad_token is not None  # the packaged char tokenizer, loaded by TRL
+    positional = DiversityGRPOTrainer("builtin:countdown-tiny", **common)
+    assert Path(positional.model.config._name_or_path) == folder
+    with pytest.raises(
+        ValueError, match=r"unknown builtin policy 'builtin:nope'; known: \['builtin:countdown-tiny'\]"
+    ):
+        DiversityGRPOTrainer(model="builtin:nope", **common)
+
+
+def test_eval_callback_logs_what_divrl_eval_measures(tmp_path: Path) -> None:
+    """The callback's logged pass@k (and every other metric) equals ``evaluate()`` on the same model, problems and
+    seed; it reaches ``trainer.state.log_history`` (what every ``report_to`` logger gets) at every ``every`` steps."""
+    from divrl.eval.evaluate import evaluate
+    from divrl.integrations.trl import DivrlEvalCallback, countdown_dataset, countdown_reward
+    from divrl.tasks import countdown, get_task
+
+    config = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=B, num_generations=G, max_completion_length=16,
+        learning_rate=1e-3, max_steps=1, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+        bf16=False, **NO_CHECKPOINTING, disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    trainer = DiversityGRPOTrainer(
+        model="builtin:countdown-tiny", reward_funcs=[countdown_reward], args=config,
+        train_dataset=countdown_dataset("train", n=8), advantage="darling", partition_key=countdown.equivalence_key,
+    )  # fmt: skip
+    callback = DivrlEvalCallback(trainer, "countdown", split="val", num_problems=6, n=4, every=1, at_start=True)
+    trainer.add_callback(callback)
+    trainer.train()
+    assert [h["step"] for h in callback.history] == [0, 1]
+    logged = [h for h in trainer.state.log_history if "eval_divrl/pass@1" in h]
+    assert [h["step"] for h in logged] == [0, 1]
+    task = get_task("countdown")
+    reference = evaluate(trainer.model, trainer.processing_class, task, task.problems("val", n=6), 4, seed=0)
+    for key in ("pass@1", "pass@2", "pass@4", "distinct_correct_classes", "entropy", "greedy_pass@1"):
+        assert logged[-1][f"eval_divrl/{key}"] == pytest.approx(reference[key], abs=1e-6), key
+    assert reference["pass@4"] > 0  # the packaged policy solves some: the comparison is not 0 == 0
+    train_logs = [h for h in trainer.state.log_history if h["step"] == 1 and "reward" in h]
+    assert len(train_logs) == 1 and "divrl/classes_per_group" in train_logs[0]  # TRL's own metrics kept apart
+
+
+def test_trl_settings_replaced_by_divrl_advantage_warn(tmp_path: Path) -> None:
+    """``scale_rewards`` shapes only TRL's advantage; with ``advantage=`` set it changes nothing, so a chosen value
+    warns once, naming the divrl option; TRL's default and runs without ``advantage=`` stay silent."""
+    import warnings
+
+    tok = char_tokenizer()
+
+    def build(scale: Any, **divrl: Any) -> list[str]:
+        args = _config(tmp_path)
+        args.scale_rewards = scale
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            DiversityGRPOTrainer(
+                model=tiny_llama(tok), reward_funcs=[parity_reward], args=args, train_dataset=_dataset(),
+                processing_class=tok, **divrl,
+            )  # fmt: skip
+        return [str(w.message) for w in seen if "has no effect" in str(w.message)]
+
+    darling = build("none", advantage="darling", partition_key=mod3_key)
+    assert darling == [
+        "GRPOConfig(scale_rewards='none') has no effect: advantage='darling' replaces TRL's advantages "
+        "(DiversityGRPOTrainer); set the estimator's scaling with advantage_options={'scale': ...} instead"
+    ]
+    assert build("batch", advantage="rloo") == [
+        "GRPOConfig(scale_rewards='batch') has no effect: advantage='rloo' replaces TRL's advantages "
+        "(DiversityGRPOTrainer); 'rloo' has no std scaling option"
+    ]
+    assert build("group", advantage="darling", partition_key=mod3_key) == []
+    assert build("none") == []  # TRL's own advantages: the setting is live

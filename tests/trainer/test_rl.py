@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from divrl.config import from_dict, load_yaml, save_yaml
+from divrl.config import ConfigError, from_dict, load_yaml, save_yaml
 from divrl.core.batch import GroupBatch
 from divrl.eval.demo import RECIPES, Budget, recipe
 from divrl.models import build_char_tokenizer, build_policy, load_policy, save_policy
@@ -401,3 +401,41 @@ def test_partition_labels_only_correct():
     torch.testing.assert_close(darling(answer), darling(exact_ok))
     assert not torch.allclose(darling(learned), darling(exact_ok))  # A, A, B: the B rollout is worth more
     assert darling(learned)[0, 4] > darling(learned)[0, 0]
+
+
+def test_eval_every_logs_what_divrl_eval_measures(tiny_policy, tmp_path):
+    """``eval_every`` puts divrl eval's metrics (``eval/...``) into the records of its steps only, and the values at
+    the last step equal ``evaluate()`` on the saved checkpoint of that step (same problems, n, seed 0)."""
+    from divrl.eval.evaluate import evaluate
+    from divrl.trainer.common import load_task
+    from divrl.trainer.config import TaskConfig
+
+    extra = ["eval_every=2", "eval_problems=6", "eval_n=4", "eval_split=val"]
+    cfg = _cfg("grpo", tiny_policy, steps=2, extra=extra)
+    train(cfg, tmp_path, progress=False)
+    records = read_metrics(tmp_path)
+    assert "eval/pass@1" not in records[0]  # step 1: no evaluation
+    last = records[1]
+    task, problems = load_task(TaskConfig(name="countdown", split="val"), n=6)
+    model, tok = load_policy(str(latest_checkpoint(tmp_path)))
+    reference = evaluate(
+        model,
+        tok,
+        task,
+        problems,
+        4,
+        temperature=1.0,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        seed=0,
+        progress=False,
+    )
+    for key in ("pass@1", "pass@4", "distinct_correct_classes", "greedy_pass@1", "entropy"):
+        assert last[f"eval/{key}"] == pytest.approx(reference[key], abs=1e-5), key
+    assert reference["pass@4"] > 0  # not a 0 == 0 comparison
+
+
+def test_eval_every_checks_its_split_before_writing(tiny_policy, tmp_path):
+    cfg = _cfg("grpo", tiny_policy, steps=1, extra=["eval_every=1", "eval_split=nope"])
+    with pytest.raises(ConfigError, match=r"eval_split 'nope': task 'countdown': split must be"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -11,6 +11,8 @@ Metrics (all from ``divrl.core.metrics``):
 - ``self_bleu``: sacrebleu self-BLEU (0-100, lower = more diverse) of one problem's completions, averaged.
 - ``entropy``: mean full-vocabulary token entropy of the policy on its own samples.
 
+The one-line meaning of each row of `divrl eval`'s table is :data:`divrl.eval.columns.METRIC_NOTES`.
+
 ``per_problem`` (written last) keeps one record per problem so that statistics can be computed after the fact
 (``divrl compare``, :mod:`divrl.eval.bootstrap`): ``id`` (:func:`problem_id`), ``n`` samples, ``correct`` (how many
 were correct), ``first_correct`` (index of the first correct sample, ``null`` if none), ``greedy_correct`` and

@@ -7,8 +7,8 @@ Two ways in, from the most to the least general:
    colocate), plus, optionally, R1-zero-Div's positive-entropy term in the loss::
 
        trainer = DiversityGRPOTrainer(
-           model=..., reward_funcs=[accuracy], args=GRPOConfig(..., scale_rewards="none"), train_dataset=...,
-           advantage="darling", partition_key=canonical_answer,        # DARLING, exact-key classes
+           model=..., reward_funcs=[accuracy], args=GRPOConfig(...), train_dataset=...,
+           advantage="darling", partition_key=math_answer_key,         # DARLING, exact-key classes
            positive_entropy={"lam": 0.01, "gate": "correct"},          # R1-zero-Div (off when None)
        )
 
@@ -18,7 +18,12 @@ Two ways in, from the most to the least general:
 divrl's verifiers as TRL reward functions (``math_accuracy_reward``, ``boxed_format_reward``,
 ``think_boxed_format_reward``, ``countdown_reward``, the configurable ``MathAccuracyReward`` and ``CountdownReward``)
 and the maths partition key ``math_answer_key`` live in :mod:`divrl.rewards.trl_rewards`, which needs no TRL, and are
-re-exported here.
+re-exported here; so are the TRL-ready datasets of the shipped tasks (``countdown_dataset``, ``math_dataset``,
+``task_dataset``: a ``prompt`` column as ``divrl train`` formats it plus the columns those rewards read) of
+:mod:`divrl.integrations.trl_data`, whose docstring also names each task's partition key
+(``divrl.tasks.countdown.equivalence_key`` for Countdown); and :class:`DivrlEvalCallback`
+(:mod:`divrl.integrations.trl_callbacks`), which logs divrl's evaluation metrics (pass@k, distinct correct classes,
+entropy) on a held-out set every N steps to TRL's loggers.
 
 Why a subclass. TRL 1.16 runs reward functions per process on that process's slice of the generation batch, which
 may hold only part of a group (trl#3896), and it has no advantage hook (trl#4525; PR #7298 proposes one). The
@@ -63,6 +68,10 @@ from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
 from divrl.core.registry import check_options
+from divrl.integrations.trl_callbacks import DivrlEvalCallback
+from divrl.integrations.trl_checks import warn_replaced_trl_settings
+from divrl.integrations.trl_data import countdown_dataset, math_dataset, task_dataset
+from divrl.models.builtin import resolve_model_path
 from divrl.rewards.trl_rewards import (
     CountdownReward,
     MathAccuracyReward,
@@ -84,16 +93,20 @@ __all__ = [
     "TESTED_TRL",
     "CountdownReward",
     "DiversityGRPOTrainer",
+    "DivrlEvalCallback",
     "MathAccuracyReward",
     "PartitionFn",
     "PartitionKey",
     "boxed_format_reward",
     "completion_text",
+    "countdown_dataset",
     "countdown_reward",
     "darling_reward",
     "group_rollouts",
     "math_accuracy_reward",
     "math_answer_key",
+    "math_dataset",
+    "task_dataset",
     "think_boxed_format_reward",
 ]
 
@@ -266,7 +279,8 @@ class DiversityGRPOTrainer(GRPOTrainer):
     """TRL ``GRPOTrainer`` whose advantages come from a divrl estimator over whole gathered groups, optionally with
     R1-zero-Div's positive-entropy term (Yao et al., arXiv 2505.23433, Eq. 12) added to TRL's loss.
 
-    Every ``GRPOTrainer`` argument is accepted unchanged; the divrl ones are keyword-only.
+    Every ``GRPOTrainer`` argument is accepted unchanged, except that a ``model`` string ``builtin:<name>`` (e.g.
+    ``"builtin:countdown-tiny"``) is first resolved to divrl's packaged policy folder; the divrl ones are keyword-only.
 
     Args:
         advantage: a registered divrl estimator (``grpo``, ``dr_grpo``, ``rloo``, ``darling``, ``setpo``,
@@ -343,7 +357,12 @@ class DiversityGRPOTrainer(GRPOTrainer):
         entropy_options = None if positive_entropy is None else dict(positive_entropy)
         if entropy_options is not None:
             check_options(get_loss("positive_entropy"), entropy_options, "policy loss 'positive_entropy'")
+        if args and isinstance(args[0], str):  # "builtin:countdown-tiny" -> the packaged folder (TRL sees a path)
+            args = (resolve_model_path(args[0]), *args[1:])
+        elif isinstance(kwargs.get("model"), str):
+            kwargs["model"] = resolve_model_path(kwargs["model"])
         super().__init__(*args, **kwargs)
+        warn_replaced_trl_settings(self.args, advantage)  # e.g. scale_rewards: divrl's advantage replaces TRL's
         if advantage is not None and self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(
                 "DiversityGRPOTrainer: advantage= needs GRPOConfig(multi_objective_aggregation='sum_then_normalize') "

@@ -19,6 +19,7 @@ from divrl.cliutil import fail
 
 partition_app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # plain click help, as the main app (no `--help <bool>`)
     no_args_is_help=True,
     help="Semantic partitions (DARLING): labelled pairs, equivalence classifiers, agreement with exact classes.",
 )

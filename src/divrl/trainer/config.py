@@ -192,11 +192,25 @@ class RLConfig:
     """torch CPU threads (0 = torch's default)."""
     name: str = ""
     """Run name shown in tables (defaults to the advantage name)."""
+    eval_every: int = 0
+    """Evaluate every N steps (0 = never): ``eval_problems`` problems of ``eval_split``, ``eval_n`` samples each, by
+    ``divrl eval``'s code with seed 0, ``rollout.temperature`` and ``rollout.max_new_tokens``. The metrics go into
+    that step's record of ``metrics.jsonl`` and TensorBoard as ``eval/<name>`` (``eval/pass@1``, ``eval/pass@<n>``,
+    ``eval/distinct_correct_classes``, ``eval/entropy``, ...; meanings: ``divrl eval --help``), and equal ``divrl eval
+    --split <eval_split> --problems <eval_problems> --n <eval_n> --seed 0`` (same temperature and max new tokens) on
+    the policy of that step: a curve of pass@1 rising while pass@<n> and distinct correct classes fall is diversity
+    collapsing. Each evaluation costs ``eval_problems * (eval_n + 1)`` completions."""
+    eval_split: str = "val"
+    """Split (or problem file) of the task evaluated every ``eval_every`` steps; keep it apart from ``task.split``."""
+    eval_problems: int = 32
+    """Problems evaluated every ``eval_every`` steps (the first of ``eval_split``; the same ones each time)."""
+    eval_n: int = 8
+    """Samples per problem of the periodic evaluation (pass@k for k = 1, 2, 4, ..., eval_n)."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "num_iterations", "length_buckets", "save_every"):
+        for name in ("steps", "num_iterations", "length_buckets", "save_every", "eval_problems", "eval_n"):
             _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
-        for name in ("micro_batch_prompts", "keep_checkpoints", "threads"):
+        for name in ("micro_batch_prompts", "keep_checkpoints", "threads", "eval_every"):
             _require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
 
 

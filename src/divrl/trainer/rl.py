@@ -230,6 +230,7 @@ class RLTrainer:
         seed_everything(cfg.seed)
         self.task: Task
         self.task, self.problems = load_task(cfg.task)
+        self.periodic_eval = self._periodic_eval() if cfg.eval_every else None  # its split is checked before writing
         if len(self.problems) < cfg.rollout.prompts_per_step:
             raise ConfigError(
                 f"task {cfg.task.name!r} split {cfg.task.split!r} has {len(self.problems)} problems, fewer than "
@@ -290,9 +291,27 @@ class RLTrainer:
             self.logger.truncate_after(self.start_step)
         else:
             save_yaml(cfg, self.run_dir / "config.yaml")
-        bind = getattr(self.task, "bind_tokenizer", None)
-        if callable(bind):  # e.g. a chat template needs the policy's tokenizer
-            bind(self.tokenizer)
+        for task in (self.task, None if self.periodic_eval is None else self.periodic_eval.task):
+            bind = getattr(task, "bind_tokenizer", None)
+            if callable(bind):  # e.g. a chat template needs the policy's tokenizer
+                bind(self.tokenizer)
+
+    def _periodic_eval(self) -> Any:
+        """The held-out evaluation of ``eval_every`` (:mod:`divrl.eval.periodic`): its own task object, so that
+        evaluating never touches the training task's state."""
+        from divrl.eval.periodic import PeriodicEval
+        from divrl.trainer.config import TaskConfig
+
+        cfg = self.cfg
+        task_cfg = TaskConfig(name=cfg.task.name, options=cfg.task.options, split=cfg.eval_split)
+        try:
+            task, problems = load_task(task_cfg, n=cfg.eval_problems)
+        except ConfigError as exc:
+            raise ConfigError(f"eval_split {cfg.eval_split!r}: {exc}") from None
+        ro = cfg.rollout
+        return PeriodicEval(
+            task, problems, n=cfg.eval_n, temperature=ro.temperature, max_new_tokens=ro.max_new_tokens, prefix="eval/"
+        )
 
     def _vllm_sampler(self) -> Any:
         """A colocated vLLM engine for ``rollout.backend: vllm`` (else ``None``), started on the base model's
@@ -342,6 +361,8 @@ class RLTrainer:
         )
         for step in bar:
             metrics = self.step(step)
+            if self.periodic_eval is not None and (step + 1) % self.cfg.eval_every == 0:
+                metrics.update(self.periodic_eval(self.model, self.tokenizer))  # eval/<metric>
             self.logger.log(step + 1, metrics)
             history.append(metrics)
             bar.set_postfix(
