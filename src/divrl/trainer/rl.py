@@ -19,10 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from divrl.config import ConfigError, save_yaml
-from divrl.core.advantages import advantage_needs_logprobs, compute_advantages
+from divrl.core.advantages import advantage_needs, advantage_needs_logprobs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import partition_by_key
-from divrl.core.losses import compute_loss
+from divrl.core.losses import compute_loss, loss_needs
 from divrl.tasks.base import Task, Verdict
 from divrl.trainer.common import (
     TRAIN_RUN,
@@ -133,22 +133,46 @@ def partition_labels(
 
 
 def check_methods(cfg: RLConfig) -> None:
-    """Run the configured advantage estimator and loss terms once on a tiny synthetic group (one prompt, the real
-    group size G, the fields a real step provides: a partition only with ``partition.source``, embeddings only with
-    an ``embedder``), so that a bad option value or a missing signal fails before a model is loaded.
+    """Check the configured advantage estimator and loss terms before a model is loaded.
+
+    First against their declared needs (:mod:`divrl.core.needs`): a field the estimator requires that this
+    config cannot provide (a partition without ``partition.source``, embeddings without an ``embedder``) and an
+    ``embed_rows: correct`` the estimator does not declare are refused. Then each is run once on a tiny synthetic
+    group (one prompt, the real group size G, the fields a real step provides), so that a bad option value fails too.
 
     Raises:
-        ConfigError: naming the field (``advantage.options``, ``loss.<i>.options``, ``embed_rows``).
+        ConfigError: naming the field (``advantage.options``, ``loss.<i>.options``, ``embed_rows``, ...).
     """
-    if cfg.embed_rows != "all":
-        from divrl.semantic.partition import check_embed_rows
-
+    name = cfg.advantage.name
+    try:
+        needs = advantage_needs(name, cfg.advantage.options)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"advantage {name!r} (advantage.name): {exc}") from exc
+    for i, term in enumerate(cfg.loss):
         try:
-            check_embed_rows(cfg.embed_rows, cfg.advantage.name, cfg.advantage.options)
-        except ValueError as exc:
-            raise ConfigError(f"embed_rows: {exc}") from exc
+            loss_needs(term.name, term.options)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"loss {term.name!r} (loss.{i}.name): {exc}") from exc
+    if cfg.embed_rows not in ("all", "correct"):
+        raise ConfigError(f"embed_rows must be 'all' or 'correct', got {cfg.embed_rows!r}")
+    if cfg.embed_rows == "correct" and needs.embed_rows != "correct":
+        raise ConfigError(
+            "embed_rows: 'correct' leaves incorrect rollouts unembedded (zero vectors); only an estimator declared to "
+            f"read correct rollouts' embeddings only (setpo with the option members 'correct') may use it (advantage "
+            f"{name!r}, members {cfg.advantage.options.get('members') if name == 'setpo' else None!r})"
+        )
+    available = set(TRAINER_PROVIDES)
+    if cfg.partition.source != "none":
+        available.add("partition")
+    if cfg.embedder:
+        available.add("embeddings")
+    for field in needs.missing(available):
+        raise ConfigError(
+            f"advantage {name!r} (advantage.options): needs GroupBatch.{field}, which this config does not provide "
+            f"({_PROVIDE_HINTS.get(field, 'no setting provides it')})"
+        )
     g, t = cfg.rollout.group_size, 3
-    token_level = advantage_needs_logprobs(cfg.advantage.name)  # the trainer then runs a log-prob pass first
+    token_level = needs.requires("old_logprobs")  # the trainer then runs a log-prob pass first
     rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
     texts = [[f"{i % 3}+{i}" for i in range(g)]]
     batch = GroupBatch(
@@ -164,12 +188,7 @@ def check_methods(cfg: RLConfig) -> None:
     try:
         advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (1, G)
     except (ValueError, TypeError, KeyError) as exc:
-        hint = ""
-        if "GroupBatch.embeddings" in str(exc) and not cfg.embedder:
-            hint = " (set embedder, e.g. embedder=all-MiniLM-L6-v2)"
-        elif "GroupBatch.partition" in str(exc) and cfg.partition.source == "none":
-            hint = " (set partition.source: exact, answer, text or learned)"
-        raise ConfigError(f"advantage {cfg.advantage.name!r} (advantage.options): {exc}{hint}") from exc
+        raise ConfigError(f"advantage {cfg.advantage.name!r} (advantage.options): {exc}") from exc
     lp = torch.full((1, g, t), -0.7, requires_grad=True)  # (1, G, T)
     sub = GroupBatch(
         rewards=rewards,
@@ -185,6 +204,16 @@ def check_methods(cfg: RLConfig) -> None:
             compute_loss(term.name, sub, advantages, **term.options)
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"loss {term.name!r} (loss.{i}.options): {exc}") from exc
+
+
+TRAINER_PROVIDES = ("correct", "texts", "answers", "logprobs", "old_logprobs", "ref_logprobs", "mask", "entropies")
+"""GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it);
+``partition`` and ``embeddings`` depend on ``partition.source`` and ``embedder``."""
+
+_PROVIDE_HINTS = {
+    "partition": "set partition.source: exact, answer, text or learned",
+    "embeddings": "set embedder, e.g. embedder=all-MiniLM-L6-v2",
+}
 
 
 def distinct_correct_classes(scored: Scored) -> float:
@@ -315,7 +344,9 @@ class RLTrainer:
         )
 
     def _reference_model(self) -> Any:
-        if not any(float(t.options.get("beta", 0.0)) > 0 for t in self.cfg.loss):
+        """The frozen reference policy when a loss term declares it reads ``ref_logprobs`` (``kl``, ``ppo`` with
+        ``beta > 0``), else ``None``."""
+        if not any(loss_needs(t.name, t.options).requires("ref_logprobs") for t in self.cfg.loss):
             return None
         if self.cfg.model.lora_r > 0:  # the same weights with the adapters switched off: no second copy
             from divrl.models.lora import AdaptersDisabled
@@ -391,7 +422,7 @@ class RLTrainer:
         scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
         old = mask = None
-        if advantage_needs_logprobs(cfg.advantage.name):  # e.g. unlikeliness ranks rollouts by their likelihood
+        if advantage_needs_logprobs(cfg.advantage.name, cfg.advantage.options):  # e.g. unlikeliness (its ranks)
             old = self.old_logprobs(rollouts, len(problems), ro.group_size)  # (P, G, T)
             mask = rollouts.completion_mask.view(old.shape)  # (P, G, T)
         labels, partition_failures = partition_labels(
