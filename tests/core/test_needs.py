@@ -39,6 +39,7 @@ ADVANTAGE_CASES = [
     ("passk", {"k": 2}),
     ("unlikeliness", {}),
     ("darling", {}),
+    ("setpo", {}),
     ("setpo", {"kernel": "cosine"}),
     ("setpo", {"kernel": "ngram", "members": "correct"}),
     ("setpo", {"kernel": "cosine", "gate": "correct", "base": "unlikeliness"}),
@@ -61,7 +62,7 @@ def test_hand_written_declarations():
     assert advantage_needs("unlikeliness").reads == {"old_logprobs", "mask"}
     setpo = advantage_needs("setpo", {"kernel": "cosine", "members": "correct", "base": "unlikeliness"})
     assert setpo.reads == {"embeddings", "correct", "old_logprobs", "mask"} and setpo.embed_rows == "correct"
-    assert advantage_needs("setpo").reads == set() and advantage_needs("setpo").uses("embeddings")  # kernel auto
+    assert advantage_needs("setpo").reads == {"texts"} and advantage_needs("setpo").uses("embeddings")  # kernel auto
     assert loss_needs("kl").requires("ref_logprobs")
     assert not loss_needs("ppo").requires("ref_logprobs") and loss_needs("ppo", {"beta": 0.1}).requires("ref_logprobs")
     assert loss_needs("positive_entropy", {"gate": "all"}).reads == {"logprobs", "mask"}
@@ -85,8 +86,6 @@ def test_estimator_runs_on_exactly_its_declared_fields(name, options):
     """Given only the declared required fields it runs; without any one of them it raises naming that field."""
     needs = advantage_needs(name, options)
     full = _full()
-    if "texts" in needs.optional:
-        needs = Needs.of(needs.reads | {"texts"})
     given = {f: full[f] for f in needs.reads}
     assert compute_advantages(name, GroupBatch(rewards=REWARDS, **given), **options).shape == (P, G)
     for field in needs.reads:

@@ -562,7 +562,8 @@ def darling(
 
 def setpo_needs(options: Mapping[str, Any]) -> Needs:
     """What ``setpo`` reads with ``options``: its base estimator's needs, plus ``embeddings`` (``kernel="cosine"``;
-    read when set with ``"auto"``) or ``texts`` (``"ngram"``; ``"auto"`` without embeddings), ``correct`` with
+    read when set with ``"auto"``) or ``texts`` (``"ngram"``, and ``"auto"``, which reads them when no embeddings
+    are set: declared as required, since every trainer embeds the texts), ``correct`` with
     ``gate`` or ``members`` ``"correct"``. With ``members="correct"`` only correct rollouts' embeddings are read."""
     kernel, members, gate = options.get("kernel", "auto"), options.get("members", "all"), options.get("gate", "all")
     reads: set[str] = set()
@@ -571,8 +572,9 @@ def setpo_needs(options: Mapping[str, Any]) -> Needs:
         reads.add("embeddings")
     elif kernel == "ngram":
         reads.add("texts")
-    else:  # auto: embeddings when set, else texts (one of them must be set)
-        optional |= {"embeddings", "texts"}
+    else:  # auto: embeddings when set, else texts; declared as texts (every provider embeds the texts)
+        reads.add("texts")
+        optional.add("embeddings")
     if "correct" in (members, gate):
         reads.add("correct")
     own = Needs.of(reads, optional, "correct" if members == "correct" else "all")

@@ -58,7 +58,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import advantage_needs_logprobs, compute_advantages, get_advantage
+from divrl.core.advantages import compute_advantages, get_advantage
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
@@ -72,6 +72,7 @@ from divrl.rewards.trl_rewards import (
     math_answer_key,
     think_boxed_format_reward,
 )
+from divrl.signals import check_embed_rows, check_provided, group_batch
 
 try:
     import trl
@@ -96,6 +97,18 @@ __all__ = [
     "math_answer_key",
     "think_boxed_format_reward",
 ]
+
+_LOGPROB_HINT = (
+    "every rollout's old log-probs before the advantage, which DiversityGRPOTrainer does not compute; use divrl's "
+    "own trainer (divrl train)"
+)
+_TRL_HINTS = {
+    "partition": "pass a partition source, partition_key= or partition_fn=",
+    "embeddings": "pass embedder=",
+    "old_logprobs": _LOGPROB_HINT,
+    "mask": _LOGPROB_HINT,
+}
+"""How to provide a field an estimator declares it needs (core.needs), for the refusal message."""
 
 TESTED_TRL = (1, 16)
 """The TRL minor version whose private methods the overrides were written against."""
@@ -324,19 +337,19 @@ class DiversityGRPOTrainer(GRPOTrainer):
     ) -> None:
         _check_partition_source(partition_fn, partition_key)
         options = dict(advantage_options or {})
+        needs = None
         if advantage is not None:
             check_options(get_advantage(advantage), options, f"advantage estimator {advantage!r}")
-            if advantage_needs_logprobs(advantage):
-                raise ValueError(
-                    f"advantage={advantage!r} needs every rollout's old log-probs before the advantage, which "
-                    "DiversityGRPOTrainer does not compute; use divrl's own trainer (divrl train)"
-                )
+            provided = ["correct", "texts"]  # what _generate_and_score_completions gathers, by the declared needs
+            if partition_fn is not None or partition_key is not None:
+                provided.append("partition")
+            if embedder is not None:
+                provided.append("embeddings")
+            needs = check_provided(advantage, options, provided, _TRL_HINTS, "DiversityGRPOTrainer")
         elif options:
             raise ValueError("advantage_options given without an advantage name")
-        if advantage == "darling" and partition_fn is None and partition_key is None:
-            raise ValueError("advantage='darling' needs a partition source: partition_key= or partition_fn=")
         if embedder is not None or embed_rows != "all":
-            from divrl.semantic import check_embed_rows, load_embedder
+            from divrl.semantic import load_embedder
 
             check_embed_rows(embed_rows, advantage, options)
             embedder = None if embedder is None else load_embedder(embedder)
@@ -359,6 +372,7 @@ class DiversityGRPOTrainer(GRPOTrainer):
             )
         self.divrl_advantage = advantage
         self.divrl_advantage_options = options
+        self.divrl_needs = needs  # the estimator's declared needs (divrl.core.needs), as the trainer reads them
         self.divrl_partition_fn = partition_fn
         self.divrl_partition_key = partition_key
         self.divrl_embedder = embedder
@@ -407,8 +421,9 @@ class DiversityGRPOTrainer(GRPOTrainer):
         rewards = (rewards_per_func * weights).nansum(dim=1)  # (N,)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # unscorable rows
         prompt_groups, text_groups = group_rollouts(prompts, prompts, g), group_rollouts(prompts, texts, g)
-        batch = GroupBatch(
-            rewards=rewards.view(-1, g).float().cpu(),  # (P, G)
+        batch = group_batch(
+            rewards.view(-1, g).float().cpu(),  # (P, G)
+            needs=self.divrl_needs,
             correct=correct.view(-1, g).cpu(),  # (P, G)
             texts=text_groups,
             partition=self._partition([group[0] for group in prompt_groups], text_groups),

@@ -19,10 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from divrl.config import ConfigError, save_yaml
-from divrl.core.advantages import advantage_needs, advantage_needs_logprobs, compute_advantages
+from divrl.core.advantages import advantage_needs, compute_advantages
 from divrl.core.batch import GroupBatch
-from divrl.core.diversity import partition_by_key
 from divrl.core.losses import compute_loss, loss_needs
+from divrl.signals import check_embed_rows, check_provided, embed_groups, group_batch, labels_from_keys
 from divrl.tasks.base import Task, Verdict
 from divrl.trainer.common import (
     TRAIN_RUN,
@@ -107,29 +107,22 @@ def partition_labels(
     each group's correct rollouts only; an incorrect rollout is a class of its own (nothing of it is embedded)."""
     if source == "none":
         return None, 0
-    keep = scored.correct.tolist() if only_correct else [[True] * len(t) for t in texts]  # (P, G) bools
-
-    def kept(per_group: list[list[Any]]) -> list[list[Any]]:
-        return [[x for x, c in zip(group, row, strict=True) if c] for group, row in zip(per_group, keep, strict=True)]
-
+    keep = scored.correct.tolist() if only_correct else None  # (P, G) bools
     keys = {"exact": scored.keys, "answer": scored.answers, "text": texts}
-    failures = 0
     if source in keys:
-        subsets = [partition_by_key(group) for group in kept(keys[source])]
-    elif source == "learned":
-        chosen = kept(texts)
-        try:
-            subsets = learned.groups(chosen)
-        except Exception:
-            subsets, failures = [list(range(len(t))) for t in chosen], len(texts)
-    else:
+        return labels_from_keys(keys[source], keep), 0
+    if source != "learned":
         raise ValueError(f"partition.source {source!r}: known sources are none, exact, answer, text, learned")
-    rows = []
-    for row, labels in zip(keep, subsets, strict=True):
-        it = iter(labels)
-        # kept rollouts keep their subset class; the others are singletons (key None); renumbered canonically
-        rows.append(partition_by_key([("class", next(it)) if c else None for c in row]))
-    return torch.tensor(rows, dtype=torch.long), failures  # (P, G)
+    rows = keep if keep is not None else [[True] * len(t) for t in texts]
+    chosen = [[x for x, c in zip(group, row, strict=True) if c] for group, row in zip(texts, rows, strict=True)]
+    failures = 0
+    try:
+        subsets = learned.groups(chosen)
+    except Exception:
+        subsets, failures = [list(range(len(t))) for t in chosen], len(texts)
+    # kept rollouts keep their subset class (its label as the key); the others are classes of their own
+    class_keys = [[next(it) if c else None for c in row] for row, it in zip(rows, map(iter, subsets), strict=True)]
+    return labels_from_keys(class_keys, rows), failures  # (P, G)
 
 
 def check_methods(cfg: RLConfig) -> None:
@@ -153,24 +146,19 @@ def check_methods(cfg: RLConfig) -> None:
             loss_needs(term.name, term.options)
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"loss {term.name!r} (loss.{i}.name): {exc}") from exc
-    if cfg.embed_rows not in ("all", "correct"):
-        raise ConfigError(f"embed_rows must be 'all' or 'correct', got {cfg.embed_rows!r}")
-    if cfg.embed_rows == "correct" and needs.embed_rows != "correct":
-        raise ConfigError(
-            "embed_rows: 'correct' leaves incorrect rollouts unembedded (zero vectors); only an estimator declared to "
-            f"read correct rollouts' embeddings only (setpo with the option members 'correct') may use it (advantage "
-            f"{name!r}, members {cfg.advantage.options.get('members') if name == 'setpo' else None!r})"
-        )
-    available = set(TRAINER_PROVIDES)
+    try:
+        check_embed_rows(cfg.embed_rows, name, cfg.advantage.options)
+    except ValueError as exc:
+        raise ConfigError(f"embed_rows: {exc}") from exc
+    available = list(TRAINER_PROVIDES)
     if cfg.partition.source != "none":
-        available.add("partition")
+        available.append("partition")
     if cfg.embedder:
-        available.add("embeddings")
-    for field in needs.missing(available):
-        raise ConfigError(
-            f"advantage {name!r} (advantage.options): needs GroupBatch.{field}, which this config does not provide "
-            f"({_PROVIDE_HINTS.get(field, 'no setting provides it')})"
-        )
+        available.append("embeddings")
+    try:
+        check_provided(name, cfg.advantage.options, available, _PROVIDE_HINTS, "divrl train")
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (advantage.name / advantage.options)") from exc
     g, t = cfg.rollout.group_size, 3
     token_level = needs.requires("old_logprobs")  # the trainer then runs a log-prob pass first
     rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
@@ -254,6 +242,7 @@ class RLTrainer:
         old_run = check_run_folder(self.run_dir, TRAIN_RUN, resume=resume, overwrite=overwrite)
         check_methods(cfg)
         self.cfg = cfg
+        self.needs = advantage_needs(cfg.advantage.name, cfg.advantage.options)  # what the estimator reads
         self.progress = progress
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
@@ -422,14 +411,15 @@ class RLTrainer:
         scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
         old = mask = None
-        if advantage_needs_logprobs(cfg.advantage.name, cfg.advantage.options):  # e.g. unlikeliness (its ranks)
+        if self.needs.requires("old_logprobs"):  # declared, e.g. by unlikeliness (it ranks by likelihood)
             old = self.old_logprobs(rollouts, len(problems), ro.group_size)  # (P, G, T)
             mask = rollouts.completion_mask.view(old.shape)  # (P, G, T)
         labels, partition_failures = partition_labels(
             cfg.partition.source, scored, texts, self.learned, cfg.partition.only_correct
         )
-        batch = GroupBatch(
-            rewards=scored.rewards,
+        batch = group_batch(
+            scored.rewards,
+            needs=self.needs,
             correct=scored.correct,
             texts=texts,
             answers=scored.answers,
@@ -465,10 +455,7 @@ class RLTrainer:
         """(P, G, D) embeddings for SetPO's cosine kernel (zero rows outside ``embed_rows``), or None."""
         if self.embedder is None:
             return None
-        from divrl.semantic import embed_texts
-
-        only = scored.correct if self.cfg.embed_rows == "correct" else None  # (P, G)
-        return embed_texts(texts, self.embedder, only)  # (P, G, D)
+        return embed_groups(texts, self.embedder, self.cfg.embed_rows, scored.correct)  # (P, G, D)
 
     def _chunks(self, p_count: int) -> list[tuple[int, int]]:
         """Prompt ranges of the forward/backward micro-batches (``micro_batch_prompts``; 0 = one chunk)."""
