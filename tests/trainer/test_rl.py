@@ -68,6 +68,8 @@ def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
     for r in records:
         assert 0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["loss"]) and math.isfinite(r["entropy"])
         assert r["entropy"] > 0
+        reasons = {k: v for k, v in r.items() if k.startswith("reasons/")}  # every verdict counted by its kind
+        assert sum(reasons.values()) == 16 and reasons.get("reasons/ok", 0) == r["accuracy"] * 16
     assert records[0]["accuracy"] > 0 and records[0]["adv_abs_mean"] > 0  # a real learning signal
     if method == "r1_zero_div":
         assert "positive_entropy/div_term" in records[0]

@@ -41,6 +41,8 @@ from divrl.core.losses import (
 )
 from divrl.core.metrics import (
     answer_entropy,
+    correct_classes,
+    distinct_correct_classes,
     distinct_n,
     div_equ,
     mean_pairwise_cosine_distance,
@@ -55,6 +57,7 @@ from divrl.core.metrics import (
 __all__ += ["LOSSES", "LossOutput", "aggregate", "compute_loss", "get_loss", "loss_names"]
 __all__ += ["loss_needs"]
 __all__ += ["masked_mean", "register_loss"]
+__all__ += ["correct_classes", "distinct_correct_classes"]
 __all__ += ["answer_entropy", "distinct_n", "div_equ", "mean_pairwise_cosine_distance", "mean_pass_at_k"]
 __all__ += ["num_classes", "pass_at_k", "pass_at_k_array", "potential_at_k", "self_bleu"]
 

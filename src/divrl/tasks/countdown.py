@@ -530,31 +530,32 @@ def verify(problem: Problem, completion: str, *, exact_use: bool = False) -> Ver
     see :class:`~divrl.tasks.base.Verdict`) with reason ``verifier error: ...``.
 
     ``answer`` is the canonical form when the answer parses, else the raw extracted text, or ``None``
-    when there is no answer or it is over :data:`MAX_EXPR_CHARS` characters.
+    when there is no answer or it is over :data:`MAX_EXPR_CHARS` characters. ``key`` is
+    :func:`equivalence_key` of the completion, from the same parse (``keyed=True``).
     """
     try:
         if not isinstance(completion, str):
-            return Verdict(0.0, False, None, f"completion is not a str: {type(completion).__name__}")
+            return Verdict(0.0, False, None, f"completion is not a str: {type(completion).__name__}", None, True)
         raw = extract_answer(completion)
         if raw is None:
-            return Verdict(0.0, False, None, "no answer tag")
+            return Verdict(0.0, False, None, "no answer tag", None, True)
         if len(raw) > MAX_EXPR_CHARS:
-            return Verdict(0.0, False, None, f"too long: {len(raw)} chars > {MAX_EXPR_CHARS}")
+            return Verdict(0.0, False, None, f"too long: {len(raw)} chars > {MAX_EXPR_CHARS}", None, True)
         try:
             node = parse(raw)
         except ParseError as e:
-            return Verdict(0.0, False, raw, f"unparsable: {e.reason}")
-        answer = _canon_of(node)[3]
+            return Verdict(0.0, False, raw, f"unparsable: {e.reason}", None, True)
+        answer = _canon_of(node)[3]  # the canonical form: also the equivalence key (one parse serves both)
         why = _usage_error(problem.numbers, node, exact_use)
         if why is not None:
-            return Verdict(0.0, False, answer, why)
+            return Verdict(0.0, False, answer, why, answer, True)
         try:
             value = evaluate(node)
         except EvaluationError as e:
-            return Verdict(0.0, False, answer, e.reason)
+            return Verdict(0.0, False, answer, e.reason, answer, True)
         if value != problem.target:
-            return Verdict(0.0, False, answer, f"wrong value {value} != {problem.target}")
-        return Verdict(1.0, True, answer, "ok")
+            return Verdict(0.0, False, answer, f"wrong value {value} != {problem.target}", answer, True)
+        return Verdict(1.0, True, answer, "ok", answer, True)
     except Exception as e:  # the verifier never raises; a bug here must not stop training
         return Verdict(None, False, None, f"verifier error: {type(e).__name__}: {e}")
 

@@ -19,11 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from divrl.config import ConfigError, save_yaml
+from divrl.core import metrics
 from divrl.core.advantages import advantage_needs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.losses import compute_loss, loss_needs
 from divrl.signals import check_embed_rows, check_provided, embed_groups, group_batch, labels_from_keys
-from divrl.tasks.base import Task, Verdict
+from divrl.tasks.base import Task
+from divrl.tasks.verify import reason_category, safe_key, verify_all
 from divrl.trainer.common import (
     TRAIN_RUN,
     MetricLogger,
@@ -53,46 +55,34 @@ class Scored:
     correct: torch.Tensor  # (P, G) bool
     answers: list[list[str | None]]
     keys: list[list[str | None]]  # exact equivalence key of each solution (None = none)
-    reasons: dict[str, int]
-
-
-def safe_verify(task: Task, problem: Any, text: str) -> Verdict:
-    """The task's verdict; a verifier that raises yields an unscorable verdict, never a crash."""
-    try:
-        return task.verify(problem, text)
-    except Exception as exc:
-        return Verdict(reward=None, correct=False, answer=None, reason=f"verifier error: {type(exc).__name__}: {exc}")
-
-
-def safe_key(task: Task, problem: Any, text: str) -> str | None:
-    try:
-        return task.equivalence_key(problem, text)
-    except Exception:
-        return None
+    reasons: dict[str, int]  # verdicts per reason category (reason_category), logged as reasons/<category>
 
 
 def score(task: Task, problems: list[Any], texts: list[str], group_size: int) -> Scored:
     """Verify every rollout and collect rewards, correctness, answers and equivalence keys.
 
-    An unscorable rollout (``reward=None``, or a verifier that raised) gets reward NaN, which
+    The verdicts come from :func:`verify_all` (the task's batch verifier when it has one). A verdict that carries
+    its equivalence key (``keyed``) supplies it; otherwise the task is asked (:func:`safe_key`). An unscorable
+    rollout (``reward=None``, or a verifier that raised) gets reward NaN, which
     :func:`divrl.core.advantages.compute_advantages` leaves out of its group's statistics (advantage 0), and
-    ``correct=False`` whatever the verdict said."""
+    ``correct=False`` whatever the verdict said. ``reasons`` counts the verdicts per :func:`reason_category`."""
     p_count = len(problems)
     rewards = torch.zeros(p_count, group_size)  # (P, G)
     correct = torch.zeros(p_count, group_size, dtype=torch.bool)  # (P, G)
     answers: list[list[str | None]] = []
     keys: list[list[str | None]] = []
     reasons: dict[str, int] = {}
+    verdicts = verify_all(task, [problem for problem in problems for _ in range(group_size)], texts)
     for p, problem in enumerate(problems):
         row_answers, row_keys = [], []
         for g in range(group_size):
             text = texts[p * group_size + g]
-            verdict = safe_verify(task, problem, text)
+            verdict = verdicts[p * group_size + g]
             rewards[p, g] = math.nan if verdict.reward is None else float(verdict.reward)
             correct[p, g] = bool(verdict.correct) and verdict.reward is not None  # unscorable is never correct
             row_answers.append(verdict.answer)
-            row_keys.append(safe_key(task, problem, text))
-            reason = verdict.reason.split(":")[0]
+            row_keys.append(verdict.key if verdict.keyed else safe_key(task, problem, text))
+            reason = reason_category(verdict.reason)
             reasons[reason] = reasons.get(reason, 0) + 1
         answers.append(row_answers)
         keys.append(row_keys)
@@ -205,12 +195,9 @@ _PROVIDE_HINTS = {
 
 
 def distinct_correct_classes(scored: Scored) -> float:
-    """Mean over groups of the number of distinct solution classes among correct rollouts."""
-    counts = []
-    for p, row in enumerate(scored.keys):
-        classes = {(k if k is not None else scored.answers[p][g]) for g, k in enumerate(row) if scored.correct[p, g]}
-        counts.append(len(classes))
-    return sum(counts) / max(1, len(counts))
+    """Mean over groups of the number of distinct solution classes among correct rollouts
+    (:func:`divrl.core.metrics.distinct_correct_classes`: keys of correct rollouts, a ``None`` key left out)."""
+    return metrics.distinct_correct_classes(scored.keys, scored.correct)
 
 
 def resolve_dtype(name: str) -> str:
@@ -448,6 +435,7 @@ class RLTrainer:
             "time_score_s": t_score - t_sample,
             "time_step_s": timer(),
             **loss_metrics,
+            **{f"reasons/{kind}": float(n) for kind, n in sorted(scored.reasons.items())},
         }
         return metrics
 
