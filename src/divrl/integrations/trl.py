@@ -62,6 +62,7 @@ from divrl.core.advantages import compute_advantages, get_advantage
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
+from divrl.core.metrics import distinct_correct_classes
 from divrl.core.registry import check_options
 from divrl.rewards.trl_rewards import (
     CountdownReward,
@@ -317,7 +318,9 @@ class DiversityGRPOTrainer(GRPOTrainer):
         last_group_prompts: its P prompts, one per group.
 
     Caveat: TRL's logged reward statistics are its own; the completions table's ``advantages`` column is replaced
-    with the divrl values. Extra metrics: ``divrl/classes_per_group``, ``divrl/correct_frac``,
+    with the divrl values. Extra metrics: ``divrl/classes_per_group`` (partition classes over all rollouts),
+    ``divrl/distinct_correct_classes`` (:func:`divrl.core.metrics.distinct_correct_classes` over the partition labels:
+    classes among correct rollouts; a rollout whose partition key was ``None`` is its own class here), ``divrl/correct_frac``,
     ``divrl/div_term``, ``divrl/div_gate_frac``.
     """
 
@@ -441,6 +444,8 @@ class DiversityGRPOTrainer(GRPOTrainer):
         if batch.partition is not None:
             classes = (batch.partition.sort(-1).values.diff(dim=-1) != 0).sum(-1) + 1  # (P,)
             self._metrics[mode]["divrl/classes_per_group"].append(classes.float().mean().item())
+            dcc = distinct_correct_classes(batch.partition.tolist(), batch.correct)  # core.metrics' one definition
+            self._metrics[mode]["divrl/distinct_correct_classes"].append(dcc)
         return out
 
     def _divrl_mode(self) -> str:

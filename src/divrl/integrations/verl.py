@@ -72,6 +72,7 @@ from divrl.core.advantages import ADVANTAGES, advantage_needs, compute_advantage
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import labels_tensor
 from divrl.core.losses import compute_loss, positive_entropy_loss
+from divrl.core.metrics import correct_classes
 from divrl.core.registry import check_options
 from divrl.signals import check_embed_rows, embed_groups, group_batch, labels_from_keys
 
@@ -324,7 +325,8 @@ def group_advantages(
             :func:`divrl.signals.check_embed_rows`).
 
     Returns:
-        The advantages ``(bs,)`` in ``scores``' dtype, and stats: ``classes_per_group`` when a partition was built.
+        The advantages ``(bs,)`` in ``scores``' dtype, and stats: ``classes_per_group`` when a partition was built,
+        and ``distinct_correct_classes`` (:func:`divrl.core.metrics.correct_classes` over the labels) with ``correct``.
     """
     if scores.dim() != 1:
         raise ValueError(f"scores must have shape (bs,), got {tuple(scores.shape)}")
@@ -353,6 +355,7 @@ def group_advantages(
     flat = scores.detach().to("cpu")  # (bs,)
     out = torch.zeros_like(flat)  # (bs,)
     classes: list[Tensor] = []
+    correct_counts: list[int] = []
     for rows in buckets:
         idx = torch.as_tensor(rows, dtype=torch.long)  # (P_g, g)
         group_texts = None if texts is None else [[str(texts[i]) for i in row] for row in rows]
@@ -376,7 +379,12 @@ def group_advantages(
         out[idx.reshape(-1)] = adv.reshape(-1).to(out.dtype)
         if labels is not None:
             classes.append((labels.sort(-1).values.diff(dim=-1) != 0).sum(-1) + 1)  # (P_g,)
+            if correct_t is not None:  # core.metrics' one definition, over the partition labels
+                pairs = zip(labels.tolist(), correct_t[idx], strict=True)
+                correct_counts.extend(len(correct_classes(row, c)) for row, c in pairs)
     stats = {"classes_per_group": torch.cat(classes).float().mean().item()} if classes else {}
+    if correct_counts:
+        stats["distinct_correct_classes"] = sum(correct_counts) / len(correct_counts)
     return out.to(scores.device), stats
 
 
