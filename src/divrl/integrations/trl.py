@@ -73,7 +73,7 @@ from divrl.rewards.trl_rewards import (
     math_answer_key,
     think_boxed_format_reward,
 )
-from divrl.signals import check_embed_rows, check_provided, group_batch
+from divrl.signals import check_embed_rows, check_provided, embed_groups, group_batch
 
 try:
     import trl
@@ -473,13 +473,10 @@ class DiversityGRPOTrainer(GRPOTrainer):
         """(P, G, D) embeddings, each group embedded by one process (round-robin), then gathered to all."""
         if self.divrl_embedder is None:
             return None
-        from divrl.semantic import embed_texts
-
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        only = correct if self.divrl_embed_rows == "correct" else None  # (P, G) bool
         idx = list(range(rank, len(texts), world))  # this process's groups, embedded in one batched call
         emb = (
-            embed_texts([texts[i] for i in idx], self.divrl_embedder, None if only is None else only[idx])
+            embed_groups([texts[i] for i in idx], self.divrl_embedder, self.divrl_embed_rows, correct[idx])
             if idx
             else None
         )
