@@ -55,7 +55,7 @@ class Scored:
     correct: torch.Tensor  # (P, G) bool
     answers: list[list[str | None]]
     keys: list[list[str | None]]  # exact equivalence key of each solution (None = none)
-    reasons: dict[str, int]  # verdicts per reason category (reason_category), logged as reasons/<category>
+    reasons: dict[str, int]  # verdicts per reason category (reason_category), logged as reasons/<category> (spaces as _)
 
 
 def score(task: Task, problems: list[Any], texts: list[str], group_size: int) -> Scored:
@@ -435,7 +435,7 @@ class RLTrainer:
             "time_score_s": t_score - t_sample,
             "time_step_s": timer(),
             **loss_metrics,
-            **{f"reasons/{kind}": float(n) for kind, n in sorted(scored.reasons.items())},
+            **{f"reasons/{kind.replace(' ', '_')}": float(n) for kind, n in sorted(scored.reasons.items())},
         }
         return metrics
 
