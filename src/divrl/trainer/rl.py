@@ -55,7 +55,7 @@ class Scored:
     correct: torch.Tensor  # (P, G) bool
     answers: list[list[str | None]]
     keys: list[list[str | None]]  # exact equivalence key of each solution (None = none)
-    reasons: dict[str, int]  # verdicts per reason category (reason_category), logged as reasons/<category> (spaces as _)
+    reasons: dict[str, int]  # count per reason_category; logged as reasons/<category> (spaces as _)
 
 
 def score(task: Task, problems: list[Any], texts: list[str], group_size: int) -> Scored:
