@@ -9,9 +9,7 @@ resumed from a checkpoint reproduces the uninterrupted run exactly (on the same 
 
 from __future__ import annotations
 
-import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +17,20 @@ import torch
 from tqdm.auto import tqdm
 
 from divrl.config import ConfigError, save_yaml
-from divrl.core import metrics
 from divrl.core.advantages import advantage_needs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.losses import compute_loss, loss_needs
-from divrl.signals import check_embed_rows, check_provided, embed_groups, group_batch, labels_from_keys
+from divrl.signals import (
+    Scored,
+    check_embed_rows,
+    check_provided,
+    distinct_correct_classes,
+    embed_groups,
+    group_batch,
+    partition_labels,
+    score,
+)
 from divrl.tasks.base import Task
-from divrl.tasks.verify import reason_category, safe_key, verify_all
 from divrl.trainer.common import (
     TRAIN_RUN,
     MetricLogger,
@@ -45,74 +50,6 @@ from divrl.trainer.common import (
     set_threads,
 )
 from divrl.trainer.config import RLConfig
-
-
-@dataclass
-class Scored:
-    """Verifier output for a step's P×G rollouts (row-major: group p is rows p*G .. p*G+G-1)."""
-
-    rewards: torch.Tensor  # (P, G) float, NaN = unscorable
-    correct: torch.Tensor  # (P, G) bool
-    answers: list[list[str | None]]
-    keys: list[list[str | None]]  # exact equivalence key of each solution (None = none)
-    reasons: dict[str, int]  # count per reason_category; logged as reasons/<category> (spaces as _)
-
-
-def score(task: Task, problems: list[Any], texts: list[str], group_size: int) -> Scored:
-    """Verify every rollout and collect rewards, correctness, answers and equivalence keys.
-
-    The verdicts come from :func:`verify_all` (the task's batch verifier when it has one). A verdict that carries
-    its equivalence key (``keyed``) supplies it; otherwise the task is asked (:func:`safe_key`). An unscorable
-    rollout (``reward=None``, or a verifier that raised) gets reward NaN, which
-    :func:`divrl.core.advantages.compute_advantages` leaves out of its group's statistics (advantage 0), and
-    ``correct=False`` whatever the verdict said. ``reasons`` counts the verdicts per :func:`reason_category`."""
-    p_count = len(problems)
-    rewards = torch.zeros(p_count, group_size)  # (P, G)
-    correct = torch.zeros(p_count, group_size, dtype=torch.bool)  # (P, G)
-    answers: list[list[str | None]] = []
-    keys: list[list[str | None]] = []
-    reasons: dict[str, int] = {}
-    verdicts = verify_all(task, [problem for problem in problems for _ in range(group_size)], texts)
-    for p, problem in enumerate(problems):
-        row_answers, row_keys = [], []
-        for g in range(group_size):
-            text = texts[p * group_size + g]
-            verdict = verdicts[p * group_size + g]
-            rewards[p, g] = math.nan if verdict.reward is None else float(verdict.reward)
-            correct[p, g] = bool(verdict.correct) and verdict.reward is not None  # unscorable is never correct
-            row_answers.append(verdict.answer)
-            row_keys.append(verdict.key if verdict.keyed else safe_key(task, problem, text))
-            reason = reason_category(verdict.reason)
-            reasons[reason] = reasons.get(reason, 0) + 1
-        answers.append(row_answers)
-        keys.append(row_keys)
-    return Scored(rewards, correct, answers, keys, reasons)
-
-
-def partition_labels(
-    source: str, scored: Scored, texts: list[list[str]], learned: Any = None, only_correct: bool = False
-) -> tuple[torch.Tensor | None, int]:
-    """(P, G) class labels from the configured partition source (or None), and how many groups fell back to
-    singleton classes because the learned classifier failed on them. ``only_correct``: classes are formed among
-    each group's correct rollouts only; an incorrect rollout is a class of its own (nothing of it is embedded)."""
-    if source == "none":
-        return None, 0
-    keep = scored.correct.tolist() if only_correct else None  # (P, G) bools
-    keys = {"exact": scored.keys, "answer": scored.answers, "text": texts}
-    if source in keys:
-        return labels_from_keys(keys[source], keep), 0
-    if source != "learned":
-        raise ValueError(f"partition.source {source!r}: known sources are none, exact, answer, text, learned")
-    rows = keep if keep is not None else [[True] * len(t) for t in texts]
-    chosen = [[x for x, c in zip(group, row, strict=True) if c] for group, row in zip(texts, rows, strict=True)]
-    failures = 0
-    try:
-        subsets = learned.groups(chosen)
-    except Exception:
-        subsets, failures = [list(range(len(t))) for t in chosen], len(texts)
-    # kept rollouts keep their subset class (its label as the key); the others are classes of their own
-    class_keys = [[next(it) if c else None for c in row] for row, it in zip(rows, map(iter, subsets), strict=True)]
-    return labels_from_keys(class_keys, rows), failures  # (P, G)
 
 
 def check_methods(cfg: RLConfig) -> None:
@@ -192,12 +129,6 @@ _PROVIDE_HINTS = {
     "partition": "set partition.source: exact, answer, text or learned",
     "embeddings": "set embedder, e.g. embedder=all-MiniLM-L6-v2",
 }
-
-
-def distinct_correct_classes(scored: Scored) -> float:
-    """Mean over groups of the number of distinct solution classes among correct rollouts
-    (:func:`divrl.core.metrics.distinct_correct_classes`: keys of correct rollouts, a ``None`` key left out)."""
-    return metrics.distinct_correct_classes(scored.keys, scored.correct)
 
 
 def resolve_dtype(name: str) -> str:
