@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 from trl import GRPOConfig
@@ -85,7 +86,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     summary = {"steps": trainer.state.global_step, "reward": train[-1]["reward"]}
     for key in ("pass@1", "pass@8" if not args.smoke else "pass@4", "distinct_correct_classes"):
         summary[f"{key} (first -> last eval)"] = [evals[0][f"eval_divrl/{key}"], evals[-1][f"eval_divrl/{key}"]]
-    print(json.dumps(summary))
+    rank = trainer.accelerator.process_index  # under torchrun every rank gets here: one file each, one printed line
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / f"summary-rank{rank}.json").write_text(json.dumps(summary))
+    if trainer.accelerator.is_main_process:
+        print(json.dumps(summary))
     return summary
 
 

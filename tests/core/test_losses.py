@@ -6,9 +6,7 @@ import torch
 from divrl.core.batch import GroupBatch
 from divrl.core.losses import (
     AGG_MODES,
-    LossOutput,
     aggregate,
-    combine_losses,
     compute_loss,
     get_loss,
     k3_kl,
@@ -337,21 +335,6 @@ def test_positive_entropy_exact_variant_gradient_flows_to_entropies():
     torch.testing.assert_close(ent.grad, expected)
     with pytest.raises(ValueError, match=r"requires GroupBatch\.entropies"):
         compute_loss("positive_entropy", r1_batch(lp), torch.zeros(1, 2), estimator="exact")
-
-
-def test_positive_entropy_added_to_ppo_via_combine():
-    lp = leaf([[[math.log(p) for p in row] for row in P1]])
-    batch = r1_batch(lp)
-    adv = torch.tensor([[1.0, -1.0]])
-    ppo = compute_loss("ppo", batch, adv, agg="seq-mean-token-mean")
-    div = compute_loss("positive_entropy", batch, adv)
-    total = combine_losses({"ppo": ppo, "positive_entropy": div})
-    assert isinstance(total, LossOutput)
-    assert total.loss.item() == pytest.approx(ppo.loss.item() + div.loss.item())
-    assert total.metrics["positive_entropy/div_term"] == div.metrics["div_term"]
-    assert total.metrics["ppo/loss"] == pytest.approx(ppo.loss.item())
-    with pytest.raises(ValueError, match="at least one"):
-        combine_losses({})
 
 
 # --- entropy bonus ----------------------------------------------------------------------------

@@ -68,6 +68,8 @@ def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
     for r in records:
         assert 0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["loss"]) and math.isfinite(r["entropy"])
         assert r["entropy"] > 0
+        reasons = {k: v for k, v in r.items() if k.startswith("reasons/")}  # every verdict counted by its kind
+        assert sum(reasons.values()) == 16 and reasons.get("reasons/ok", 0) == r["accuracy"] * 16
     assert records[0]["accuracy"] > 0 and records[0]["adv_abs_mean"] > 0  # a real learning signal
     if method == "r1_zero_div":
         assert "positive_entropy/div_term" in records[0]
@@ -439,3 +441,57 @@ def test_eval_every_checks_its_split_before_writing(tiny_policy, tmp_path):
     with pytest.raises(ConfigError, match=r"eval_split 'nope': task 'countdown': split must be"):
         train(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_kl_term_loads_the_reference_model_because_it_declares_it(tiny_policy, tmp_path):
+    """`loss=[{name: ppo}, {name: kl}]`: the kl term declares ref_logprobs (core.needs), so the trainer loads the
+    reference model and trains (it used to load it only for an explicit beta, then die with a traceback)."""
+    from divrl.core.losses import loss_needs
+    from divrl.trainer.rl import RLTrainer
+
+    assert loss_needs("kl").requires("ref_logprobs") and not loss_needs("ppo").requires("ref_logprobs")
+    assert loss_needs("ppo", {"beta": 0.04}).requires("ref_logprobs")
+    cfg = _cfg("grpo", tiny_policy, steps=1, extra=["loss=[{name: ppo}, {name: kl}]"])
+    trainer = RLTrainer(cfg, tmp_path / "kl", progress=False)
+    assert trainer.ref_model is not None
+    record = trainer.step(0)
+    assert math.isfinite(record["loss"]) and record["kl/kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
+    plain = RLTrainer(_cfg("grpo", tiny_policy, steps=1), tmp_path / "plain", progress=False)
+    assert plain.ref_model is None  # nothing declares ref_logprobs: no second model
+
+
+def test_cli_trains_the_kl_reproduction(tmp_path):
+    """The issue-14 reproduction through the CLI: exit 0 and a finite kl metric."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "divrl.cli", "train", "--config", str(RECIPES / "countdown" / "grpo.yaml")]
+    args += ["--out", str(run), "--set", "loss=[{name: ppo}, {name: kl}]", "--set", "steps=1"]
+    args += [f"--set={o}" for o in TINY] + ["--set", "rollout.max_new_tokens=8"]
+    proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert math.isfinite(read_metrics(run)[0]["kl/kl"])
+
+
+def test_check_methods_reads_the_declared_needs(monkeypatch):
+    """A user estimator declaring that it reads the partition is refused without partition.source, in one line
+    naming the field -- from the declaration alone, before anything runs."""
+    from divrl.config import ConfigError, apply_overrides
+    from divrl.core.advantages import ADVANTAGES, register_advantage
+    from divrl.core.needs import Needs
+
+    calls = []
+
+    @register_advantage("_needs_partition_toy", needs=lambda o: Needs.of({"partition"}))
+    def toy(batch, *, k: int = 1):
+        calls.append(batch)
+        return torch.zeros_like(batch.rewards)
+
+    try:
+        raw = apply_overrides(load_yaml(RECIPES / "countdown" / "grpo.yaml"), ["advantage.name=_needs_partition_toy"])
+        with pytest.raises(ConfigError, match=r"needs GroupBatch.partition.*set partition.source"):
+            check_methods(from_dict(RLConfig, raw))
+        assert calls == []
+        check_methods(from_dict(RLConfig, apply_overrides(raw, ["partition.source=exact"])))
+        assert calls and calls[0].partition is not None
+    finally:
+        ADVANTAGES._entries.pop("_needs_partition_toy")
+        ADVANTAGES._needs.pop("_needs_partition_toy")

@@ -4,13 +4,15 @@ Imports only torch, numpy and the standard library (``self_bleu`` imports sacreb
 """
 
 from divrl.core.batch import GroupBatch
+from divrl.core.needs import Needs
 from divrl.core.registry import Registry, UnknownNameError
 
-__all__ = ["GroupBatch", "Registry", "UnknownNameError"]
+__all__ = ["GroupBatch", "Needs", "Registry", "UnknownNameError"]
 
 from divrl.core.advantages import (
     ADVANTAGES,
     advantage_names,
+    advantage_needs,
     advantage_needs_logprobs,
     compute_advantages,
     get_advantage,
@@ -30,15 +32,17 @@ from divrl.core.losses import (
     LOSSES,
     LossOutput,
     aggregate,
-    combine_losses,
     compute_loss,
     get_loss,
     loss_names,
+    loss_needs,
     masked_mean,
     register_loss,
 )
 from divrl.core.metrics import (
     answer_entropy,
+    correct_classes,
+    distinct_correct_classes,
     distinct_n,
     div_equ,
     mean_pairwise_cosine_distance,
@@ -50,13 +54,15 @@ from divrl.core.metrics import (
     self_bleu,
 )
 
-__all__ += ["LOSSES", "LossOutput", "aggregate", "combine_losses", "compute_loss", "get_loss", "loss_names"]
+__all__ += ["LOSSES", "LossOutput", "aggregate", "compute_loss", "get_loss", "loss_names"]
+__all__ += ["loss_needs"]
 __all__ += ["masked_mean", "register_loss"]
+__all__ += ["correct_classes", "distinct_correct_classes"]
 __all__ += ["answer_entropy", "distinct_n", "div_equ", "mean_pairwise_cosine_distance", "mean_pass_at_k"]
 __all__ += ["num_classes", "pass_at_k", "pass_at_k_array", "potential_at_k", "self_bleu"]
 
 __all__ += ["ADVANTAGES", "advantage_names", "advantage_needs_logprobs", "compute_advantages", "get_advantage"]
-__all__ += ["register_advantage"]
+__all__ += ["advantage_needs", "register_advantage"]
 __all__ += ["setpo_bonus"]
 __all__ += ["cosine_kernel", "darling_diversity", "labels_tensor", "ngram_kernel", "partition", "partition_by_key"]
 __all__ += ["setpo_marginal_contributions"]

@@ -46,7 +46,7 @@ Dimension letters: P prompts, G rollouts per prompt, T tokens (see :mod:`divrl.c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any, Literal
@@ -61,6 +61,7 @@ from divrl.core.diversity import (
     ngram_kernel,
     setpo_marginal_contributions,
 )
+from divrl.core.needs import Needs, NeedsFn
 from divrl.core.registry import Registry, check_options
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "AdvantageFn",
     "advantage_handles_unscored",
     "advantage_names",
+    "advantage_needs",
     "advantage_needs_logprobs",
     "compute_advantages",
     "darling",
@@ -80,6 +82,7 @@ __all__ = [
     "rloo",
     "setpo",
     "setpo_bonus",
+    "setpo_needs",
     "unlikeliness",
 ]
 
@@ -91,31 +94,45 @@ ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
 Scale = Literal["group", "batch", "none"]
 
 
-_NEEDS_LOGPROBS: set[str] = set()
 _HANDLES_UNSCORED: set[str] = set()
 
 
 def register_advantage(
-    name: str, *, needs_logprobs: bool = False, handles_unscored: bool = False
+    name: str, *, needs: NeedsFn | None = None, needs_logprobs: bool = False, handles_unscored: bool = False
 ) -> Callable[[AdvantageFn], AdvantageFn]:
     """Decorator registering an estimator under ``name`` (a different function under a taken name raises).
 
-    ``needs_logprobs``: the estimator reads ``GroupBatch.old_logprobs`` and ``mask`` (P, G, T), so a trainer must
-    run a log-prob pass over the rollouts before the advantage (see :func:`advantage_needs_logprobs`).
+    ``needs``: ``needs(options) -> Needs``, the :class:`GroupBatch` fields the estimator reads with those options
+    (:mod:`divrl.core.needs`); the trainer computes exactly those, and config checks and adapters read the same
+    declaration (:func:`advantage_needs`). Default: rewards only.
+
+    ``needs_logprobs``: shorthand for a ``needs`` that reads ``old_logprobs`` and ``mask`` (P, G, T) whatever the
+    options, so a trainer runs a log-prob pass over the rollouts before the advantage.
 
     ``handles_unscored``: the estimator accepts NaN rewards and takes its statistics over ``batch.scored`` itself
     (every built-in does). Otherwise :func:`compute_advantages` calls it, when a batch holds unscorable rollouts,
     on each group's scored rollouts only (:func:`on_scored_rollouts`), so it never sees a NaN."""
     if needs_logprobs:
-        _NEEDS_LOGPROBS.add(name)
+        declared = needs
+
+        def needs(options: Mapping[str, Any]) -> Needs:
+            extra = Needs.of({"old_logprobs", "mask"})
+            return extra if declared is None else declared(options) | extra
+
     if handles_unscored:
         _HANDLES_UNSCORED.add(name)
-    return ADVANTAGES.register(name)
+    return ADVANTAGES.register(name, needs)
 
 
-def advantage_needs_logprobs(name: str) -> bool:
-    """Whether estimator ``name`` was registered with ``needs_logprobs=True`` (e.g. ``unlikeliness``)."""
-    return name in _NEEDS_LOGPROBS
+def advantage_needs(name: str, options: Mapping[str, Any] | None = None) -> Needs:
+    """What estimator ``name`` reads with ``options``: its declared :class:`~divrl.core.needs.Needs`."""
+    return ADVANTAGES.needs(name, options)
+
+
+def advantage_needs_logprobs(name: str, options: Mapping[str, Any] | None = None) -> bool:
+    """Whether estimator ``name`` (with ``options``) reads the old log-probs, i.e. a trainer must run a log-prob
+    pass before the advantage (e.g. ``unlikeliness``). A read of :func:`advantage_needs`."""
+    return advantage_needs(name, options).requires("old_logprobs")
 
 
 def advantage_handles_unscored(name: str) -> bool:
@@ -357,7 +374,7 @@ def rloo(batch: GroupBatch) -> Tensor:
     return _centre(r, s) * factor  # (P, G)
 
 
-@register_advantage("passk", handles_unscored=True)
+@register_advantage("passk", handles_unscored=True, needs=lambda o: Needs.of(optional={"correct"}))
 def passk(batch: GroupBatch, *, k: int = 4) -> Tensor:
     """Analytic Pass@k-training advantage (Chen et al., arXiv 2508.10751; official ``code/passk_adv.py``).
 
@@ -492,7 +509,7 @@ def unlikeliness(
 # ---------------------------------------------------------------------------------------------
 
 
-@register_advantage("darling", handles_unscored=True)
+@register_advantage("darling", handles_unscored=True, needs=lambda o: Needs.of({"partition"}))
 def darling(
     batch: GroupBatch,
     *,
@@ -541,6 +558,31 @@ def darling(
         raise ValueError("darling: GroupBatch.rewards must be >= 0 (or pass shift=True to subtract the group minimum)")
     div = darling_diversity(batch.partition, floor, s).to(dtype=r.dtype, device=r.device)  # (P, G)
     return _normalise(r * div, s, scale, unbiased, eps)  # (P, G)
+
+
+def setpo_needs(options: Mapping[str, Any]) -> Needs:
+    """What ``setpo`` reads with ``options``: its base estimator's needs, plus ``embeddings`` (``kernel="cosine"``;
+    read when set with ``"auto"``) or ``texts`` (``"ngram"``, and ``"auto"``, which reads them when no embeddings
+    are set: declared as required, since every trainer embeds the texts), ``correct`` with
+    ``gate`` or ``members`` ``"correct"``. With ``members="correct"`` only correct rollouts' embeddings are read."""
+    kernel, members, gate = options.get("kernel", "auto"), options.get("members", "all"), options.get("gate", "all")
+    reads: set[str] = set()
+    optional: set[str] = set()
+    if kernel == "cosine":
+        reads.add("embeddings")
+    elif kernel == "ngram":
+        reads.add("texts")
+    else:  # auto: embeddings when set, else texts; declared as texts (every provider embeds the texts)
+        reads.add("texts")
+        optional.add("embeddings")
+    if "correct" in (members, gate):
+        reads.add("correct")
+    own = Needs.of(reads, optional, "correct" if members == "correct" else "all")
+    base = options.get("base", "grpo")
+    if base == "setpo" or base not in ADVANTAGES:
+        return own  # the call itself raises, naming the base
+    base_options = options.get("base_options") or {}
+    return own | advantage_needs(base, base_options if isinstance(base_options, Mapping) else {})
 
 
 def setpo_bonus(
@@ -606,7 +648,7 @@ def _setpo_kernel(batch: GroupBatch, kernel: str, ngram: int, ngram_unit: Litera
     return torch.stack([ngram_kernel(group, n=ngram, unit=ngram_unit) for group in batch.texts])  # (P, G, G)
 
 
-@register_advantage("setpo", handles_unscored=True)
+@register_advantage("setpo", handles_unscored=True, needs=setpo_needs)
 def setpo(
     batch: GroupBatch,
     *,

@@ -11,7 +11,7 @@ Every entry has one signature::
 on-policy, i.e. ``logprobs.detach()``), ``ref_logprobs``, ``entropies`` and the required ``mask``.
 
 A loss is *minimised*. Terms compose by addition: a trainer configured with ``ppo`` and
-``positive_entropy`` sums the two :class:`LossOutput` (see :func:`combine_losses`).
+``positive_entropy`` sums the two terms' losses and logs each term's metrics as ``<term>/<metric>``.
 
 Padding positions (``mask == 0``) are zeroed *before* any arithmetic, so NaN/inf log-probs in the
 padding never reach the loss or its gradient.
@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from divrl.core.batch import GroupBatch
+from divrl.core.needs import Needs, NeedsFn
 from divrl.core.registry import Registry
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "LossOutput",
     "aggregate",
     "clip_cov_loss",
-    "combine_losses",
     "compute_loss",
     "entropy_bonus_loss",
     "get_loss",
@@ -45,6 +45,7 @@ __all__ = [
     "kl_cov_loss",
     "kl_loss",
     "loss_names",
+    "loss_needs",
     "masked_mean",
     "positive_entropy_loss",
     "ppo_loss",
@@ -71,14 +72,46 @@ _L = TypeVar("_L", bound=LossFn)
 LOSSES: Registry[LossFn] = Registry("policy loss")
 
 
-def register_loss(name: str) -> Callable[[_L], _L]:
-    """Decorator registering a policy loss ``fn(batch, advantages, *, **options) -> LossOutput``."""
+def register_loss(name: str, needs: NeedsFn | None = None) -> Callable[[_L], _L]:
+    """Decorator registering a policy loss ``fn(batch, advantages, *, **options) -> LossOutput``, with
+    ``needs(options) -> Needs`` declaring the :class:`GroupBatch` fields it reads (:mod:`divrl.core.needs`;
+    default: the current log-probs and the mask, with the old log-probs when set)."""
 
     def decorator(fn: _L) -> _L:
-        LOSSES.register(name)(fn)
+        LOSSES.register(name, needs if needs is not None else _policy_tokens)(fn)
         return fn
 
     return decorator
+
+
+def loss_needs(name: str, options: Mapping[str, Any] | None = None) -> Needs:
+    """What loss ``name`` reads with ``options``: its declared :class:`~divrl.core.needs.Needs`."""
+    return LOSSES.needs(name, options)
+
+
+def _policy_tokens(options: Mapping[str, Any]) -> Needs:
+    """A token-level policy-gradient term: current log-probs and mask; old log-probs when set (None = on-policy)."""
+    return Needs.of({"logprobs", "mask"}, {"old_logprobs"})
+
+
+def _ppo_needs(options: Mapping[str, Any]) -> Needs:
+    ref = {"ref_logprobs"} if _positive(options.get("beta", 0.0)) else set()
+    return _policy_tokens(options) | Needs.of(ref)
+
+
+def _positive_entropy_needs(options: Mapping[str, Any]) -> Needs:
+    if options.get("estimator", "surrogate") == "exact":
+        own = Needs.of({"mask", "entropies"})
+    else:
+        own = _policy_tokens(options)
+    return own | Needs.of({"correct"} if options.get("gate", "correct") == "correct" else set())
+
+
+def _positive(value: Any) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False  # the loss itself rejects the value, naming the option
 
 
 def get_loss(name: str) -> LossFn:
@@ -94,25 +127,6 @@ def loss_names() -> list[str]:
 def compute_loss(name: str, batch: GroupBatch, advantages: Tensor, **options: Any) -> LossOutput:
     """Call loss ``name``; unknown options raise ``ValueError`` naming them."""
     return cast(LossOutput, LOSSES.call(name, batch, advantages, **options))
-
-
-def combine_losses(parts: Mapping[str, LossOutput]) -> LossOutput:
-    """Sum of several terms, e.g. ``{"ppo": ..., "positive_entropy": ...}``.
-
-    Metrics are prefixed with the term name (``"ppo/clip_frac"``) and each term's loss value is
-    logged as ``"<name>/loss"``.
-    """
-    if not parts:
-        raise ValueError("combine_losses needs at least one loss term")
-    outputs = list(parts.values())
-    total = outputs[0].loss
-    for out in outputs[1:]:
-        total = total + out.loss
-    metrics: dict[str, float] = {}
-    for name, out in parts.items():
-        metrics[f"{name}/loss"] = float(out.loss.detach())
-        metrics.update({f"{name}/{key}": value for key, value in out.metrics.items()})
-    return LossOutput(loss=total, metrics=metrics)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +304,7 @@ def _ratio_metrics(tok: _Tokens) -> dict[str, float]:
 # Registered losses
 
 
-@register_loss("ppo")
+@register_loss("ppo", needs=_ppo_needs)
 def ppo_loss(
     batch: GroupBatch,
     advantages: Tensor,
@@ -354,7 +368,7 @@ def ppo_loss(
     return LossOutput(loss=loss, metrics=metrics)
 
 
-@register_loss("kl")
+@register_loss("kl", needs=lambda o: _policy_tokens(o) | Needs.of({"ref_logprobs"}))
 def kl_loss(
     batch: GroupBatch,
     advantages: Tensor,
@@ -381,7 +395,7 @@ def kl_loss(
 POSITIVE_ENTROPY_GATES = ("correct", "positive_advantage", "all")
 
 
-@register_loss("positive_entropy")
+@register_loss("positive_entropy", needs=_positive_entropy_needs)
 def positive_entropy_loss(
     batch: GroupBatch,
     advantages: Tensor,
@@ -452,7 +466,7 @@ def positive_entropy_loss(
     return LossOutput(loss=-lam * j_div, metrics=metrics)
 
 
-@register_loss("entropy_bonus")
+@register_loss("entropy_bonus", needs=lambda o: Needs.of({"mask", "entropies"}))
 def entropy_bonus_loss(
     batch: GroupBatch,
     advantages: Tensor,

@@ -19,6 +19,8 @@ from torch import Tensor
 
 __all__ = [
     "answer_entropy",
+    "correct_classes",
+    "distinct_correct_classes",
     "distinct_n",
     "div_equ",
     "mean_pairwise_cosine_distance",
@@ -228,6 +230,32 @@ def _labels(labels: Iterable[Hashable] | Tensor | npt.NDArray[Any]) -> list[Hash
     if isinstance(labels, (Tensor, np.ndarray)):
         return list(labels.reshape(-1).tolist())
     return list(labels)
+
+
+def correct_classes(keys: Sequence[Hashable | None], correct: Sequence[bool] | Tensor | npt.NDArray[Any]) -> set[Any]:
+    """The distinct solution classes among one group's correct samples: the set of their equivalence keys.
+
+    The one definition used everywhere (trainer metrics, evaluation, adapters; ours): **correct samples only**,
+    and a correct sample whose key is ``None`` (no canonical form could be computed) is **left out** -- a class
+    that cannot be named is not counted, so the number is a lower bound, and it is the same number that the
+    evaluation's per-problem ``classes`` lists recompute. On Countdown and maths a correct sample always has a key.
+    """
+    flags = [bool(c) for c in (correct.tolist() if isinstance(correct, (Tensor, np.ndarray)) else correct)]
+    if len(flags) != len(keys):
+        raise ValueError(f"correct_classes: {len(keys)} keys but {len(flags)} correctness flags")
+    return {k for k, c in zip(keys, flags, strict=True) if c and k is not None}
+
+
+def distinct_correct_classes(
+    keys: Sequence[Sequence[Hashable | None]], correct: Sequence[Sequence[bool]] | Tensor | npt.NDArray[Any]
+) -> float:
+    """Mean over groups of ``len(correct_classes(keys[p], correct[p]))`` (see :func:`correct_classes`); 0.0 for
+    no groups. ``correct`` is (P, G) bool."""
+    rows = correct.tolist() if isinstance(correct, (Tensor, np.ndarray)) else correct
+    if len(rows) != len(keys):
+        raise ValueError(f"distinct_correct_classes: {len(keys)} groups of keys but {len(rows)} of correctness")
+    counts = [len(correct_classes(group, row)) for group, row in zip(keys, rows, strict=True)]
+    return sum(counts) / max(1, len(counts))
 
 
 def num_classes(labels: Iterable[Hashable] | Tensor | npt.NDArray[Any]) -> int:

@@ -4,13 +4,18 @@ The mechanics follow verl's ``register_adv_est``: a module-level mapping filled 
 Registering a *different* object under a name that is taken raises; registering the same object
 again is a no-op (so re-importing a module is harmless). Looking up an unknown name raises
 :class:`UnknownNameError` listing the known names.
+
+Each entry is registered with its declared needs (:mod:`divrl.core.needs`): a function of the entry's options
+saying which ``GroupBatch`` fields it reads. :meth:`Registry.needs` is the one place every caller asks.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
+
+from divrl.core.needs import Needs, NeedsFn, no_needs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,9 +37,11 @@ class Registry(Generic[F]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, F] = {}
+        self._needs: dict[str, NeedsFn] = {}
 
-    def register(self, name: str) -> Callable[[F], F]:
-        """Decorator registering ``fn`` under ``name``."""
+    def register(self, name: str, needs: NeedsFn | None = None) -> Callable[[F], F]:
+        """Decorator registering ``fn`` under ``name``, with ``needs(options) -> Needs`` declaring what it reads
+        (default: only ``rewards``)."""
 
         def decorator(fn: F) -> F:
             existing = self._entries.get(name)
@@ -44,6 +51,8 @@ class Registry(Generic[F]):
                     f"refusing to replace it with {_qualname(fn)}"
                 )
             self._entries[name] = fn
+            if needs is not None or name not in self._needs:
+                self._needs[name] = needs if needs is not None else no_needs
             return fn
 
         return decorator
@@ -54,6 +63,11 @@ class Registry(Generic[F]):
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {sorted(self._entries)}") from None
+
+    def needs(self, name: str, options: Mapping[str, Any] | None = None) -> Needs:
+        """What entry ``name`` reads with ``options`` (its declared needs); an unknown name raises listing known ones."""
+        self.get(name)
+        return self._needs[name](dict(options or {}))
 
     def names(self) -> list[str]:
         """Sorted registered names."""

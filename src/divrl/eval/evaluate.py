@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from divrl.core import metrics as M
 from divrl.tasks.base import Task
-from divrl.trainer.rl import safe_key, safe_verify
+from divrl.tasks.verify import safe_key, verify_all
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,16 @@ def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> 
     n = len(samples.samples[0]) if samples.samples else 0
     correct = np.zeros((len(problems), n), dtype=bool)  # (P, n)
     keys: list[list[str | None]] = []
+    flat = [(problem, text) for p, problem in enumerate(problems) for text in samples.samples[p]]
+    verdicts = verify_all(task, [pr for pr, _ in flat], [t for _, t in flat])  # the task's batch verifier if any
     for p, problem in enumerate(problems):
         row = []
         for j, text in enumerate(samples.samples[p]):
-            correct[p, j] = safe_verify(task, problem, text).correct
-            row.append(safe_key(task, problem, text))
+            verdict = verdicts[p * n + j]
+            correct[p, j] = verdict.correct
+            row.append(verdict.key if verdict.keyed else safe_key(task, problem, text))
         keys.append(row)
-    greedy = np.array([safe_verify(task, pr, t).correct for pr, t in zip(problems, samples.greedy, strict=True)])
+    greedy = np.array([v.correct for v in verify_all(task, list(problems), list(samples.greedy))])
     out: dict[str, Any] = {"num_problems": len(problems), "n": n}
     for k in ks_for(n):
         out[f"pass@{k}"] = M.mean_pass_at_k(correct, k)
@@ -88,13 +91,8 @@ def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> 
         out[f"potential@{k}"] = M.potential_at_k(greedy.astype(float), correct[:, :k].any(axis=1).astype(float))
     out["div_equ"] = M.div_equ([[k for k in row if k is not None] for row in keys])
     out["distinct_correct_classes"] = float(
-        np.mean(
-            [
-                len({k for k, c in zip(row, correct[p], strict=True) if c and k is not None})
-                for p, row in enumerate(keys)
-            ]
-        )
-    )
+        np.mean([len(M.correct_classes(row, correct[p])) for p, row in enumerate(keys)])
+    )  # one definition: core.metrics.correct_classes
     out["distinct_4"] = _mean_finite(M.distinct_n(texts, 4, unit="char") for texts in samples.samples)
     out["self_bleu"] = _mean_finite(M.self_bleu(texts) for texts in samples.samples)
     out["entropy"] = samples.entropy
@@ -105,7 +103,7 @@ def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> 
             "correct": int(correct[p].sum()),
             "first_correct": int(np.argmax(correct[p])) if correct[p].any() else None,
             "greedy_correct": bool(greedy[p]),
-            "classes": sorted({k for k, c in zip(keys[p], correct[p], strict=True) if c and k is not None}),
+            "classes": sorted(M.correct_classes(keys[p], correct[p])),
         }
         for p, problem in enumerate(problems)
     ]

@@ -63,10 +63,11 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import advantage_needs_logprobs, compute_advantages, get_advantage
+from divrl.core.advantages import compute_advantages, get_advantage
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
+from divrl.core.metrics import distinct_correct_classes
 from divrl.core.registry import check_options
 from divrl.integrations.trl_callbacks import DivrlEvalCallback
 from divrl.integrations.trl_checks import warn_replaced_trl_settings
@@ -81,6 +82,7 @@ from divrl.rewards.trl_rewards import (
     math_answer_key,
     think_boxed_format_reward,
 )
+from divrl.signals import check_embed_rows, check_provided, embed_groups, group_batch
 
 try:
     import trl
@@ -109,6 +111,18 @@ __all__ = [
     "task_dataset",
     "think_boxed_format_reward",
 ]
+
+_LOGPROB_HINT = (
+    "every rollout's old log-probs before the advantage, which DiversityGRPOTrainer does not compute; use divrl's "
+    "own trainer (divrl train)"
+)
+_TRL_HINTS = {
+    "partition": "pass a partition source, partition_key= or partition_fn=",
+    "embeddings": "pass embedder=",
+    "old_logprobs": _LOGPROB_HINT,
+    "mask": _LOGPROB_HINT,
+}
+"""How to provide a field an estimator declares it needs (core.needs), for the refusal message."""
 
 TESTED_TRL = (1, 16)
 """The TRL minor version whose private methods the overrides were written against."""
@@ -318,7 +332,9 @@ class DiversityGRPOTrainer(GRPOTrainer):
         last_group_prompts: its P prompts, one per group.
 
     Caveat: TRL's logged reward statistics are its own; the completions table's ``advantages`` column is replaced
-    with the divrl values. Extra metrics: ``divrl/classes_per_group``, ``divrl/correct_frac``,
+    with the divrl values. Extra metrics: ``divrl/classes_per_group`` (partition classes over all rollouts),
+    ``divrl/distinct_correct_classes`` (:func:`divrl.core.metrics.distinct_correct_classes` over the partition labels:
+    classes among correct rollouts; a rollout whose partition key was ``None`` is its own class here), ``divrl/correct_frac``,
     ``divrl/div_term``, ``divrl/div_gate_frac``.
     """
 
@@ -338,19 +354,19 @@ class DiversityGRPOTrainer(GRPOTrainer):
     ) -> None:
         _check_partition_source(partition_fn, partition_key)
         options = dict(advantage_options or {})
+        needs = None
         if advantage is not None:
             check_options(get_advantage(advantage), options, f"advantage estimator {advantage!r}")
-            if advantage_needs_logprobs(advantage):
-                raise ValueError(
-                    f"advantage={advantage!r} needs every rollout's old log-probs before the advantage, which "
-                    "DiversityGRPOTrainer does not compute; use divrl's own trainer (divrl train)"
-                )
+            provided = ["correct", "texts"]  # what _generate_and_score_completions gathers, by the declared needs
+            if partition_fn is not None or partition_key is not None:
+                provided.append("partition")
+            if embedder is not None:
+                provided.append("embeddings")
+            needs = check_provided(advantage, options, provided, _TRL_HINTS, "DiversityGRPOTrainer")
         elif options:
             raise ValueError("advantage_options given without an advantage name")
-        if advantage == "darling" and partition_fn is None and partition_key is None:
-            raise ValueError("advantage='darling' needs a partition source: partition_key= or partition_fn=")
         if embedder is not None or embed_rows != "all":
-            from divrl.semantic import check_embed_rows, load_embedder
+            from divrl.semantic import load_embedder
 
             check_embed_rows(embed_rows, advantage, options)
             embedder = None if embedder is None else load_embedder(embedder)
@@ -378,6 +394,7 @@ class DiversityGRPOTrainer(GRPOTrainer):
             )
         self.divrl_advantage = advantage
         self.divrl_advantage_options = options
+        self.divrl_needs = needs  # the estimator's declared needs (divrl.core.needs), as the trainer reads them
         self.divrl_partition_fn = partition_fn
         self.divrl_partition_key = partition_key
         self.divrl_embedder = embedder
@@ -426,8 +443,9 @@ class DiversityGRPOTrainer(GRPOTrainer):
         rewards = (rewards_per_func * weights).nansum(dim=1)  # (N,)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # unscorable rows
         prompt_groups, text_groups = group_rollouts(prompts, prompts, g), group_rollouts(prompts, texts, g)
-        batch = GroupBatch(
-            rewards=rewards.view(-1, g).float().cpu(),  # (P, G)
+        batch = group_batch(
+            rewards.view(-1, g).float().cpu(),  # (P, G)
+            needs=self.divrl_needs,
             correct=correct.view(-1, g).cpu(),  # (P, G)
             texts=text_groups,
             partition=self._partition([group[0] for group in prompt_groups], text_groups),
@@ -445,6 +463,8 @@ class DiversityGRPOTrainer(GRPOTrainer):
         if batch.partition is not None:
             classes = (batch.partition.sort(-1).values.diff(dim=-1) != 0).sum(-1) + 1  # (P,)
             self._metrics[mode]["divrl/classes_per_group"].append(classes.float().mean().item())
+            dcc = distinct_correct_classes(batch.partition.tolist(), batch.correct)  # core.metrics' one definition
+            self._metrics[mode]["divrl/distinct_correct_classes"].append(dcc)
         return out
 
     def _divrl_mode(self) -> str:
@@ -472,13 +492,10 @@ class DiversityGRPOTrainer(GRPOTrainer):
         """(P, G, D) embeddings, each group embedded by one process (round-robin), then gathered to all."""
         if self.divrl_embedder is None:
             return None
-        from divrl.semantic import embed_texts
-
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        only = correct if self.divrl_embed_rows == "correct" else None  # (P, G) bool
         idx = list(range(rank, len(texts), world))  # this process's groups, embedded in one batched call
         emb = (
-            embed_texts([texts[i] for i in idx], self.divrl_embedder, None if only is None else only[idx])
+            embed_groups([texts[i] for i in idx], self.divrl_embedder, self.divrl_embed_rows, correct[idx])
             if idx
             else None
         )

@@ -68,11 +68,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import ADVANTAGES, advantage_needs_logprobs, compute_advantages
+from divrl.core.advantages import ADVANTAGES, advantage_needs, compute_advantages
 from divrl.core.batch import GroupBatch
-from divrl.core.diversity import labels_tensor, partition_by_key
+from divrl.core.diversity import labels_tensor
 from divrl.core.losses import compute_loss, positive_entropy_loss
+from divrl.core.metrics import correct_classes
 from divrl.core.registry import check_options
+from divrl.signals import check_embed_rows, embed_groups, group_batch, labels_from_keys
 
 __all__ = [
     "ESTIMATOR_PREFIX",
@@ -128,11 +130,20 @@ EXTRA_TEXT = "divrl_text"
 """Reward extra info key: a text to use instead of the decoded response (e.g. the extracted solution)."""
 
 
+VERL_CAN_PROVIDE = ("correct", "texts", "partition", "embeddings")
+"""GroupBatch fields the verl adapter can build (texts and partition keys from the reward extra info under the
+``divrl_sync`` trainer, embeddings from the texts). An estimator declared to need anything else is refused."""
+
+
 def _unsupported(name: str) -> str | None:
-    """Why estimator ``name`` cannot run inside verl, or None."""
-    if advantage_needs_logprobs(name):
+    """Why estimator ``name`` (with its default options) cannot run inside verl, or None: read from its declared
+    needs (:mod:`divrl.core.needs`)."""
+    missing = advantage_needs(name).missing(VERL_CAN_PROVIDE)
+    if not missing:
+        return None
+    if "old_logprobs" in missing:
         return "it needs the old log-probs of every group member, which verl does not pass to estimators"
-    return None
+    return f"it needs GroupBatch.{missing[0]}, which verl does not pass to estimators"
 
 
 def _verl_module(name: str) -> Any:
@@ -311,10 +322,11 @@ def group_advantages(
         embedder: a :class:`divrl.semantic.Embedder` (or spec) for ``GroupBatch.embeddings`` (SetPO's cosine
             kernel); needs ``texts``.
         embed_rows: ``"all"``, or ``"correct"`` (only correct rows are embedded; see
-            :func:`divrl.semantic.check_embed_rows`).
+            :func:`divrl.signals.check_embed_rows`).
 
     Returns:
-        The advantages ``(bs,)`` in ``scores``' dtype, and stats: ``classes_per_group`` when a partition was built.
+        The advantages ``(bs,)`` in ``scores``' dtype, and stats: ``classes_per_group`` when a partition was built,
+        and ``distinct_correct_classes`` (:func:`divrl.core.metrics.correct_classes` over the labels) with ``correct``.
     """
     if scores.dim() != 1:
         raise ValueError(f"scores must have shape (bs,), got {tuple(scores.shape)}")
@@ -327,8 +339,6 @@ def group_advantages(
             raise ValueError(f"{what} has {len(value)} entries for {bs} rows")
     opts = dict(options or {})
     if embedder is not None:
-        from divrl.semantic import check_embed_rows
-
         check_embed_rows(embed_rows, name, opts)
         if texts is None:
             raise ValueError("an embedder needs the response texts (texts=)")
@@ -345,22 +355,21 @@ def group_advantages(
     flat = scores.detach().to("cpu")  # (bs,)
     out = torch.zeros_like(flat)  # (bs,)
     classes: list[Tensor] = []
+    correct_counts: list[int] = []
     for rows in buckets:
         idx = torch.as_tensor(rows, dtype=torch.long)  # (P_g, g)
         group_texts = None if texts is None else [[str(texts[i]) for i in row] for row in rows]
         labels = None
         if keys is not None:
-            labels = labels_tensor([partition_by_key([keys[i] for i in row]) for row in rows])  # (P_g, g)
+            labels = labels_from_keys([[keys[i] for i in row] for row in rows])  # (P_g, g)
         elif partition_fn is not None and group_texts is not None:
             labels = labels_tensor([_labels(partition_fn, group) for group in group_texts])  # (P_g, g)
         embeddings = None
         if embedder is not None and group_texts is not None:
-            from divrl.semantic import embed_texts
-
-            only = correct_t[idx] if embed_rows == "correct" and correct_t is not None else None  # (P_g, g)
-            embeddings = embed_texts(group_texts, embedder, only)  # (P_g, g, D)
-        batch = GroupBatch(
-            rewards=flat[idx].float(),  # (P_g, g)
+            group_correct = None if correct_t is None else correct_t[idx]  # (P_g, g)
+            embeddings = embed_groups(group_texts, embedder, embed_rows, group_correct)  # (P_g, g, D)
+        batch = group_batch(
+            flat[idx].float(),  # (P_g, g)
             correct=None if correct_t is None else correct_t[idx],  # (P_g, g)
             texts=group_texts,
             partition=labels,
@@ -370,7 +379,12 @@ def group_advantages(
         out[idx.reshape(-1)] = adv.reshape(-1).to(out.dtype)
         if labels is not None:
             classes.append((labels.sort(-1).values.diff(dim=-1) != 0).sum(-1) + 1)  # (P_g,)
+            if correct_t is not None:  # core.metrics' one definition, over the partition labels
+                pairs = zip(labels.tolist(), correct_t[idx], strict=True)
+                correct_counts.extend(len(correct_classes(row, c)) for row, c in pairs)
     stats = {"classes_per_group": torch.cat(classes).float().mean().item()} if classes else {}
+    if correct_counts:
+        stats["distinct_correct_classes"] = sum(correct_counts) / len(correct_counts)
     return out.to(scores.device), stats
 
 
@@ -444,13 +458,15 @@ def load_callable(spec: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-_SIDE_INFO_NEEDS = {
-    "darling": (
+_SIDE_INFO_HINTS = {
+    "partition": (
         "a partition: return {'score': ..., 'divrl_key': <key>} from the reward function, or set "
         "+algorithm.divrl_partition_fn='pkg.module:fn' (fn(texts) -> labels)"
     ),
-    "setpo": "the response texts",
+    "texts": "the response texts",
+    "embeddings": "the response texts and +algorithm.divrl_embedder",
 }
+"""How a verl run provides a field an estimator declares it needs (the needs themselves: divrl.core.needs)."""
 
 _ESTIMATORS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {}
 
@@ -506,16 +522,18 @@ def make_estimator(name: str) -> Callable[..., tuple[Tensor, Tensor]]:
             info = _SAMPLE_INFO.get()
             if info is not None:
                 _check_alignment(info, index, verl_name)
-        if name in _SIDE_INFO_NEEDS:
-            texts_ok = info is not None and info.texts is not None
-            keys_ok = info is not None and info.keys is not None
-            has = texts_ok if name == "setpo" else keys_ok or (texts_ok and partition_fn is not None)
-            if not has:
-                raise ValueError(
-                    f"{verl_name} needs {_SIDE_INFO_NEEDS[name]}. verl passes estimators only rewards and uids: run "
-                    f"with trainer.v1.trainer_mode={TRAINER_MODE} so divrl receives the responses and the reward "
-                    "extra info"
-                )
+        texts_ok = info is not None and info.texts is not None
+        keys_ok = info is not None and info.keys is not None
+        provided = ["correct"] + ["texts"] * texts_ok + ["embeddings"] * (texts_ok and embedder is not None)
+        if keys_ok or (texts_ok and partition_fn is not None):
+            provided.append("partition")
+        missing = advantage_needs(name, options).missing(provided)
+        if missing:
+            raise ValueError(
+                f"{verl_name} needs {_SIDE_INFO_HINTS.get(missing[0], 'GroupBatch.' + missing[0])}. verl passes "
+                f"estimators only rewards and uids: run with trainer.v1.trainer_mode={TRAINER_MODE} so divrl receives "
+                "the responses and the reward extra info"
+            )
         scores = token_level_rewards.sum(dim=-1)  # (bs,)
         correct: np.ndarray | Tensor = (scores >= threshold).cpu()  # (bs,)
         if info is not None and info.correct is not None:

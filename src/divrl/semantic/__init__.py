@@ -29,7 +29,6 @@ _EXPORTS = {
     "load_embedder": "embedder",
     "LearnedPartition": "partition",
     "adjusted_rand_index": "partition",
-    "check_embed_rows": "partition",
     "embed_texts": "partition",
     "learned_partition": "partition",
     "short_answer_equivalent": "rules",

@@ -13,7 +13,7 @@ transitive closure with union-find, as DARLING's ``partition_reward_vllm_serve.p
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,19 +149,6 @@ def embed_texts(
     if rows:
         out[keep] = emb.encode([flat[i] for i in rows])  # (K, D)
     return out.reshape(len(groups), g, -1)  # (P, G, D)
-
-
-def check_embed_rows(embed_rows: str, advantage: str | None, options: Mapping[str, Any]) -> None:
-    """Refuse ``embed_rows="correct"`` unless the advantage never reads an incorrect rollout's embedding: only
-    ``setpo`` with ``members="correct"`` does not (the unembedded rows are zero vectors)."""
-    if embed_rows not in ("all", "correct"):
-        raise ValueError(f"embed_rows must be 'all' or 'correct', got {embed_rows!r}")
-    members = options.get("members") if advantage == "setpo" else None
-    if embed_rows == "correct" and members != "correct":
-        raise ValueError(
-            "embed_rows 'correct' leaves incorrect rollouts unembedded (zero vectors); only setpo with the option "
-            f"members 'correct' never reads them (advantage {advantage!r}, members {members!r})"
-        )
 
 
 def adjusted_rand_index(labels_a: Sequence[int], labels_b: Sequence[int]) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 C = TypeVar("C")
@@ -26,12 +26,19 @@ class Verdict:
         correct: whether the final answer is right (R1-zero-Div's gate, pass@k).
         answer: the extracted final answer (normalised string), ``None`` if none was found.
         reason: ``"ok"`` for a correct answer, otherwise a short human-readable reason.
+        key: the completion's exact equivalence key (:meth:`Task.equivalence_key`), when the verifier computed it
+            in the same pass (``keyed=True``; then ``None`` means the completion has none). One parse serves both.
+        keyed: whether ``key`` was computed; ``False``: a caller asks :meth:`Task.equivalence_key` itself.
+
+    ``key`` and ``keyed`` take no part in equality (two verdicts that grade alike are equal).
     """
 
     reward: float | None
     correct: bool
     answer: str | None
     reason: str
+    key: str | None = field(default=None, compare=False)
+    keyed: bool = field(default=False, compare=False)
 
 
 @runtime_checkable

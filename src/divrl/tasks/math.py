@@ -46,6 +46,7 @@ equations of a solution for Div-Equ (our documented rule; the papers do not spec
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import math
@@ -655,13 +656,15 @@ class MathTask:
 
     # ----------------------------------------------------------------------------------------------
     def verify(self, problem: MathProblem, completion: str) -> Verdict:
-        return self._judge([problem], [completion])[0][0]
+        verdict, key = self._judge([problem], [completion])[0]
+        return dataclasses.replace(verdict, key=key, keyed=True)
 
     def verify_batch(self, problems: Sequence[MathProblem], completions: Sequence[str]) -> list[Verdict]:
-        """:meth:`verify` for many pairs at once; the math-verify calls run concurrently in the pool."""
+        """:meth:`verify` for many pairs at once; the math-verify calls run concurrently in the pool. Each verdict
+        carries its :meth:`equivalence_key` (``keyed=True``) from the same judgement."""
         if len(problems) != len(completions):
             raise ValueError(f"verify_batch got {len(problems)} problems and {len(completions)} completions")
-        return [v for v, _ in self._judge(problems, completions)]
+        return [dataclasses.replace(v, key=k, keyed=True) for v, k in self._judge(problems, completions)]
 
     def equivalence_key(self, problem: MathProblem, completion: str) -> str | None:
         """The normalised final answer (the reference's key when correct); ``None`` without a final answer."""

@@ -9,9 +9,7 @@ resumed from a checkpoint reproduces the uninterrupted run exactly (on the same 
 
 from __future__ import annotations
 
-import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +17,20 @@ import torch
 from tqdm.auto import tqdm
 
 from divrl.config import ConfigError, save_yaml
-from divrl.core.advantages import advantage_needs_logprobs, compute_advantages
+from divrl.core.advantages import advantage_needs, compute_advantages
 from divrl.core.batch import GroupBatch
-from divrl.core.diversity import partition_by_key
-from divrl.core.losses import compute_loss
-from divrl.tasks.base import Task, Verdict
+from divrl.core.losses import compute_loss, loss_needs
+from divrl.signals import (
+    Scored,
+    check_embed_rows,
+    check_provided,
+    distinct_correct_classes,
+    embed_groups,
+    group_batch,
+    partition_labels,
+    score,
+)
+from divrl.tasks.base import Task
 from divrl.trainer.common import (
     TRAIN_RUN,
     MetricLogger,
@@ -45,110 +52,42 @@ from divrl.trainer.common import (
 from divrl.trainer.config import RLConfig
 
 
-@dataclass
-class Scored:
-    """Verifier output for a step's P×G rollouts (row-major: group p is rows p*G .. p*G+G-1)."""
-
-    rewards: torch.Tensor  # (P, G) float, NaN = unscorable
-    correct: torch.Tensor  # (P, G) bool
-    answers: list[list[str | None]]
-    keys: list[list[str | None]]  # exact equivalence key of each solution (None = none)
-    reasons: dict[str, int]
-
-
-def safe_verify(task: Task, problem: Any, text: str) -> Verdict:
-    """The task's verdict; a verifier that raises yields an unscorable verdict, never a crash."""
-    try:
-        return task.verify(problem, text)
-    except Exception as exc:
-        return Verdict(reward=None, correct=False, answer=None, reason=f"verifier error: {type(exc).__name__}: {exc}")
-
-
-def safe_key(task: Task, problem: Any, text: str) -> str | None:
-    try:
-        return task.equivalence_key(problem, text)
-    except Exception:
-        return None
-
-
-def score(task: Task, problems: list[Any], texts: list[str], group_size: int) -> Scored:
-    """Verify every rollout and collect rewards, correctness, answers and equivalence keys.
-
-    An unscorable rollout (``reward=None``, or a verifier that raised) gets reward NaN, which
-    :func:`divrl.core.advantages.compute_advantages` leaves out of its group's statistics (advantage 0), and
-    ``correct=False`` whatever the verdict said."""
-    p_count = len(problems)
-    rewards = torch.zeros(p_count, group_size)  # (P, G)
-    correct = torch.zeros(p_count, group_size, dtype=torch.bool)  # (P, G)
-    answers: list[list[str | None]] = []
-    keys: list[list[str | None]] = []
-    reasons: dict[str, int] = {}
-    for p, problem in enumerate(problems):
-        row_answers, row_keys = [], []
-        for g in range(group_size):
-            text = texts[p * group_size + g]
-            verdict = safe_verify(task, problem, text)
-            rewards[p, g] = math.nan if verdict.reward is None else float(verdict.reward)
-            correct[p, g] = bool(verdict.correct) and verdict.reward is not None  # unscorable is never correct
-            row_answers.append(verdict.answer)
-            row_keys.append(safe_key(task, problem, text))
-            reason = verdict.reason.split(":")[0]
-            reasons[reason] = reasons.get(reason, 0) + 1
-        answers.append(row_answers)
-        keys.append(row_keys)
-    return Scored(rewards, correct, answers, keys, reasons)
-
-
-def partition_labels(
-    source: str, scored: Scored, texts: list[list[str]], learned: Any = None, only_correct: bool = False
-) -> tuple[torch.Tensor | None, int]:
-    """(P, G) class labels from the configured partition source (or None), and how many groups fell back to
-    singleton classes because the learned classifier failed on them. ``only_correct``: classes are formed among
-    each group's correct rollouts only; an incorrect rollout is a class of its own (nothing of it is embedded)."""
-    if source == "none":
-        return None, 0
-    keep = scored.correct.tolist() if only_correct else [[True] * len(t) for t in texts]  # (P, G) bools
-
-    def kept(per_group: list[list[Any]]) -> list[list[Any]]:
-        return [[x for x, c in zip(group, row, strict=True) if c] for group, row in zip(per_group, keep, strict=True)]
-
-    keys = {"exact": scored.keys, "answer": scored.answers, "text": texts}
-    failures = 0
-    if source in keys:
-        subsets = [partition_by_key(group) for group in kept(keys[source])]
-    elif source == "learned":
-        chosen = kept(texts)
-        try:
-            subsets = learned.groups(chosen)
-        except Exception:
-            subsets, failures = [list(range(len(t))) for t in chosen], len(texts)
-    else:
-        raise ValueError(f"partition.source {source!r}: known sources are none, exact, answer, text, learned")
-    rows = []
-    for row, labels in zip(keep, subsets, strict=True):
-        it = iter(labels)
-        # kept rollouts keep their subset class; the others are singletons (key None); renumbered canonically
-        rows.append(partition_by_key([("class", next(it)) if c else None for c in row]))
-    return torch.tensor(rows, dtype=torch.long), failures  # (P, G)
-
-
 def check_methods(cfg: RLConfig) -> None:
-    """Run the configured advantage estimator and loss terms once on a tiny synthetic group (one prompt, the real
-    group size G, the fields a real step provides: a partition only with ``partition.source``, embeddings only with
-    an ``embedder``), so that a bad option value or a missing signal fails before a model is loaded.
+    """Check the configured advantage estimator and loss terms before a model is loaded.
+
+    First against their declared needs (:mod:`divrl.core.needs`): a field the estimator requires that this
+    config cannot provide (a partition without ``partition.source``, embeddings without an ``embedder``) and an
+    ``embed_rows: correct`` the estimator does not declare are refused. Then each is run once on a tiny synthetic
+    group (one prompt, the real group size G, the fields a real step provides), so that a bad option value fails too.
 
     Raises:
-        ConfigError: naming the field (``advantage.options``, ``loss.<i>.options``, ``embed_rows``).
+        ConfigError: naming the field (``advantage.options``, ``loss.<i>.options``, ``embed_rows``, ...).
     """
-    if cfg.embed_rows != "all":
-        from divrl.semantic.partition import check_embed_rows
-
+    name = cfg.advantage.name
+    try:
+        needs = advantage_needs(name, cfg.advantage.options)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"advantage {name!r} (advantage.name): {exc}") from exc
+    for i, term in enumerate(cfg.loss):
         try:
-            check_embed_rows(cfg.embed_rows, cfg.advantage.name, cfg.advantage.options)
-        except ValueError as exc:
-            raise ConfigError(f"embed_rows: {exc}") from exc
+            loss_needs(term.name, term.options)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"loss {term.name!r} (loss.{i}.name): {exc}") from exc
+    try:
+        check_embed_rows(cfg.embed_rows, name, cfg.advantage.options)
+    except ValueError as exc:
+        raise ConfigError(f"embed_rows: {exc}") from exc
+    available = list(TRAINER_PROVIDES)
+    if cfg.partition.source != "none":
+        available.append("partition")
+    if cfg.embedder:
+        available.append("embeddings")
+    try:
+        check_provided(name, cfg.advantage.options, available, _PROVIDE_HINTS, "divrl train")
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (advantage.name / advantage.options)") from exc
     g, t = cfg.rollout.group_size, 3
-    token_level = advantage_needs_logprobs(cfg.advantage.name)  # the trainer then runs a log-prob pass first
+    token_level = needs.requires("old_logprobs")  # the trainer then runs a log-prob pass first
     rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
     texts = [[f"{i % 3}+{i}" for i in range(g)]]
     batch = GroupBatch(
@@ -164,12 +103,7 @@ def check_methods(cfg: RLConfig) -> None:
     try:
         advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (1, G)
     except (ValueError, TypeError, KeyError) as exc:
-        hint = ""
-        if "GroupBatch.embeddings" in str(exc) and not cfg.embedder:
-            hint = " (set embedder, e.g. embedder=all-MiniLM-L6-v2)"
-        elif "GroupBatch.partition" in str(exc) and cfg.partition.source == "none":
-            hint = " (set partition.source: exact, answer, text or learned)"
-        raise ConfigError(f"advantage {cfg.advantage.name!r} (advantage.options): {exc}{hint}") from exc
+        raise ConfigError(f"advantage {cfg.advantage.name!r} (advantage.options): {exc}") from exc
     lp = torch.full((1, g, t), -0.7, requires_grad=True)  # (1, G, T)
     sub = GroupBatch(
         rewards=rewards,
@@ -187,13 +121,14 @@ def check_methods(cfg: RLConfig) -> None:
             raise ConfigError(f"loss {term.name!r} (loss.{i}.options): {exc}") from exc
 
 
-def distinct_correct_classes(scored: Scored) -> float:
-    """Mean over groups of the number of distinct solution classes among correct rollouts."""
-    counts = []
-    for p, row in enumerate(scored.keys):
-        classes = {(k if k is not None else scored.answers[p][g]) for g, k in enumerate(row) if scored.correct[p, g]}
-        counts.append(len(classes))
-    return sum(counts) / max(1, len(counts))
+TRAINER_PROVIDES = ("correct", "texts", "answers", "logprobs", "old_logprobs", "ref_logprobs", "mask", "entropies")
+"""GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it);
+``partition`` and ``embeddings`` depend on ``partition.source`` and ``embedder``."""
+
+_PROVIDE_HINTS = {
+    "partition": "set partition.source: exact, answer, text or learned",
+    "embeddings": "set embedder, e.g. embedder=all-MiniLM-L6-v2",
+}
 
 
 def resolve_dtype(name: str) -> str:
@@ -225,6 +160,7 @@ class RLTrainer:
         old_run = check_run_folder(self.run_dir, TRAIN_RUN, resume=resume, overwrite=overwrite)
         check_methods(cfg)
         self.cfg = cfg
+        self.needs = advantage_needs(cfg.advantage.name, cfg.advantage.options)  # what the estimator reads
         self.progress = progress
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
@@ -334,7 +270,9 @@ class RLTrainer:
         )
 
     def _reference_model(self) -> Any:
-        if not any(float(t.options.get("beta", 0.0)) > 0 for t in self.cfg.loss):
+        """The frozen reference policy when a loss term declares it reads ``ref_logprobs`` (``kl``, ``ppo`` with
+        ``beta > 0``), else ``None``."""
+        if not any(loss_needs(t.name, t.options).requires("ref_logprobs") for t in self.cfg.loss):
             return None
         if self.cfg.model.lora_r > 0:  # the same weights with the adapters switched off: no second copy
             from divrl.models.lora import AdaptersDisabled
@@ -412,14 +350,15 @@ class RLTrainer:
         scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
         old = mask = None
-        if advantage_needs_logprobs(cfg.advantage.name):  # e.g. unlikeliness ranks rollouts by their likelihood
+        if self.needs.requires("old_logprobs"):  # declared, e.g. by unlikeliness (it ranks by likelihood)
             old = self.old_logprobs(rollouts, len(problems), ro.group_size)  # (P, G, T)
             mask = rollouts.completion_mask.view(old.shape)  # (P, G, T)
         labels, partition_failures = partition_labels(
             cfg.partition.source, scored, texts, self.learned, cfg.partition.only_correct
         )
-        batch = GroupBatch(
-            rewards=scored.rewards,
+        batch = group_batch(
+            scored.rewards,
+            needs=self.needs,
             correct=scored.correct,
             texts=texts,
             answers=scored.answers,
@@ -448,6 +387,7 @@ class RLTrainer:
             "time_score_s": t_score - t_sample,
             "time_step_s": timer(),
             **loss_metrics,
+            **{f"reasons/{kind.replace(' ', '_')}": float(n) for kind, n in sorted(scored.reasons.items())},
         }
         return metrics
 
@@ -455,10 +395,7 @@ class RLTrainer:
         """(P, G, D) embeddings for SetPO's cosine kernel (zero rows outside ``embed_rows``), or None."""
         if self.embedder is None:
             return None
-        from divrl.semantic import embed_texts
-
-        only = scored.correct if self.cfg.embed_rows == "correct" else None  # (P, G)
-        return embed_texts(texts, self.embedder, only)  # (P, G, D)
+        return embed_groups(texts, self.embedder, self.cfg.embed_rows, scored.correct)  # (P, G, D)
 
     def _chunks(self, p_count: int) -> list[tuple[int, int]]:
         """Prompt ranges of the forward/backward micro-batches (``micro_batch_prompts``; 0 = one chunk)."""

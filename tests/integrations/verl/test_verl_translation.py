@@ -125,6 +125,9 @@ def test_darling_with_keys_hand_computed_on_shuffled_rows():
     adv, stats = group_advantages("darling", torch.tensor(scores), index, keys=keys)
     torch.testing.assert_close(adv, torch.tensor(expected))
     assert stats == {"classes_per_group": pytest.approx((3 + 4) / 2)}
+    correct = [s == 1.0 for s in scores]  # group g: correct x, x, y -> 2 classes; group h: none correct -> 0
+    _, stats = group_advantages("darling", torch.tensor(scores), index, keys=keys, correct=correct)
+    assert stats["distinct_correct_classes"] == pytest.approx((2 + 0) / 2)
 
 
 def test_token_advantages_broadcast_over_ragged_masks():

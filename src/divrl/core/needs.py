@@ -1,0 +1,104 @@
+"""Declared needs: what an advantage estimator or a policy loss reads, as a function of its options.
+
+Every estimator and loss is registered with a *needs function* ``needs(options) -> Needs`` (see
+:meth:`divrl.core.registry.Registry.register`). It is the one place that says which :class:`GroupBatch` fields
+the entry reads with those options; everything else reads it instead of keeping its own list:
+
+- the trainer (:mod:`divrl.trainer.rl`) computes what is needed and nothing more (the old-log-prob pass before
+  the advantage, the reference model for a KL term), and its config check refuses a config that cannot provide
+  a needed field before a model is loaded, in one line naming the config field;
+- the TRL and verl adapters refuse an estimator that needs a field they cannot provide, naming it;
+- ``embed_rows: correct`` is allowed only when the estimator declares that it reads the embeddings of correct
+  rollouts only (:attr:`Needs.embed_rows`).
+
+``rewards`` is always read and is not listed. This module is ours (no paper); the field names are those of
+:class:`~divrl.core.batch.GroupBatch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["FIELDS", "Needs", "NeedsFn", "no_needs"]
+
+FIELDS = (
+    "correct",
+    "texts",
+    "answers",
+    "logprobs",
+    "old_logprobs",
+    "ref_logprobs",
+    "mask",
+    "entropies",
+    "embeddings",
+    "partition",
+)
+"""The optional :class:`~divrl.core.batch.GroupBatch` fields an entry may declare (``rewards`` is always read)."""
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What one entry reads with one set of options.
+
+    Attributes:
+        reads: fields that must be set (the entry raises when one is None).
+        optional: fields read when set, ignored when None (e.g. ``old_logprobs`` of a PPO loss: None = on-policy;
+            ``embeddings`` of SetPO's ``kernel="auto"``).
+        embed_rows: whose embeddings are read when embeddings are read: ``"all"`` rollouts, or only the
+            ``"correct"`` ones (then a trainer may leave the other rows unembedded).
+    """
+
+    reads: frozenset[str] = field(default_factory=frozenset)
+    optional: frozenset[str] = field(default_factory=frozenset)
+    embed_rows: Literal["all", "correct"] = "all"
+
+    def __post_init__(self) -> None:
+        unknown = sorted((set(self.reads) | set(self.optional)) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"Needs: unknown GroupBatch field(s) {unknown}; known: {list(FIELDS)}")
+        if self.embed_rows not in ("all", "correct"):
+            raise ValueError(f"Needs.embed_rows must be 'all' or 'correct', got {self.embed_rows!r}")
+
+    @staticmethod
+    def of(
+        reads: Iterable[str] = (), optional: Iterable[str] = (), embed_rows: Literal["all", "correct"] = "all"
+    ) -> Needs:
+        """``Needs`` from any iterables of field names."""
+        return Needs(frozenset(reads), frozenset(optional) - frozenset(reads), embed_rows)
+
+    def requires(self, name: str) -> bool:
+        """Whether field ``name`` must be set."""
+        return name in self.reads
+
+    def uses(self, name: str) -> bool:
+        """Whether field ``name`` is read (required or when set)."""
+        return name in self.reads or name in self.optional
+
+    def missing(self, available: Iterable[str]) -> list[str]:
+        """The required fields not in ``available``, in :data:`FIELDS` order."""
+        have = set(available)
+        return [f for f in FIELDS if f in self.reads and f not in have]
+
+    def __or__(self, other: Needs) -> Needs:
+        """Union: what two entries read together (``embed_rows`` is ``"correct"`` only if both say so, or only one
+        reads embeddings and says so)."""
+        rows: Literal["all", "correct"]
+        mine, theirs = self.uses("embeddings"), other.uses("embeddings")
+        if mine and theirs:
+            rows = "correct" if self.embed_rows == other.embed_rows == "correct" else "all"
+        else:
+            rows = self.embed_rows if mine else other.embed_rows if theirs else "all"
+            if not mine and not theirs:
+                rows = "correct" if "correct" in (self.embed_rows, other.embed_rows) else "all"
+        return Needs.of(self.reads | other.reads, self.optional | other.optional, rows)
+
+
+NeedsFn = Callable[[Mapping[str, Any]], Needs]
+"""``needs(options) -> Needs``: what an entry reads with those (keyword) options."""
+
+
+def no_needs(options: Mapping[str, Any]) -> Needs:
+    """The needs of an entry that reads only ``rewards`` (the default of a registration without ``needs=``)."""
+    return Needs()

@@ -1,0 +1,213 @@
+"""Group signals: from scored rollouts to the ``GroupBatch`` an estimator reads, in one place.
+
+Sits between :mod:`divrl.tasks` / :mod:`divrl.semantic` (verdicts, partitions, embeddings) and :mod:`divrl.core`
+(estimators, losses). The trainer (:mod:`divrl.trainer.rl`), the TRL subclass (:mod:`divrl.integrations.trl`) and
+the verl adapter (:mod:`divrl.integrations.verl`) all build their groups here and read the same declared needs
+(:mod:`divrl.core.needs`); each keeps only its own gathering across processes and bucketing.
+
+- :func:`score`: verdicts of a step's P×G rollouts (the task's batch verifier when it has one) → :class:`Scored`.
+- :func:`partition_labels`: (P, G) labels from the configured partition source (exact, answer, text, learned).
+- :func:`check_provided`: refuse an estimator that needs a field a setting cannot provide, in one line naming it.
+- :func:`check_embed_rows`: ``embed_rows: correct`` only for an estimator declared to read correct rows only.
+- :func:`labels_from_keys`: (P, G) partition labels from per-rollout keys (equal key = one class, ``None`` = a
+  class of its own), optionally among each group's correct rollouts only.
+- :func:`embed_groups`: (P, G, D) embeddings of the rows the estimator reads.
+- :func:`group_batch`: the ``GroupBatch`` itself, with exactly the fields the needs ask for (and those given).
+
+The design is ours (no paper); see docs/architecture.md, "Signals and declared needs".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from divrl.core import metrics
+from divrl.core.advantages import advantage_needs
+from divrl.core.batch import GroupBatch
+from divrl.core.diversity import partition_by_key
+from divrl.core.needs import Needs
+from divrl.tasks.base import Task
+from divrl.tasks.verify import reason_category, safe_key, verify_all
+
+__all__ = [
+    "Scored",
+    "check_embed_rows",
+    "check_provided",
+    "distinct_correct_classes",
+    "embed_groups",
+    "group_batch",
+    "labels_from_keys",
+    "partition_labels",
+    "score",
+]
+
+
+def check_provided(
+    advantage: str, options: Mapping[str, Any] | None, provided: Sequence[str], hints: Mapping[str, str], where: str
+) -> Needs:
+    """The needs of estimator ``advantage`` with ``options``; raises ``ValueError`` naming the first required field
+    not in ``provided``, with ``hints[field]`` (how to provide it in ``where``) when there is one."""
+    needs = advantage_needs(advantage, options)
+    for field in needs.missing(provided):
+        hint = hints.get(field, f"{where} does not provide it")
+        raise ValueError(f"advantage {advantage!r} needs GroupBatch.{field}: {hint}")
+    return needs
+
+
+def check_embed_rows(embed_rows: str, advantage: str | None, options: Mapping[str, Any] | None) -> None:
+    """Refuse ``embed_rows="correct"`` unless estimator ``advantage`` declares that it reads the embeddings of
+    correct rollouts only (:attr:`~divrl.core.needs.Needs.embed_rows`; among the built-ins, ``setpo`` with
+    ``members="correct"``): the unembedded rows are zero vectors."""
+    if embed_rows not in ("all", "correct"):
+        raise ValueError(f"embed_rows must be 'all' or 'correct', got {embed_rows!r}")
+    if embed_rows == "all":
+        return
+    rows = "all" if advantage is None else advantage_needs(advantage, options).embed_rows
+    if rows != "correct":
+        members = (options or {}).get("members") if advantage == "setpo" else None
+        raise ValueError(
+            "embed_rows 'correct' leaves incorrect rollouts unembedded (zero vectors); only an estimator declared to "
+            "read correct rollouts' embeddings only (setpo with the option members 'correct') never reads them "
+            f"(advantage {advantage!r}, members {members!r})"
+        )
+
+
+def labels_from_keys(
+    keys: Sequence[Sequence[Hashable | None]], keep: Sequence[Sequence[bool]] | None = None
+) -> Tensor:
+    """(P, G) int labels: within each group, equal keys share a class and ``None`` is a class of its own
+    (:func:`~divrl.core.diversity.partition_by_key`). ``keep``: classes are formed among the kept rollouts only;
+    the others are classes of their own. Labels are numbered canonically (first appearance)."""
+    rows = []
+    for p, group in enumerate(keys):
+        if keep is None:
+            rows.append(partition_by_key(list(group)))
+        else:
+            kept = [("key", k) if c and k is not None else None for k, c in zip(group, keep[p], strict=True)]
+            rows.append(partition_by_key(kept))
+    return torch.tensor(rows, dtype=torch.long)  # (P, G)
+
+
+def embed_groups(texts: list[list[str]], embedder: Any, embed_rows: str, correct: Tensor | None) -> Tensor:
+    """(P, G, D) embeddings of ``texts``; with ``embed_rows="correct"`` only the correct rows are embedded (the
+    others are zero vectors, see :func:`check_embed_rows`)."""
+    from divrl.semantic import embed_texts
+
+    if embed_rows == "correct" and correct is None:
+        raise ValueError("embed_rows='correct' needs the correctness of every rollout")
+    only = correct if embed_rows == "correct" else None  # (P, G) bool
+    return embed_texts(texts, embedder, only)  # (P, G, D)
+
+
+def group_batch(
+    rewards: Tensor,
+    *,
+    needs: Needs | None = None,
+    correct: Tensor | None = None,
+    texts: list[list[str]] | None = None,
+    answers: list[list[str | None]] | None = None,
+    partition: Tensor | None = None,
+    embeddings: Tensor | None = None,
+    old_logprobs: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> GroupBatch:
+    """The ``GroupBatch`` (P, G) of an advantage computation from the gathered signals.
+
+    With ``needs``, a field the needs require but that is None raises ``ValueError`` naming it (a caller bug or a
+    setting that cannot provide it; :func:`check_provided` refuses the setting up front)."""
+    batch = GroupBatch(
+        rewards=rewards,
+        correct=correct,
+        texts=texts,
+        answers=answers,
+        partition=partition,
+        embeddings=embeddings,
+        old_logprobs=old_logprobs,
+        mask=mask,
+    )
+    if needs is not None:
+        present = [f for f in needs.reads if getattr(batch, f) is not None]
+        missing = needs.missing(present)
+        if missing:
+            raise ValueError(f"the group signals lack GroupBatch.{missing[0]}, which the estimator declares it reads")
+    return batch
+
+
+@dataclass
+class Scored:
+    """Verifier output for a step's P×G rollouts (row-major: group p is rows p*G .. p*G+G-1)."""
+
+    rewards: torch.Tensor  # (P, G) float, NaN = unscorable
+    correct: torch.Tensor  # (P, G) bool
+    answers: list[list[str | None]]
+    keys: list[list[str | None]]  # exact equivalence key of each solution (None = none)
+    reasons: dict[str, int]  # count per reason_category; logged as reasons/<category> (spaces as _)
+
+
+def score(task: Task, problems: list[Any], texts: list[str], group_size: int) -> Scored:
+    """Verify every rollout and collect rewards, correctness, answers and equivalence keys.
+
+    The verdicts come from :func:`verify_all` (the task's batch verifier when it has one). A verdict that carries
+    its equivalence key (``keyed``) supplies it; otherwise the task is asked (:func:`safe_key`). An unscorable
+    rollout (``reward=None``, or a verifier that raised) gets reward NaN, which
+    :func:`divrl.core.advantages.compute_advantages` leaves out of its group's statistics (advantage 0), and
+    ``correct=False`` whatever the verdict said. ``reasons`` counts the verdicts per :func:`reason_category`."""
+    p_count = len(problems)
+    rewards = torch.zeros(p_count, group_size)  # (P, G)
+    correct = torch.zeros(p_count, group_size, dtype=torch.bool)  # (P, G)
+    answers: list[list[str | None]] = []
+    keys: list[list[str | None]] = []
+    reasons: dict[str, int] = {}
+    verdicts = verify_all(task, [problem for problem in problems for _ in range(group_size)], texts)
+    for p, problem in enumerate(problems):
+        row_answers, row_keys = [], []
+        for g in range(group_size):
+            text = texts[p * group_size + g]
+            verdict = verdicts[p * group_size + g]
+            rewards[p, g] = math.nan if verdict.reward is None else float(verdict.reward)
+            correct[p, g] = bool(verdict.correct) and verdict.reward is not None  # unscorable is never correct
+            row_answers.append(verdict.answer)
+            row_keys.append(verdict.key if verdict.keyed else safe_key(task, problem, text))
+            reason = reason_category(verdict.reason)
+            reasons[reason] = reasons.get(reason, 0) + 1
+        answers.append(row_answers)
+        keys.append(row_keys)
+    return Scored(rewards, correct, answers, keys, reasons)
+
+
+def partition_labels(
+    source: str, scored: Scored, texts: list[list[str]], learned: Any = None, only_correct: bool = False
+) -> tuple[torch.Tensor | None, int]:
+    """(P, G) class labels from the configured partition source (or None), and how many groups fell back to
+    singleton classes because the learned classifier failed on them. ``only_correct``: classes are formed among
+    each group's correct rollouts only; an incorrect rollout is a class of its own (nothing of it is embedded)."""
+    if source == "none":
+        return None, 0
+    keep = scored.correct.tolist() if only_correct else None  # (P, G) bools
+    keys = {"exact": scored.keys, "answer": scored.answers, "text": texts}
+    if source in keys:
+        return labels_from_keys(keys[source], keep), 0
+    if source != "learned":
+        raise ValueError(f"partition.source {source!r}: known sources are none, exact, answer, text, learned")
+    rows = keep if keep is not None else [[True] * len(t) for t in texts]
+    chosen = [[x for x, c in zip(group, row, strict=True) if c] for group, row in zip(texts, rows, strict=True)]
+    failures = 0
+    try:
+        subsets = learned.groups(chosen)
+    except Exception:
+        subsets, failures = [list(range(len(t))) for t in chosen], len(texts)
+    # kept rollouts keep their subset class (its label as the key); the others are classes of their own
+    class_keys = [[next(it) if c else None for c in row] for row, it in zip(rows, map(iter, subsets), strict=True)]
+    return labels_from_keys(class_keys, rows), failures  # (P, G)
+
+
+def distinct_correct_classes(scored: Scored) -> float:
+    """Mean over groups of the number of distinct solution classes among correct rollouts
+    (:func:`divrl.core.metrics.distinct_correct_classes`: keys of correct rollouts, a ``None`` key left out)."""
+    return metrics.distinct_correct_classes(scored.keys, scored.correct)

@@ -1,0 +1,181 @@
+"""The signals layer and its single sources: one verdict per completion (key included), batch verification,
+reason counts, one definition of distinct correct classes, and one declaration of needs read by the trainer and
+both adapters."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from divrl.core.advantages import ADVANTAGES, register_advantage
+from divrl.core.metrics import correct_classes, distinct_correct_classes
+from divrl.core.needs import Needs
+from divrl.signals import check_embed_rows, check_provided, group_batch, labels_from_keys
+from divrl.tasks.base import Verdict
+from divrl.tasks.countdown import CountdownTask, Problem, equivalence_key, verify
+from divrl.tasks.verify import reason_category, verify_all
+from divrl.trainer.rl import score
+
+PIECES = ["<answer>", "</answer>", "3", "4", "7", "12", "+", "-", "*", "/", "(", ")", " ", "x", "9"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=14))
+def test_countdown_verdict_carries_the_equivalence_key(pieces):
+    """One parse serves both: the verdict's key is exactly what equivalence_key computes separately."""
+    text = "".join(pieces)
+    for completion in (text, f"<answer>{text}</answer>", "<answer>3+4+7</answer>" + text):
+        verdict = verify(Problem(numbers=(3, 4, 7), target=14), completion)
+        assert verdict.keyed and verdict.key == equivalence_key(completion)
+
+
+def test_verdict_equality_ignores_the_key():
+    assert Verdict(1.0, True, "a", "ok", "a", True) == Verdict(1.0, True, "a", "ok")
+
+
+class _BatchTask:
+    """A task with a batch verifier that records its calls (and can fail)."""
+
+    name, stop = "toy", ()
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.batch_calls, self.single_calls = fail, [], 0
+
+    def verify(self, problem, text):
+        self.single_calls += 1
+        ok = text == str(problem)
+        return Verdict(1.0 if ok else 0.0, ok, text, "ok" if ok else f"wrong value {text} != {problem}")
+
+    def verify_batch(self, problems, texts):
+        self.batch_calls.append(len(texts))
+        if self.fail:
+            raise RuntimeError("pool died")
+        return [
+            dataclasses_replace(self.verify(p, t), key=f"k{t}", keyed=True)
+            for p, t in zip(problems, texts, strict=True)
+        ]
+
+    def equivalence_key(self, problem, text):
+        self.key_calls = getattr(self, "key_calls", 0) + 1  # a keyed verdict needs no second call
+        return f"asked{text}"
+
+
+def dataclasses_replace(v, **kw):
+    import dataclasses
+
+    return dataclasses.replace(v, **kw)
+
+
+def test_score_calls_the_batch_verifier_once_and_counts_reasons():
+    task = _BatchTask()
+    scored = score(task, [1, 2], ["1", "2", "1", "3"], group_size=2)
+    assert task.batch_calls == [4]
+    assert scored.correct.tolist() == [[True, False], [False, False]]
+    assert scored.keys == [["k1", "k2"], ["k1", "k3"]]
+    assert scored.reasons == {"ok": 1, "wrong value": 3}
+    assert task.single_calls == 4 and not hasattr(task, "key_calls")  # from verify_batch; no key calls
+    failing = _BatchTask(fail=True)  # the batch verifier raises: one at a time, and the keys are asked for
+    assert score(failing, [1], ["1", "2"], group_size=2).keys == [["asked1", "asked2"]]
+    assert verify_all(failing, [1, 1], ["1", "2"]) == [Verdict(1.0, True, "1", "ok"), failing.verify(1, "2")]
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [("ok", "ok"), ("wrong value 24 != 25", "wrong value"), ("unparsable: unexpected ')'", "unparsable"),
+     ("number not available: 9", "number not available"), ("", "other"), ("7 is odd", "other")],
+)  # fmt: skip
+def test_reason_category(reason, kind):
+    assert reason_category(reason) == kind
+
+
+def test_one_definition_of_distinct_correct_classes():
+    keys = [["a", "a", None, "b"], [None, "c", "c", "d"]]
+    correct = torch.tensor([[True, True, True, False], [True, True, True, False]])
+    assert correct_classes(keys[0], correct[0]) == {"a"}  # None left out, incorrect "b" not counted
+    assert distinct_correct_classes(keys, correct) == pytest.approx((1 + 1) / 2)
+    assert distinct_correct_classes([], torch.zeros(0, 0, dtype=torch.bool)) == 0.0
+
+
+def test_labels_from_keys_matches_partition_by_key_and_keeps_only_correct():
+    keys = [["a", None, "a", None], ["x", "y", "x", "y"]]
+    assert labels_from_keys(keys).tolist() == [[0, 1, 0, 2], [0, 1, 0, 1]]
+    keep = [[True, True, False, True], [False, True, True, True]]
+    assert labels_from_keys(keys, keep).tolist() == [[0, 1, 2, 3], [0, 1, 2, 1]]
+
+
+def test_group_batch_checks_the_declared_fields():
+    needs = Needs.of({"partition"})
+    with pytest.raises(ValueError, match="GroupBatch.partition"):
+        group_batch(torch.zeros(1, 2), needs=needs)
+    assert group_batch(torch.zeros(1, 2), needs=needs, partition=torch.tensor([[0, 1]])).partition is not None
+
+
+def test_embed_rows_correct_only_where_declared():
+    check_embed_rows("correct", "setpo", {"members": "correct"})
+    with pytest.raises(ValueError, match="members"):
+        check_embed_rows("correct", "setpo", {})
+    with pytest.raises(ValueError, match="'all' or 'correct'"):
+        check_embed_rows("some", "grpo", {})
+
+
+@pytest.fixture
+def toy_estimators():
+    """Two user estimators: one reads answers (only divrl train gathers them), one the old log-probs."""
+    names = ["_toy_answers", "_toy_logprobs"]
+
+    @register_advantage(names[0], needs=lambda o: Needs.of({"answers"}))
+    def answers(batch):
+        return torch.zeros_like(batch.rewards)
+
+    @register_advantage(names[1], needs_logprobs=True)
+    def logprobs(batch):
+        return torch.zeros_like(batch.rewards)
+
+    yield names
+    for name in names:
+        ADVANTAGES._entries.pop(name)
+        ADVANTAGES._needs.pop(name)
+
+
+def test_trainer_and_adapters_read_the_same_declaration(toy_estimators, tmp_path):
+    """The declaration alone decides: divrl train accepts both toys (it can provide answers and old log-probs), the
+    TRL subclass and the verl adapter refuse both, naming the field."""
+    from divrl.config import apply_overrides, from_dict, load_yaml
+    from divrl.eval.demo import RECIPES
+    from divrl.integrations.trl import DiversityGRPOTrainer
+    from divrl.integrations.verl import _unsupported
+    from divrl.trainer.config import RLConfig
+    from divrl.trainer.rl import check_methods
+
+    answers, logprobs = toy_estimators
+    for name in (answers, logprobs):
+        raw = apply_overrides(load_yaml(RECIPES / "countdown" / "grpo.yaml"), [f"advantage.name={name}"])
+        check_methods(from_dict(RLConfig, raw))
+    with pytest.raises(ValueError, match=r"needs GroupBatch.answers: DiversityGRPOTrainer does not provide it"):
+        DiversityGRPOTrainer(advantage=answers)
+    with pytest.raises(ValueError, match=r"needs GroupBatch.old_logprobs: every rollout's old log-probs"):
+        DiversityGRPOTrainer(advantage=logprobs)
+    assert _unsupported(answers) == "it needs GroupBatch.answers, which verl does not pass to estimators"
+    assert "old log-probs" in _unsupported(logprobs)
+    assert _unsupported("grpo") is None and _unsupported("setpo") is None
+    with pytest.raises(ValueError, match="needs GroupBatch.partition"):
+        check_provided("darling", {}, ["correct"], {}, "here")
+
+
+def test_countdown_scoring_is_unchanged_by_the_single_parse():
+    """score() on Countdown gives the keys that the separate equivalence_key calls gave before."""
+    task = CountdownTask()
+    rng = random.Random(0)
+    problems = task.problems("train", n=3)
+    texts = []
+    for problem in problems:
+        for _ in range(4):
+            texts.append(task.reference_completion(problem, rng) if rng.random() < 0.5 else "<answer>1+2</answer>")
+    scored = score(task, problems, texts, group_size=4)
+    assert scored.keys == [[equivalence_key(texts[p * 4 + g]) for g in range(4)] for p in range(3)]
+    assert sum(scored.reasons.values()) == 12 and not any(math.isnan(r) for r in scored.rewards.flatten().tolist())
