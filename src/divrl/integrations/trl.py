@@ -76,6 +76,7 @@ from divrl.models.builtin import resolve_model_path
 from divrl.rewards.trl_rewards import (
     CountdownReward,
     MathAccuracyReward,
+    _completion_text,
     boxed_format_reward,
     countdown_reward,
     math_accuracy_reward,
@@ -155,18 +156,10 @@ if _trl_minor(trl.__version__) != TESTED_TRL:  # pragma: no cover - depends on t
 def completion_text(completion: Any) -> str:
     """The text of a TRL completion: a string (standard format) or a list of messages (conversational format,
     the ``content`` of every message joined; content blocks contribute their ``text``)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list):
-        parts: list[str] = []
-        for message in completion:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):
-                parts.extend(b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
-        return "".join(parts)
-    raise TypeError(f"completion must be a string or a list of message dicts, got {type(completion).__name__}")
+    text = _completion_text(completion)
+    if text is None:
+        raise TypeError(f"completion must be a string or a list of message dicts, got {type(completion).__name__}")
+    return text
 
 
 def group_rollouts(prompts: Sequence[Any], items: Sequence[Any], num_generations: int) -> list[list[Any]]:

@@ -70,8 +70,9 @@ Columns = str | Sequence[str]
 
 
 def _completion_text(completion: Any) -> str | None:
-    """The text of a TRL completion (same rule as :func:`divrl.integrations.trl.completion_text`, which imports
-    TRL); ``None`` when it is neither a string nor a list of messages."""
+    """The text of a TRL completion: a string, or a list of messages whose ``content`` strings (and content blocks'
+    ``text``) are joined; ``None`` when it is neither. :func:`divrl.integrations.trl.completion_text` (which imports
+    TRL) is this with a ``TypeError`` for ``None``."""
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list):
