@@ -150,6 +150,42 @@ class Scored:
     reasons: dict[str, int]  # count per reason_category; logged as reasons/<category> (spaces as _)
 
 
+def synthetic_group(
+    g: int, *, partition: bool = False, embeddings: bool = False, token_level: bool = False, t: int = 3
+) -> GroupBatch:
+    """One synthetic group (1 prompt, G rollouts) with the fields a real step provides, for dry-running an estimator
+    on its options before any model is loaded (``divrl train``'s ``check_methods``, ``DiversityGRPOTrainer``'s
+    constructor): alternating 0/1 rewards, three answer classes, distinct texts and, as asked, partition labels,
+    embeddings and old log-probs over ``t`` tokens."""
+    rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
+    return GroupBatch(
+        rewards=rewards,
+        correct=rewards.bool(),
+        texts=[[f"{i % 3}+{i}" for i in range(g)]],
+        answers=[[str(i % 3) for i in range(g)]],
+        partition=torch.tensor([[i % 3 for i in range(g)]]) if partition else None,  # (1, G)
+        embeddings=torch.eye(g, g + 1)[None] if embeddings else None,  # (1, G, D)
+        old_logprobs=-torch.linspace(0.1, 2.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
+        mask=torch.ones(1, g, t) if token_level else None,  # (1, G, T)
+    )
+
+
+def synthetic_loss_batch(rewards: Tensor, t: int = 3) -> GroupBatch:
+    """Token-level inputs of a loss term for the synthetic group of :func:`synthetic_group` (rewards ``(1, G)``):
+    log-probs with a gradient, old and reference log-probs, mask and entropies, all ``(1, G, t)``."""
+    g = rewards.shape[1]
+    lp = torch.full((1, g, t), -0.7, requires_grad=True)  # (1, G, T)
+    return GroupBatch(
+        rewards=rewards,
+        correct=rewards.bool(),
+        logprobs=lp,
+        old_logprobs=lp.detach(),
+        ref_logprobs=lp.detach() - 0.1,
+        mask=torch.ones(1, g, t),
+        entropies=torch.full((1, g, t), 0.5),
+    )
+
+
 def score(task: Task, problems: list[Any], texts: list[str], group_size: int) -> Scored:
     """Verify every rollout and collect rewards, correctness, answers and equivalence keys.
 

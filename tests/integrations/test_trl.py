@@ -168,6 +168,13 @@ def test_trainer_rejects_bad_options(tmp_path: Path) -> None:
         DiversityGRPOTrainer(**common, advantage="unlikeliness")
     with pytest.raises(ValueError, match="correct_reward='acc' is not one of"):
         DiversityGRPOTrainer(**common, correct_reward="acc")
+    # option values, not only names, fail at construction (a dry run on a synthetic group), naming the argument
+    with pytest.raises(ValueError, match=r"advantage='setpo', advantage_options=\{'gate': 'bogus'\}: .*gate"):
+        DiversityGRPOTrainer(**common, advantage="setpo", advantage_options={"gate": "bogus"})
+    with pytest.raises(ValueError, match=r"positive_entropy=\{'lam': 0.1, 'gate': 'bogus'\}: .*gate"):
+        DiversityGRPOTrainer(**common, positive_entropy={"lam": 0.1, "gate": "bogus"})
+    with pytest.raises(ValueError, match=r"needs GroupBatch.embeddings: pass embedder="):
+        DiversityGRPOTrainer(**common, advantage="setpo", advantage_options={"kernel": "cosine"})
 
 
 # ---------------------------------------------------------------------------------------------

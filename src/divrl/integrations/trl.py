@@ -83,7 +83,14 @@ from divrl.rewards.trl_rewards import (
     math_answer_key,
     think_boxed_format_reward,
 )
-from divrl.signals import check_embed_rows, check_provided, embed_groups, group_batch
+from divrl.signals import (
+    check_embed_rows,
+    check_provided,
+    embed_groups,
+    group_batch,
+    synthetic_group,
+    synthetic_loss_batch,
+)
 
 try:
     import trl
@@ -282,6 +289,31 @@ def _unscorable(r: float | None) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+def _dry_run(
+    advantage: str | None,
+    options: Mapping[str, Any],
+    entropy_options: Mapping[str, Any] | None,
+    num_generations: int,
+    partition: Any,
+    embedder: Any,
+) -> None:
+    """Run the estimator and the entropy term once on a synthetic group of ``num_generations`` rollouts (as
+    ``divrl train`` does before loading a model), so that a bad option value (e.g. ``gate="bogus"``) fails at
+    construction with the argument to change, not at the first step."""
+    batch = synthetic_group(num_generations, partition=partition is not None, embeddings=embedder is not None)
+    advantages = torch.zeros_like(batch.rewards)  # (1, G)
+    if advantage is not None:
+        try:
+            advantages = compute_advantages(advantage, batch, **options)  # (1, G)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"advantage={advantage!r}, advantage_options={dict(options)}: {exc}") from exc
+    if entropy_options is not None:
+        try:
+            compute_loss("positive_entropy", synthetic_loss_batch(batch.rewards), advantages, **entropy_options)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"positive_entropy={dict(entropy_options)}: {exc}") from exc
+
+
 class DiversityGRPOTrainer(GRPOTrainer):
     """TRL ``GRPOTrainer`` whose advantages come from a divrl estimator over whole gathered groups, optionally with
     R1-zero-Div's positive-entropy term (Yao et al., arXiv 2505.23433, Eq. 12) added to TRL's loss.
@@ -385,6 +417,7 @@ class DiversityGRPOTrainer(GRPOTrainer):
             raise ValueError(
                 f"correct_reward={correct_reward} is out of range for {len(self.reward_func_names)} funcs"
             )
+        _dry_run(advantage, options, entropy_options, self.num_generations, partition_fn or partition_key, embedder)
         self.divrl_advantage = advantage
         self.divrl_advantage_options = options
         self.divrl_needs = needs  # the estimator's declared needs (divrl.core.needs), as the trainer reads them

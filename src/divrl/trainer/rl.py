@@ -29,6 +29,8 @@ from divrl.signals import (
     group_batch,
     partition_labels,
     score,
+    synthetic_group,
+    synthetic_loss_batch,
 )
 from divrl.tasks.base import Task
 from divrl.trainer.common import (
@@ -86,34 +88,18 @@ def check_methods(cfg: RLConfig) -> None:
         check_provided(name, cfg.advantage.options, available, _PROVIDE_HINTS, "divrl train")
     except ValueError as exc:
         raise ConfigError(f"{exc} (advantage.name / advantage.options)") from exc
-    g, t = cfg.rollout.group_size, 3
     token_level = needs.requires("old_logprobs")  # the trainer then runs a log-prob pass first
-    rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
-    texts = [[f"{i % 3}+{i}" for i in range(g)]]
-    batch = GroupBatch(
-        rewards=rewards,
-        correct=rewards.bool(),
-        texts=texts,
-        answers=[[str(i % 3) for i in range(g)]],
-        partition=None if cfg.partition.source == "none" else torch.tensor([[i % 3 for i in range(g)]]),  # (1, G)
-        embeddings=None if not cfg.embedder else torch.eye(g, g + 1)[None],  # (1, G, D)
-        old_logprobs=-torch.linspace(0.1, 2.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
-        mask=torch.ones(1, g, t) if token_level else None,  # (1, G, T)
+    batch = synthetic_group(
+        cfg.rollout.group_size,
+        partition=cfg.partition.source != "none",
+        embeddings=bool(cfg.embedder),
+        token_level=token_level,
     )
     try:
         advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (1, G)
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"advantage {cfg.advantage.name!r} (advantage.options): {exc}") from exc
-    lp = torch.full((1, g, t), -0.7, requires_grad=True)  # (1, G, T)
-    sub = GroupBatch(
-        rewards=rewards,
-        correct=rewards.bool(),
-        logprobs=lp,
-        old_logprobs=lp.detach(),
-        ref_logprobs=lp.detach() - 0.1,
-        mask=torch.ones(1, g, t),
-        entropies=torch.full((1, g, t), 0.5),
-    )
+    sub = synthetic_loss_batch(batch.rewards)
     for i, term in enumerate(cfg.loss):
         try:
             compute_loss(term.name, sub, advantages, **term.options)
