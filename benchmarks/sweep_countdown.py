@@ -37,7 +37,7 @@ KEYS = ["pass@1", "pass@8", "pass@32", "distinct_correct_classes", "div_equ", "e
 BASE = "builtin:countdown-tiny"
 
 
-def build(setting: str, steps: int, seed: int, common: list[str]) -> tuple[str, Any]:
+def build(setting: str, steps: int, seed: int, common: list[str], base: str = BASE) -> tuple[str, Any]:
     from divrl.config import apply_overrides, from_dict, load_yaml
     from divrl.eval.demo import RECIPES
     from divrl.trainer.config import RLConfig
@@ -45,7 +45,7 @@ def build(setting: str, steps: int, seed: int, common: list[str]) -> tuple[str, 
     method, _, rest = setting.partition(":")
     data = load_yaml(RECIPES / "countdown" / f"{method}.yaml")
     overrides = [o for o in rest.split(",") if o]
-    data = apply_overrides(data, [f"steps={steps}", f"seed={seed}", *common, *overrides])
+    data = apply_overrides(data, [f"model.path={base}", f"steps={steps}", f"seed={seed}", *common, *overrides])
     name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", setting.rstrip(":")) + f"_s{seed}"
     return name, from_dict(RLConfig, data)
 
@@ -59,7 +59,14 @@ def windows(run_dir: Path, width: int = 20) -> list[float]:
 
 
 def evaluate_folder(
-    folder: str, split: str, n: int, max_new_tokens: int, keep: Path | None, problems_n: int = 0
+    folder: str,
+    split: str,
+    n: int,
+    max_new_tokens: int,
+    keep: Path | None,
+    problems_n: int = 0,
+    task_name: str = "countdown",
+    task_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -67,7 +74,7 @@ def evaluate_folder(
     from divrl.models import load_policy
     from divrl.tasks import get_task
 
-    task = get_task("countdown")
+    task = get_task(task_name, **(task_options or {}))
     problems = task.problems(split, n=problems_n or None)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = load_policy(folder, device=device, dtype="float32")
@@ -91,7 +98,7 @@ def run_one(
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    name, cfg = build(setting, args.steps, seed, args.common)
+    name, cfg = build(setting, args.steps, seed, args.common, args.base)
     run_dir = args.out / name
     path = run_dir / f"{args.split}_metrics.json"
     if path.exists():
@@ -121,7 +128,8 @@ def run_one(
         ckpt = latest_checkpoint(run_dir)
         keep = args.out / "samples" / f"{name}-{step}.json.gz" if args.samples else None
         result["at"][str(step)] = evaluate_folder(
-            str(ckpt), args.split, args.n, cfg.rollout.max_new_tokens, keep, args.problems
+            str(ckpt), args.split, args.n, cfg.rollout.max_new_tokens, keep, args.problems, cfg.task.name,
+            cfg.task.options,
         )
         result["reward_windows"] = windows(run_dir)
         write_metrics(result, partial)
@@ -129,6 +137,28 @@ def run_one(
     result["wall_s"] = time.perf_counter() - t0  # of this call (a resumed setting counts only what it ran now)
     write_metrics(result, path)
     return name, setting, seed, result
+
+
+def run_base(args: argparse.Namespace) -> tuple[str, str, int, dict[str, Any]]:
+    """Evaluate the base policy (``--base``) on the split, with the task and length of the first setting's config."""
+    import torch
+
+    from divrl.eval.evaluate import write_metrics
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = args.out / "base" / f"{args.split}_metrics.json"
+    if not path.exists():
+        _, cfg = build(args.settings[0], args.steps, 0, args.common, args.base)
+        keep = args.out / "samples" / "base.json.gz" if args.samples else None
+        t0 = time.perf_counter()
+        res = evaluate_folder(
+            args.base, args.split, args.n, cfg.rollout.max_new_tokens, keep, args.problems, cfg.task.name,
+            cfg.task.options,
+        )
+        res["wall_s"] = time.perf_counter() - t0
+        write_metrics(res, path)
+    return "base", "base", 0, json.loads(path.read_text())
 
 
 def main() -> None:
@@ -147,7 +177,8 @@ def main() -> None:
     parser.add_argument("--deadline-min", type=float, default=0.0, help="Start no run after this many minutes.")
     parser.add_argument("--samples", action="store_true", help="Keep every evaluation's completions (gzip JSON).")
     parser.add_argument("--problems", type=int, default=0, help="Evaluation problems (0 = the whole split).")
-    parser.add_argument("--include-base", action="store_true")
+    parser.add_argument("--include-base", action="store_true", help="Also evaluate the base policy.")
+    parser.add_argument("--base", default=BASE, help=f"Policy every run starts from (default {BASE}).")
     args = parser.parse_args()
     if args.steps < 1 or args.n < 1 or args.problems < 0:
         parser.error("--steps and --n must be >= 1, --problems >= 0")
@@ -158,14 +189,8 @@ def main() -> None:
     start = time.perf_counter()
 
     results: dict[str, dict[str, Any]] = {}
-    if args.include_base:
-        from divrl.eval.evaluate import write_metrics
-
-        path = args.out / "base" / f"{args.split}_metrics.json"
-        if not path.exists():
-            keep = args.out / "samples" / "base.json.gz" if args.samples else None
-            write_metrics(evaluate_folder(BASE, args.split, args.n, 56, keep, args.problems), path)
-        results["base"] = json.loads(path.read_text())
+    if args.include_base and args.workers <= 1:
+        results["base"] = run_base(args)[3]
     # seed-major: every setting gets its seed-0 run first
     jobs = [(setting, seed) for seed in seeds for setting in args.settings]
     if args.workers <= 1:
@@ -175,6 +200,8 @@ def main() -> None:
     else:
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
             pending: dict[Future[Any], tuple[str, int]] = {}
+            if args.include_base:  # evaluated alongside the first runs, in a worker of its own
+                pending[pool.submit(run_base, args)] = ("base", 0)
             queue = list(jobs)
             while queue or pending:
                 late = args.deadline_min and (time.perf_counter() - start) / 60 > args.deadline_min
@@ -193,7 +220,7 @@ def main() -> None:
                     except Exception as exc:  # one failed run must not lose the others
                         print(f"FAILED {setting} seed {seed}: {type(exc).__name__}: {exc}", file=sys.stderr)
                         continue
-                    results[name] = {"setting": setting, "seed": seed, **res}
+                    results[name] = res if name == "base" else {"setting": setting, "seed": seed, **res}
                     print(f"done {name} in {res.get('wall_s', 0):.0f} s", flush=True)
                     (args.out / "sweep.json").write_text(json.dumps(results, indent=2))
     print("| run | " + " | ".join(KEYS) + " |")
