@@ -20,7 +20,6 @@ from divrl.core.advantages import (
     setpo_bonus,
 )
 from divrl.core.answer_estimators import outcome_batch, seed_grpo, semantic_entropy  # registers both
-from divrl.core.pkpo import pkpo  # registers it
 from divrl.core.diversity import (
     cosine_kernel,
     darling_diversity,
@@ -55,6 +54,7 @@ from divrl.core.metrics import (
     potential_at_k,
     self_bleu,
 )
+from divrl.core.pkpo import pkpo  # registers it
 
 __all__ += ["LOSSES", "LossOutput", "aggregate", "compute_loss", "get_loss", "loss_names"]
 __all__ += ["loss_needs"]
