@@ -128,8 +128,8 @@ _TRL_HINTS = {
     "partition": "pass a partition source, partition_key= or partition_fn=",
     "embeddings": "pass embedder=",
     "answers": (
-        "DiversityGRPOTrainer gathers no final answers; pass partition_key= (e.g. the answer extractor) and the "
-        "option classes='partition'"
+        "DiversityGRPOTrainer gathers no final answers (outcome_batch, seed_grpo: pass partition_key=, e.g. the "
+        "answer extractor, and the option classes='partition')"
     ),
     "old_logprobs": _LOGPROB_HINT,
     "mask": _LOGPROB_HINT,
