@@ -156,11 +156,13 @@ def test_trainer_and_adapters_read_the_same_declaration(toy_estimators, tmp_path
     for name in (answers, logprobs):
         raw = apply_overrides(load_yaml(RECIPES / "countdown" / "grpo.yaml"), [f"advantage.name={name}"])
         check_methods(from_dict(RLConfig, raw))
-    with pytest.raises(ValueError, match=r"needs GroupBatch.answers: DiversityGRPOTrainer does not provide it"):
+    with pytest.raises(ValueError, match=r"needs GroupBatch.answers: DiversityGRPOTrainer gathers no final answers"):
         DiversityGRPOTrainer(advantage=answers)
     with pytest.raises(ValueError, match=r"needs GroupBatch.old_logprobs: every rollout's old log-probs"):
         DiversityGRPOTrainer(advantage=logprobs)
-    assert _unsupported(answers) == "it needs GroupBatch.answers, which verl does not pass to estimators"
+    assert (
+        _unsupported(answers) == "it needs GroupBatch.answers, which the verl adapter does not gather (final answers)"
+    )
     assert "old log-probs" in _unsupported(logprobs)
     assert _unsupported("grpo") is None and _unsupported("setpo") is None
     with pytest.raises(ValueError, match="needs GroupBatch.partition"):

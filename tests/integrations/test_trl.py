@@ -166,6 +166,12 @@ def test_trainer_rejects_bad_options(tmp_path: Path) -> None:
         DiversityGRPOTrainer(**common, advantage="darling")
     with pytest.raises(ValueError, match="old log-probs"):
         DiversityGRPOTrainer(**common, advantage="unlikeliness")
+    with pytest.raises(ValueError, match=r"'outcome_batch' needs GroupBatch.answers: .*classes='partition'"):
+        DiversityGRPOTrainer(**common, advantage="outcome_batch")
+    # supported: pkpo (rewards only); the answer-class estimators over a partition key
+    DiversityGRPOTrainer(**common, advantage="pkpo", advantage_options={"k": 2})
+    for name in ("outcome_batch", "seed_grpo"):
+        DiversityGRPOTrainer(**common, advantage=name, advantage_options={"classes": "partition"}, partition_key=len)
     with pytest.raises(ValueError, match="correct_reward='acc' is not one of"):
         DiversityGRPOTrainer(**common, correct_reward="acc")
     # option values, not only names, fail at construction (a dry run on a synthetic group), naming the argument

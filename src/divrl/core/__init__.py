@@ -19,6 +19,7 @@ from divrl.core.advantages import (
     register_advantage,
     setpo_bonus,
 )
+from divrl.core.answer_estimators import outcome_batch, seed_grpo, semantic_entropy  # registers both
 from divrl.core.diversity import (
     cosine_kernel,
     darling_diversity,
@@ -53,6 +54,7 @@ from divrl.core.metrics import (
     potential_at_k,
     self_bleu,
 )
+from divrl.core.pkpo import pkpo  # registers it
 
 __all__ += ["LOSSES", "LossOutput", "aggregate", "compute_loss", "get_loss", "loss_names"]
 __all__ += ["loss_needs"]
@@ -66,3 +68,4 @@ __all__ += ["advantage_needs", "register_advantage"]
 __all__ += ["setpo_bonus"]
 __all__ += ["cosine_kernel", "darling_diversity", "labels_tensor", "ngram_kernel", "partition", "partition_by_key"]
 __all__ += ["setpo_marginal_contributions"]
+__all__ += ["outcome_batch", "pkpo", "seed_grpo", "semantic_entropy"]

@@ -127,6 +127,10 @@ _LOGPROB_HINT = (
 _TRL_HINTS = {
     "partition": "pass a partition source, partition_key= or partition_fn=",
     "embeddings": "pass embedder=",
+    "answers": (
+        "DiversityGRPOTrainer gathers no final answers (outcome_batch, seed_grpo: pass partition_key=, e.g. the "
+        "answer extractor, and the option classes='partition')"
+    ),
     "old_logprobs": _LOGPROB_HINT,
     "mask": _LOGPROB_HINT,
 }

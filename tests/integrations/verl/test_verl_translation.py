@@ -383,3 +383,21 @@ def test_register_without_verl_names_the_extra():
 
     with pytest.raises(ImportError, match=r"pip install 'divrl\[verl\]'"):
         register()
+
+
+def test_pkpo_runs_on_verl_rows_and_answer_estimators_are_refused():
+    """pkpo reads rewards only: interleaved rows of a 4-group (0, 1, 0, 1) give Eq. 33's (0, 1/3, 0, 1/3) with k = 2.
+    outcome_batch and seed_grpo read final answers, which the adapter does not gather: refused in one line."""
+    from divrl.integrations.verl import make_estimator
+
+    adv, _ = group_advantages(
+        "pkpo",
+        torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 1.0]),
+        np.array(["a", "a", "b", "a", "b", "a"]),
+        options={"k": 2},
+    )
+    # group a = rows 0, 1, 3, 5 (0, 1, 0, 1); group b = rows 2, 4 (1, 0): n = k = 2, Eq. 33 gives (1, 0)
+    torch.testing.assert_close(adv, torch.tensor([0.0, 1 / 3, 1.0, 0.0, 0.0, 1 / 3]), atol=1e-6, rtol=0)
+    for name in ("outcome_batch", "seed_grpo"):
+        with pytest.raises(ValueError, match=rf"'{name}' cannot run inside verl: .*GroupBatch.answers"):
+            make_estimator(name)
