@@ -66,3 +66,7 @@ __all__ += ["advantage_needs", "register_advantage"]
 __all__ += ["setpo_bonus"]
 __all__ += ["cosine_kernel", "darling_diversity", "labels_tensor", "ngram_kernel", "partition", "partition_by_key"]
 __all__ += ["setpo_marginal_contributions"]
+
+from divrl.core import arm, dra  # noqa: E402  registers the estimators "arm" (ProGRPO's ARM) and "dra" (DRA-GRPO)
+
+__all__ += ["arm", "dra"]
