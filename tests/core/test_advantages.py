@@ -73,7 +73,7 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("dra", {"kernel": "ngram", "base": "dr_grpo"}),
     ("dra", {"kernel": "cosine", "clamp": True, "base": "rloo"}),
     ("arm", {}),
-    ("arm", {"prompt": "group_mean", "gate": "correct", "apply": "mixed", "low_frac": 0.5}),
+    ("arm", {"prompt": "none", "gate": "correct", "apply": "mixed", "low_frac": 0.5}),
 ]
 CONFIG_IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o in CONFIGS]
 REWARD_ONLY = [

@@ -68,12 +68,13 @@ def test_arm_hand_computed() -> None:
     b = token_batch([[1.0, 0.0, 1.0]], LPS, [[5, 5, 5]])
     a = grpo(b)
     assert torch.allclose(a, torch.tensor([[S, -2 * S, S]]), atol=1e-5)
-    # A + alpha (0 - c): c = (0.5, 0.25, 0.1)
-    assert torch.allclose(adv(b), a - torch.tensor([[0.5, 0.25, 0.1]]), atol=1e-6)
-    assert torch.allclose(adv(b, alpha=2.0), a - 2 * torch.tensor([[0.5, 0.25, 0.1]]), atol=1e-6)
-    # group_mean: c(q) := mean c = 0.85/3
+    # prompt none: A + alpha (0 - c), c = (0.5, 0.25, 0.1)
+    assert torch.allclose(adv(b, prompt="none"), a - torch.tensor([[0.5, 0.25, 0.1]]), atol=1e-6)
+    assert torch.allclose(adv(b, prompt="none", alpha=2.0), a - 2 * torch.tensor([[0.5, 0.25, 0.1]]), atol=1e-6)
+    # group_mean (the default): c(q) := mean c = 0.85/3
     m = 0.85 / 3
-    assert torch.allclose(adv(b, prompt="group_mean"), a + torch.tensor([[m - 0.5, m - 0.25, m - 0.1]]), atol=1e-6)
+    assert torch.allclose(adv(b), a + torch.tensor([[m - 0.5, m - 0.25, m - 0.1]]), atol=1e-6)
+    assert torch.allclose(adv(b, alpha=2.0), a + 2 * torch.tensor([[m - 0.5, m - 0.25, m - 0.1]]), atol=1e-6)
     # gate correct: only rollouts 0 and 2 get the term; group_mean over them = 0.3
     assert torch.allclose(
         adv(b, gate="correct", prompt="group_mean"), a + torch.tensor([[0.3 - 0.5, 0.0, 0.3 - 0.1]]), atol=1e-6
@@ -84,11 +85,12 @@ def test_which_groups_get_the_term() -> None:
     lps = LPS * 3
     b = token_batch([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0]], lps, [[5, 5, 5]] * 3)
     c = torch.tensor([0.5, 0.25, 0.1])
-    a = adv(b)
+    a = adv(b, prompt="none")
     assert torch.equal(a[0], torch.zeros(3))  # no correct rollout: A unchanged (GRPO gives 0)
     assert torch.allclose(a[1], -c)  # all correct: GRPO 0, the term remains ("nonzero_sum", the formula)
     assert torch.allclose(a[2], grpo(b)[2] - c, atol=1e-6)
-    mixed = adv(b, apply="mixed")
+    assert torch.allclose(adv(b)[1], c.mean() - c)  # group_mean: centred in the all-correct group
+    mixed = adv(b, apply="mixed", prompt="none")
     assert torch.equal(mixed[1], torch.zeros(3))  # "mixed": all-correct groups are left alone too
     assert torch.allclose(mixed[2], a[2])
 
@@ -116,10 +118,10 @@ def test_alpha0_and_constant_confidence_reduce_to_grpo() -> None:
         assert torch.equal(adv(b, alpha=0.0), grpo(b))
         same = b.replace(old_logprobs=torch.full_like(b.old_logprobs, -0.7))  # every confidence exp(-0.7)
         for options in ({}, {"gate": "correct"}, {"apply": "mixed"}):
-            assert torch.equal(adv(same, prompt="group_mean", **options), grpo(same))
+            assert torch.equal(adv(same, **options), grpo(same))  # prompt group_mean, the default
         # prompt "none" (the formula without its c(q)): a constant shift -alpha c in the groups with a correct one
         has_correct = (b.rewards.sum(-1, keepdim=True) > 0).float()
-        assert torch.allclose(adv(same), grpo(same) - math.exp(-0.7) * has_correct, atol=1e-6)
+        assert torch.allclose(adv(same, prompt="none"), grpo(same) - math.exp(-0.7) * has_correct, atol=1e-6)
 
 
 def test_permutation_within_a_group() -> None:
@@ -133,7 +135,7 @@ def test_permutation_within_a_group() -> None:
         old_logprobs=b.old_logprobs.gather(1, idx),
         mask=b.mask.gather(1, idx),
     )
-    for options in ({}, {"prompt": "group_mean", "gate": "correct"}, {"apply": "mixed", "low_frac": 0.5}):
+    for options in ({}, {"prompt": "none", "gate": "correct"}, {"apply": "mixed", "low_frac": 0.5}):
         assert torch.allclose(adv(pb, **options), adv(b, **options).gather(1, perm), atol=1e-6)
 
 
@@ -156,7 +158,7 @@ def test_unscored_rollouts_are_left_out() -> None:
     full_lp = torch.cat([lp[:, :1], junk, lp[:, 1:2], junk, lp[:, 2:]], dim=1)  # (1, 5, 5)
     b = GroupBatch(rewards=torch.tensor([[1.0, NAN, 0.0, NAN, 1.0]]), old_logprobs=full_lp, mask=torch.ones(1, 5, 5))
     alone = token_batch([[1.0, 0.0, 1.0]], LPS, [[5, 5, 5]])
-    for options in ({}, {"prompt": "group_mean"}, {"apply": "mixed", "gate": "correct"}):
+    for options in ({}, {"prompt": "none"}, {"apply": "mixed", "gate": "correct"}):
         a = adv(b, **options)
         assert torch.equal(a[0, [1, 3]], torch.zeros(2))
         assert torch.allclose(a[0, [0, 2, 4]], adv(alone, **options)[0], atol=1e-6)

@@ -46,7 +46,7 @@ ADVANTAGE_CASES = [
     ("dra", {}),
     ("dra", {"kernel": "cosine", "base": "darling"}),
     ("arm", {}),
-    ("arm", {"gate": "correct", "prompt": "group_mean"}),
+    ("arm", {"gate": "correct", "prompt": "none"}),
 ]
 LOSS_CASES = [
     ("ppo", {}),

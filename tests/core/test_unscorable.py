@@ -57,7 +57,7 @@ PER_GROUP: list[tuple[str, dict[str, Any]]] = [
     ("dra", {"base": "dr_grpo", "kernel": "cosine", "clamp": True}),
     ("dra", {"kernel": "ngram", "base": "rloo"}),
     ("arm", {}),
-    ("arm", {"prompt": "group_mean", "gate": "correct", "apply": "mixed"}),
+    ("arm", {"prompt": "none", "gate": "correct", "apply": "mixed"}),
 ]
 BATCH_SCALE: list[tuple[str, dict[str, Any]]] = [
     ("grpo", {"scale": "batch"}),

@@ -57,7 +57,7 @@ def _cfg(method: str, policy: str, steps: int = 2, extra: list[str] = ()) -> RLC
     )
 
 
-@pytest.mark.parametrize("method", ["grpo", "r1_zero_div", "darling", "setpo", "unlikeliness"])
+@pytest.mark.parametrize("method", ["grpo", "r1_zero_div", "darling", "setpo", "unlikeliness", "dra", "arm"])
 def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
     cfg = _cfg(method, tiny_policy, extra=["rollout.prompts_per_step=4"])
     before = {k: v.clone() for k, v in load_policy(resolve_model_path(tiny_policy))[0].state_dict().items()}

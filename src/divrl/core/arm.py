@@ -8,10 +8,12 @@ ones more. No official code was found; the formula is from two third-party summa
 **What is missing.** The prompt confidence ``c(q)`` needs the policy's log-probs of the *prompt* tokens, which
 :class:`~divrl.core.batch.GroupBatch` does not carry (it has per-rollout response log-probs only) and no trainer
 computes. ``c(q)`` is one number per group, so it only shifts every advantage of a group by ``alpha * c(q)``;
-``prompt="none"`` (default) drops it, ``prompt="group_mean"`` (ours) puts the group's mean answer confidence in
-its place. A faithful ``c(q)`` would need a ``prompt_logprobs`` field (and its mask) in ``core.needs.FIELDS``,
-``GroupBatch``, ``signals.group_batch`` and a prompt log-prob pass in the trainer; its exact definition (perplexity
-of all prompt tokens, or of the low-probability ones as for the answer) is not confirmed either.
+``prompt="group_mean"`` (default, ours) puts the group's mean answer confidence in its place, ``prompt="none"``
+drops it (``c(q) = 0``: then every rollout of an all-correct group gets ``-alpha c(o_i|q) < 0``, a systematic push
+down that the paper's ``c(q)``, a confidence of the same scale, would offset). A faithful ``c(q)`` would need a
+``prompt_logprobs`` field (and its mask) in ``core.needs.FIELDS``, ``GroupBatch``, ``signals.group_batch`` and a
+prompt log-prob pass in the trainer (and the TRL and verl adapters); its exact definition (perplexity of all prompt
+tokens, or of the low-probability ones as for the answer) is not confirmed either.
 
 Dimension letters: P prompts, G rollouts per prompt, T response tokens (see :mod:`divrl.core.batch`).
 """
@@ -74,11 +76,11 @@ def arm(
     low_frac: float = 0.2,
     apply: Literal["nonzero_sum", "mixed"] = "nonzero_sum",
     gate: Literal["all", "correct"] = "all",
-    prompt: Literal["none", "group_mean"] = "none",
+    prompt: Literal["none", "group_mean"] = "group_mean",
     unbiased: bool = True,
     eps: float = 1e-6,
 ) -> Tensor:
-    """ProGRPO's Advantage Re-weighting Mechanism (ARM; arXiv 2602.05281, the re-weighted advantage of §3).
+    """ProGRPO's Advantage Re-weighting Mechanism (ARM; arXiv 2602.05281, its re-weighted advantage Ã).
 
     Evidence: **2nd-hand** (two independent summaries agree; the paper body and code were not reachable)::
 
@@ -101,9 +103,9 @@ def arm(
         gate: ``"all"`` (the formula: every rollout of the group) or ``"correct"`` (ours, a reading of "equilibrate
             the confidence across all correct responses": only correct rollouts, ``batch.correct`` when set, else
             ``reward == 1``).
-        prompt: what stands in for ``c(q)``: ``"none"`` (0: the formula without its missing term) or
-            ``"group_mean"`` (ours: the mean answer confidence of the rollouts that get the term, so the term sums
-            to 0 over them and a group of equal confidences gets exactly the GRPO advantage).
+        prompt: what stands in for the missing ``c(q)``: ``"group_mean"`` (default, ours: the mean answer
+            confidence of the rollouts that get the term, so the term sums to 0 over them and a group of equal
+            confidences gets exactly the GRPO advantage) or ``"none"`` (0: the formula without its missing term).
         unbiased, eps: as in ``grpo`` (``eps`` is the paper's ``delta``; its value is not confirmed, verl's 1e-6).
 
     Needs ``batch.old_logprobs`` and ``batch.mask`` (P, G, T).

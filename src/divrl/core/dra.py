@@ -47,7 +47,7 @@ def dra_weights(
 ) -> Tensor:
     """(P, G) DRA reward weights ``w_i = 1 / (sum_{j in group} k_ij + eps)``, the sum including ``k_ii = 1``.
 
-    That is ``1 / (1 + SMI({o_i}, C \\ {o_i}) + eps)`` with the graph-cut SMI ``sum_{j != i} k_ij`` (paper §3;
+    That is ``1 / (1 + SMI({o_i}, C \\ {o_i}) + eps)`` with the graph-cut SMI ``sum_{j != i} k_ij`` (the paper;
     the official code sums the full similarity row, diagonal included, and adds ``eps = 1e-6``). Only the
     scored rollouts of a group are in ``C`` (an unscorable rollout's row and column are never read; its weight is
     1, and its NaN reward stays NaN).
@@ -84,7 +84,7 @@ def dra(
 ) -> Tensor:
     """DRA-GRPO: diversity-aware reward adjustment, then a base estimator (Chen et al., arXiv 2505.09655).
 
-    Evidence: [paper + code]. Paper §3 (the adjusted reward)::
+    Evidence: [code]; the paper's equation (below) only as quoted by a summary (2nd-hand), which agrees::
 
         R~(q, o_i) = R(q, o_i) / (1 + SMI({o_i}, C \\ {o_i})),   SMI = sum_{j != i} s(o_i, o_j)   (graph cut)
 
