@@ -69,9 +69,16 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("setpo", {"base": "rloo", "gate": "correct", "center": True, "lam": 0.3}),
     ("setpo", {"base": "darling", "base_options": {"scale": "group"}}),
     ("setpo", {"members": "correct", "lam": 2.0}),
+    ("dra", {}),
+    ("dra", {"kernel": "ngram", "base": "dr_grpo"}),
+    ("dra", {"kernel": "cosine", "clamp": True, "base": "rloo"}),
+    ("arm", {}),
+    ("arm", {"prompt": "none", "gate": "correct", "apply": "mixed", "low_frac": 0.5}),
 ]
 CONFIG_IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o in CONFIGS]
-REWARD_ONLY = [(n, o) for n, o in CONFIGS if n not in ("darling", "setpo") and o.get("drop_uniform", True)]
+REWARD_ONLY = [
+    (n, o) for n, o in CONFIGS if n not in ("darling", "setpo", "dra", "arm") and o.get("drop_uniform", True)
+]
 
 
 def rewards_batch(rows: list[list[float]], **fields: Any) -> GroupBatch:
@@ -85,8 +92,8 @@ def rewards_batch(rows: list[list[float]], **fields: Any) -> GroupBatch:
 
 def test_all_estimators_registered() -> None:
     assert {"grpo", "dr_grpo", "rloo", "darling", "setpo", "unlikeliness", "passk"} <= set(advantage_names())
-    # only unlikeliness reads token log-probs: a trainer runs a log-prob pass before it
-    assert [n for n in advantage_names() if advantage_needs_logprobs(n)] == ["unlikeliness"]
+    # only unlikeliness and arm read token log-probs: a trainer runs a log-prob pass before them
+    assert [n for n in advantage_names() if advantage_needs_logprobs(n)] == ["arm", "unlikeliness"]
     assert get_advantage("grpo") is grpo
 
 

@@ -43,6 +43,10 @@ ADVANTAGE_CASES = [
     ("setpo", {"kernel": "cosine"}),
     ("setpo", {"kernel": "ngram", "members": "correct"}),
     ("setpo", {"kernel": "cosine", "gate": "correct", "base": "unlikeliness"}),
+    ("dra", {}),
+    ("dra", {"kernel": "cosine", "base": "darling"}),
+    ("arm", {}),
+    ("arm", {"gate": "correct", "prompt": "none"}),
 ]
 LOSS_CASES = [
     ("ppo", {}),

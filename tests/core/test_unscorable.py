@@ -53,11 +53,17 @@ PER_GROUP: list[tuple[str, dict[str, Any]]] = [
     ("setpo", {"base": "rloo", "gate": "correct", "center": True, "lam": 0.3}),
     ("setpo", {"base": "passk", "base_options": {"k": 2}, "members": "correct"}),
     ("setpo", {"base": "darling", "base_options": {"scale": "group"}, "center": True}),
+    ("dra", {}),
+    ("dra", {"base": "dr_grpo", "kernel": "cosine", "clamp": True}),
+    ("dra", {"kernel": "ngram", "base": "rloo"}),
+    ("arm", {}),
+    ("arm", {"prompt": "none", "gate": "correct", "apply": "mixed"}),
 ]
 BATCH_SCALE: list[tuple[str, dict[str, Any]]] = [
     ("grpo", {"scale": "batch"}),
     ("darling", {"scale": "batch"}),
     ("setpo", {"base_options": {"scale": "batch"}}),
+    ("dra", {"base_options": {"scale": "batch"}, "kernel": "ngram"}),
 ]
 IDS = [f"{n}-{o}" for n, o in PER_GROUP]
 

@@ -172,6 +172,8 @@ def test_trainer_rejects_bad_options(tmp_path: Path) -> None:
     DiversityGRPOTrainer(**common, advantage="pkpo", advantage_options={"k": 2})
     for name in ("outcome_batch", "seed_grpo"):
         DiversityGRPOTrainer(**common, advantage=name, advantage_options={"classes": "partition"}, partition_key=len)
+    with pytest.raises(ValueError, match=r"advantage 'arm' needs GroupBatch.old_logprobs: .*old log-probs"):
+        DiversityGRPOTrainer(**common, advantage="arm")
     with pytest.raises(ValueError, match="correct_reward='acc' is not one of"):
         DiversityGRPOTrainer(**common, correct_reward="acc")
     # option values, not only names, fail at construction (a dry run on a synthetic group), naming the argument
@@ -331,6 +333,17 @@ def test_setpo_advantages_add_a_diversity_bonus(plain: Run, tmp_path: Path) -> N
     bonus = expected - compute_advantages("grpo", batch)  # (P, G)  the lam * s term alone
     assert bonus.abs().min() > 0.01
     assert (run.advantages[0] - plain.advantages[0]).abs().max() > 0.01
+    assert not torch.allclose(run.params, plain.params)
+
+
+def test_dra_divides_rewards_by_group_similarity(plain: Run, tmp_path: Path) -> None:
+    options = {"kernel": "ngram", "ngram": 1, "base_options": {"eps": 1e-4}}  # shared characters: weights < 1
+    run = _train(_DivRec, tmp_path, advantage="dra", advantage_options=options)
+    _same_first_batch(plain, run)
+    batch = GroupBatch(rewards=run.rewards(), texts=run.texts())
+    expected = compute_advantages("dra", batch, **options)  # (P, G)
+    torch.testing.assert_close(run.advantages[0], expected.reshape(-1))
+    assert (expected - compute_advantages("grpo", batch, eps=1e-4)).abs().max() > 0.01  # the weights matter here
     assert not torch.allclose(run.params, plain.params)
 
 

@@ -69,3 +69,7 @@ __all__ += ["setpo_bonus"]
 __all__ += ["cosine_kernel", "darling_diversity", "labels_tensor", "ngram_kernel", "partition", "partition_by_key"]
 __all__ += ["setpo_marginal_contributions"]
 __all__ += ["outcome_batch", "pkpo", "seed_grpo", "semantic_entropy"]
+
+from divrl.core import arm, dra  # noqa: E402  registers the estimators "arm" (ProGRPO's ARM) and "dra" (DRA-GRPO)
+
+__all__ += ["arm", "dra"]

@@ -560,21 +560,24 @@ def darling(
     return _normalise(r * div, s, scale, unbiased, eps)  # (P, G)
 
 
+def kernel_needs(kernel: object) -> tuple[set[str], set[str]]:
+    """``(reads, optional)`` of a per-group kernel chosen by ``kernel`` (:func:`_setpo_kernel`, shared by ``setpo``
+    and ``dra``): ``embeddings`` for ``"cosine"``, ``texts`` for ``"ngram"``; ``"auto"`` reads the embeddings when
+    set, else the texts, and is declared as reading texts (every provider embeds the texts)."""
+    if kernel == "cosine":
+        return {"embeddings"}, set()
+    if kernel == "ngram":
+        return {"texts"}, set()
+    return {"texts"}, {"embeddings"}
+
+
 def setpo_needs(options: Mapping[str, Any]) -> Needs:
     """What ``setpo`` reads with ``options``: its base estimator's needs, plus ``embeddings`` (``kernel="cosine"``;
     read when set with ``"auto"``) or ``texts`` (``"ngram"``, and ``"auto"``, which reads them when no embeddings
     are set: declared as required, since every trainer embeds the texts), ``correct`` with
     ``gate`` or ``members`` ``"correct"``. With ``members="correct"`` only correct rollouts' embeddings are read."""
     kernel, members, gate = options.get("kernel", "auto"), options.get("members", "all"), options.get("gate", "all")
-    reads: set[str] = set()
-    optional: set[str] = set()
-    if kernel == "cosine":
-        reads.add("embeddings")
-    elif kernel == "ngram":
-        reads.add("texts")
-    else:  # auto: embeddings when set, else texts; declared as texts (every provider embeds the texts)
-        reads.add("texts")
-        optional.add("embeddings")
+    reads, optional = kernel_needs(kernel)
     if "correct" in (members, gate):
         reads.add("correct")
     own = Needs.of(reads, optional, "correct" if members == "correct" else "all")
@@ -632,17 +635,27 @@ def setpo_bonus(
     return _centre(bonus, _scored(batch)) if center else bonus  # (P, G)
 
 
-def _setpo_kernel(batch: GroupBatch, kernel: str, ngram: int, ngram_unit: Literal["char", "token"]) -> Tensor:
+def _setpo_kernel(
+    batch: GroupBatch,
+    kernel: str,
+    ngram: int,
+    ngram_unit: Literal["char", "token"],
+    *,
+    who: str = "setpo",
+    clamp: bool = True,
+) -> Tensor:
+    """(P, G, G) per-group kernel: cosine of the embeddings (clamped to [0, 1] unless ``clamp=False``) or n-gram
+    Jaccard of the texts, by ``kernel`` (``"auto"``: embeddings when set). ``who`` names the estimator in errors."""
     if kernel not in ("auto", "cosine", "ngram"):
-        raise ValueError(f"setpo: kernel must be 'auto', 'cosine' or 'ngram', got {kernel!r}")
+        raise ValueError(f"{who}: kernel must be 'auto', 'cosine' or 'ngram', got {kernel!r}")
     use_cosine = kernel == "cosine" or (kernel == "auto" and batch.embeddings is not None)
     if use_cosine:
         if batch.embeddings is None:
-            raise ValueError("setpo: kernel='cosine' needs GroupBatch.embeddings (P, G, D)")
-        return cosine_kernel(batch.embeddings)  # (P, G, G)
+            raise ValueError(f"{who}: kernel='cosine' needs GroupBatch.embeddings (P, G, D)")
+        return cosine_kernel(batch.embeddings, clamp=clamp)  # (P, G, G)
     if batch.texts is None:
         raise ValueError(
-            "setpo needs GroupBatch.embeddings (P, G, D) for a cosine kernel or GroupBatch.texts for an "
+            f"{who} needs GroupBatch.embeddings (P, G, D) for a cosine kernel or GroupBatch.texts for an "
             f"n-gram kernel; neither is set (kernel={kernel!r})"
         )
     return torch.stack([ngram_kernel(group, n=ngram, unit=ngram_unit) for group in batch.texts])  # (P, G, G)

@@ -291,7 +291,7 @@ def _ngrams(text: str, n: int, unit: Literal["char", "token"]) -> set[Hashable]:
     return {seq[k : k + n] for k in range(len(seq) - n + 1)}
 
 
-def cosine_kernel(embeddings: Tensor) -> Tensor:
+def cosine_kernel(embeddings: Tensor, clamp: bool = True) -> Tensor:
     """Cosine similarity of rollout embeddings, clamped to [0, 1], with an exact unit diagonal.
 
     The reconstructed SetPO kernel (seed-methods.md §3.2: ``k_ij = cos(e_i, e_j)``; the clamp to
@@ -300,6 +300,8 @@ def cosine_kernel(embeddings: Tensor) -> Tensor:
 
     Args:
         embeddings: (G, D) or (P, G, D) float embeddings.
+        clamp: clamp to [0, 1] (SetPO's port); ``False`` keeps the raw cosine in [-1, 1] (DRA-GRPO's official
+            code, ``xiwenc1/DRA-GRPO``).
 
     Returns:
         (G, G) or (P, G, G) kernel.
@@ -311,6 +313,8 @@ def cosine_kernel(embeddings: Tensor) -> Tensor:
     if not torch.is_floating_point(embeddings):
         raise ValueError(f"cosine_kernel: embeddings must be a float tensor, got dtype {embeddings.dtype}")
     unit = torch.nn.functional.normalize(embeddings, dim=-1)  # (..., G, D)  zero rows stay zero
-    cos = (unit @ unit.transpose(-1, -2)).clamp(0.0, 1.0)  # (..., G, G)
+    cos = unit @ unit.transpose(-1, -2)  # (..., G, G)
+    if clamp:
+        cos = cos.clamp(0.0, 1.0)  # (..., G, G)
     eye = torch.eye(cos.shape[-1], dtype=torch.bool, device=cos.device)  # (G, G)
     return cos.masked_fill(eye, 1.0)  # (..., G, G)

@@ -328,7 +328,7 @@ class DiversityGRPOTrainer(GRPOTrainer):
     Args:
         advantage: a registered divrl estimator (``grpo``, ``dr_grpo``, ``rloo``, ``darling``, ``setpo``,
             ``passk``, ...); ``None`` keeps TRL's own advantages (e.g. to add only the entropy term). Estimators
-            needing token-level inputs (``unlikeliness``) are refused here (``divrl train`` runs them). The estimator sees
+            needing token-level inputs (``unlikeliness``, ``arm``) are refused here (``divrl train`` runs them). The estimator sees
             ``GroupBatch(rewards, correct, texts, answers=None, partition)``, ``(P, G)`` over the **global**
             generation batch; rewards are TRL's ``reward_weights``-weighted sum of the reward functions (NaN where
             every function returned ``None``, TRL's own rule for an unscorable completion: it gets advantage 0 and

@@ -45,7 +45,7 @@ from divrl.core.batch import GroupBatch  # noqa: E402
 from divrl.core.diversity import labels_tensor, partition_by_key  # noqa: E402
 from divrl.integrations import verl as divrl_verl  # noqa: E402
 
-SUPPORTED = ["darling", "dr_grpo", "grpo", "passk", "pkpo", "rloo", "setpo"]
+SUPPORTED = ["darling", "dr_grpo", "dra", "grpo", "passk", "pkpo", "rloo", "setpo"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +119,8 @@ def test_register_is_idempotent_and_unsupported_names_raise():
     assert before == core_algos.ADV_ESTIMATOR_REGISTRY
     with pytest.raises(ValueError, match="old log-probs"):
         divrl_verl.register_estimator("unlikeliness")
+    with pytest.raises(ValueError, match="divrl estimator 'arm' cannot run inside verl: .*old log-probs"):
+        divrl_verl.register_estimator("arm")
     with pytest.raises(ValueError, match="unknown divrl advantage estimator 'nope'"):
         divrl_verl.register_estimator("nope")
 
@@ -390,7 +392,10 @@ def fake_tq(monkeypatch: pytest.MonkeyPatch) -> FakeTransferQueue:
     return fake
 
 
-@pytest.mark.parametrize(("estimator", "options"), [("darling", {"floor": 0.1}), ("setpo", {"kernel": "ngram"})])
+@pytest.mark.parametrize(
+    ("estimator", "options"),
+    [("darling", {"floor": 0.1}), ("setpo", {"kernel": "ngram"}), ("dra", {"kernel": "ngram"})],
+)
 def test_divrl_sync_trainer_feeds_keys_and_texts_through_verls_compute_advantage(
     fake_tq: FakeTransferQueue, estimator: str, options: dict[str, Any]
 ):
