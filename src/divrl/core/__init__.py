@@ -14,11 +14,14 @@ from divrl.core.advantages import (
     advantage_names,
     advantage_needs,
     advantage_needs_logprobs,
+    advantage_is_stateful,
     compute_advantages,
+    compute_advantages_and_state,
     get_advantage,
     register_advantage,
     setpo_bonus,
 )
+from divrl.core.outcome_ucb import outcome_ucb_bonus  # registers the stateful estimator ``outcome_ucb``
 from divrl.core.diversity import (
     cosine_kernel,
     darling_diversity,
@@ -64,5 +67,6 @@ __all__ += ["num_classes", "pass_at_k", "pass_at_k_array", "potential_at_k", "se
 __all__ += ["ADVANTAGES", "advantage_names", "advantage_needs_logprobs", "compute_advantages", "get_advantage"]
 __all__ += ["advantage_needs", "register_advantage"]
 __all__ += ["setpo_bonus"]
+__all__ += ["advantage_is_stateful", "compute_advantages_and_state", "outcome_ucb_bonus"]
 __all__ += ["cosine_kernel", "darling_diversity", "labels_tensor", "ngram_kernel", "partition", "partition_by_key"]
 __all__ += ["setpo_marginal_contributions"]
