@@ -84,9 +84,7 @@ def test_options_by_hand():
 
 
 def test_two_groups_of_one_problem_share_this_steps_counts():
-    batch = GroupBatch(
-        rewards=torch.zeros(2, 2), answers=[["a", "b"], ["a", "a"]], problem_ids=["q", "q"], history={}
-    )
+    batch = GroupBatch(rewards=torch.zeros(2, 2), answers=[["a", "b"], ["a", "a"]], problem_ids=["q", "q"], history={})
     bonus, up = outcome_ucb_bonus(batch)  # N(a) = 3, N(b) = 1 over both groups
     assert bonus.flatten().tolist() == pytest.approx([3**-0.5, 1.0, 3**-0.5, 3**-0.5])
     assert up == {"q": {"a": 3, "b": 1}}
@@ -218,7 +216,10 @@ def test_g_with_c_scored_equals_g_equals_c(case):
     assert torch.allclose(adv_u, expected, atol=1e-5)
     assert new_u == oracle_state
     junk = b.replace(
-        answers=[[("junk" if bool(u) else a) for a, u in zip(row, unscored[p], strict=True)] for p, row in enumerate(b.answers)],  # type: ignore[arg-type]
+        answers=[
+            [("junk" if bool(u) else a) for a, u in zip(row, unscored[p], strict=True)]
+            for p, row in enumerate(b.answers)
+        ],  # type: ignore[arg-type]
         correct=torch.where(unscored, ~b.correct, b.correct),  # type: ignore[arg-type, operator]
     )
     adv_j, new_j = compute_advantages_and_state("outcome_ucb", junk, state, **options)
@@ -227,7 +228,8 @@ def test_g_with_c_scored_equals_g_equals_c(case):
 
 def test_groups_with_zero_or_one_scored_get_zeros():
     batch = GroupBatch(
-        rewards=torch.tensor([[NAN, NAN, NAN], [NAN, 1.0, NAN]]), answers=[["a", "b", "c"], ["a", "b", "c"]],
+        rewards=torch.tensor([[NAN, NAN, NAN], [NAN, 1.0, NAN]]),
+        answers=[["a", "b", "c"], ["a", "b", "c"]],
         problem_ids=["p", "q"],
     )
     adv, new = compute_advantages_and_state("outcome_ucb", batch, {})
@@ -267,7 +269,9 @@ def test_split_and_restored_state_is_exact():
     assert half == state
     assert all(torch.equal(a, b) for a, b in zip(full, split, strict=True))
     assert sum(sum(r.values()) for r in state.values()) == sum(
-        sum(a is not None for a in row) for b in batches for row in b.answers  # type: ignore[union-attr]
+        sum(a is not None for a in row)
+        for b in batches
+        for row in b.answers  # type: ignore[union-attr]
     )
 
 
@@ -288,7 +292,12 @@ def test_declared_needs_and_missing_fields():
     assert advantage_is_stateful("outcome_ucb") and not advantage_is_stateful("grpo")
     assert advantage_needs("outcome_ucb").reads == {"answers", "problem_ids", "history"}
     assert advantage_needs("outcome_ucb", {"gate": "correct", "base": "unlikeliness"}).reads == {
-        "answers", "problem_ids", "history", "correct", "old_logprobs", "mask"
+        "answers",
+        "problem_ids",
+        "history",
+        "correct",
+        "old_logprobs",
+        "mask",
     }
     full = _one([1.0, 0.0], ["a", "b"], history={})
     for field in ("answers", "history"):

@@ -3,6 +3,7 @@ it exactly (N steps = N/2, a resume, N/2: identical state and identical advantag
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,14 @@ import torch
 from divrl.config import ConfigError
 from divrl.eval.demo import Budget, recipe
 from divrl.trainer import rl
-from divrl.trainer.common import RunFolderError, latest_checkpoint, load_trainer_state, read_metrics
+from divrl.trainer.common import (
+    MANIFEST,
+    RunFolderError,
+    _write_manifest,
+    latest_checkpoint,
+    load_trainer_state,
+    read_metrics,
+)
 from divrl.trainer.rl import RLTrainer, check_methods, train
 
 SMALL = ["model.path=builtin:countdown-tiny", "rollout.prompts_per_step=3", "rollout.group_size=4", "threads=1"]
@@ -36,6 +44,13 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.Tensor, dict[s
     return calls
 
 
+def _saved(run: Path) -> dict[str, Any]:
+    """``trainer_state.pt`` of a run's latest checkpoint."""
+    path = latest_checkpoint(run)
+    assert path is not None
+    return load_trainer_state(path)
+
+
 def _strip(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in records]
 
@@ -58,7 +73,7 @@ def test_half_then_resume_equals_uninterrupted(tmp_path, recorded):
     assert len(full) == len(split) == 6
     for (a_full, s_full), (a_split, s_split) in zip(full, split, strict=True):
         assert torch.equal(a_full, a_split) and s_full == s_split
-    final = [load_trainer_state(latest_checkpoint(run))["advantage_state"] for run in (tmp_path / "full", tmp_path / "split")]  # type: ignore[arg-type]
+    final = [_saved(run)["advantage_state"] for run in (tmp_path / "full", tmp_path / "split")]
     assert final[0] == final[1] == {"estimator": "outcome_ucb", "records": full[-1][1]}
     counted = sum(sum(r.values()) for r in full[-1][1].values())
     assert 0 < counted <= 6 * 3 * 4  # answers of scored rollouts with an extracted answer
@@ -69,13 +84,12 @@ def test_resume_without_the_state_is_refused(tmp_path):
     cfg = _cfg(steps=2, extra=["save_every=1"])
     train(cfg, tmp_path, progress=False)
     path = latest_checkpoint(tmp_path)
-    state = load_trainer_state(path)  # type: ignore[arg-type]
+    assert path is not None
+    state = load_trainer_state(path)
     del state["advantage_state"]
-    torch.save(state, path / "trainer_state.pt")  # type: ignore[operator]
-    from divrl.trainer.common import MANIFEST, _write_manifest
-
-    (path / MANIFEST).unlink()  # type: ignore[operator]
-    _write_manifest(path, 2)  # type: ignore[arg-type]  # a complete checkpoint, without the state
+    torch.save(state, path / "trainer_state.pt")
+    (path / MANIFEST).unlink()
+    _write_manifest(path, 2)  # a complete checkpoint, without the state
     with pytest.raises(RunFolderError, match="no per-problem state for the stateful estimator 'outcome_ucb'"):
         RLTrainer(_cfg(steps=3, extra=["save_every=1"]), tmp_path, resume=True, progress=False)
 
@@ -83,7 +97,7 @@ def test_resume_without_the_state_is_refused(tmp_path):
 def test_stateless_checkpoints_hold_no_state(tmp_path):
     cfg = recipe("grpo", Budget(steps=1, eval_problems=1, eval_n=1), seed=0, overrides=SMALL)
     train(cfg, tmp_path, progress=False)
-    assert "advantage_state" not in load_trainer_state(latest_checkpoint(tmp_path))  # type: ignore[arg-type]
+    assert "advantage_state" not in _saved(tmp_path)
     assert "history_problems" not in read_metrics(tmp_path)[0]
 
 

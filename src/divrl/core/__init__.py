@@ -11,17 +11,16 @@ __all__ = ["GroupBatch", "Needs", "Registry", "UnknownNameError"]
 
 from divrl.core.advantages import (
     ADVANTAGES,
+    advantage_is_stateful,
     advantage_names,
     advantage_needs,
     advantage_needs_logprobs,
-    advantage_is_stateful,
     compute_advantages,
     compute_advantages_and_state,
     get_advantage,
     register_advantage,
     setpo_bonus,
 )
-from divrl.core.outcome_ucb import outcome_ucb_bonus  # registers the stateful estimator ``outcome_ucb``
 from divrl.core.diversity import (
     cosine_kernel,
     darling_diversity,
@@ -56,6 +55,7 @@ from divrl.core.metrics import (
     potential_at_k,
     self_bleu,
 )
+from divrl.core.outcome_ucb import outcome_ucb_bonus  # registers the stateful estimator ``outcome_ucb``
 
 __all__ += ["LOSSES", "LossOutput", "aggregate", "compute_loss", "get_loss", "loss_names"]
 __all__ += ["loss_needs"]

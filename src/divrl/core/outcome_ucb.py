@@ -149,10 +149,7 @@ def outcome_ucb_bonus(
     values = []
     for pid, row in zip(batch.problem_ids, outcomes, strict=True):
         values.append(
-            [
-                0.0 if o is None else _ucb(past[pid].get(o, 0) + (now[pid][o] if count_current else 0))
-                for o in row
-            ]
+            [0.0 if o is None else _ucb(past[pid].get(o, 0) + (now[pid][o] if count_current else 0)) for o in row]
         )
     r = batch.rewards  # (P, G)
     bonus = torch.tensor(values, dtype=r.dtype, device=r.device).view_as(r)  # (P, G)
