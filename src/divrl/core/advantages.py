@@ -26,6 +26,8 @@ means for each estimator:
                     then the mean (and std) over them
 ``setpo``           the base estimator as above; the set Ω of the kernel diversity is the scored rollouts
                     (the correct scored ones with ``members="correct"``); ``center`` over the scored ones
+``outcome_ucb``     only the scored rollouts' answers get a bonus and enter the history; then the base estimator
+                    as above (:mod:`divrl.core.outcome_ucb`, a stateful estimator)
 ==================  ==============================================================================================
 
 This is what TRL 1.16 does for its own estimators (``grpo_trainer.py``: ``torch.nanmean`` and ``nanstd`` over
@@ -88,8 +90,8 @@ __all__ = [
     "unlikeliness",
 ]
 
-AdvantageFn = Callable[..., Tensor]
-"""``fn(batch: GroupBatch, *, **options) -> Tensor  # (P, G)``."""
+AdvantageFn = Callable[..., Tensor | tuple[Tensor, Mapping[str, Any]]]
+"""``fn(batch: GroupBatch, *, **options) -> Tensor  # (P, G)``; a stateful one returns ``(advantages, updates)``."""
 
 ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
 
@@ -201,12 +203,12 @@ def compute_advantages_and_state(
     """
     if name not in _STATEFUL:
         return compute_advantages(name, batch, **options), dict(state)
-    if batch.problem_ids is None:
+    ids = batch.problem_ids
+    if ids is None:
         raise ValueError(f"advantage estimator {name!r} keeps per-problem state: it needs GroupBatch.problem_ids")
-    history = {pid: state[pid] for pid in dict.fromkeys(batch.problem_ids) if pid in state}
-    batch = batch.replace(history=history)
+    batch = batch.replace(history={pid: state[pid] for pid in dict.fromkeys(ids) if pid in state})
     adv, updates = _call_with_updates(name, batch, options)
-    unknown = sorted(set(updates) - set(batch.problem_ids))
+    unknown = sorted(set(updates) - set(ids))
     if unknown:
         raise ValueError(f"advantage estimator {name!r} returned state for problems not in the batch: {unknown[:3]}")
     return _finish(name, batch, adv), {**state, **updates}
