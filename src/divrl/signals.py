@@ -116,11 +116,14 @@ def group_batch(
     embeddings: Tensor | None = None,
     old_logprobs: Tensor | None = None,
     mask: Tensor | None = None,
+    problem_ids: list[str] | None = None,
 ) -> GroupBatch:
     """The ``GroupBatch`` (P, G) of an advantage computation from the gathered signals.
 
     With ``needs``, a field the needs require but that is None raises ``ValueError`` naming it (a caller bug or a
-    setting that cannot provide it; :func:`check_provided` refuses the setting up front)."""
+    setting that cannot provide it; :func:`check_provided` refuses the setting up front). ``history`` is not
+    checked here: :func:`divrl.core.advantages.compute_advantages_and_state` sets it from the state the caller
+    carries."""
     batch = GroupBatch(
         rewards=rewards,
         correct=correct,
@@ -130,9 +133,10 @@ def group_batch(
         embeddings=embeddings,
         old_logprobs=old_logprobs,
         mask=mask,
+        problem_ids=problem_ids,
     )
     if needs is not None:
-        present = [f for f in needs.reads if getattr(batch, f) is not None]
+        present = [f for f in needs.reads if getattr(batch, f) is not None] + ["history"]
         missing = needs.missing(present)
         if missing:
             raise ValueError(f"the group signals lack GroupBatch.{missing[0]}, which the estimator declares it reads")
@@ -155,8 +159,9 @@ def synthetic_group(
 ) -> GroupBatch:
     """One synthetic group (1 prompt, G rollouts) with the fields a real step provides, for dry-running an estimator
     on its options before any model is loaded (``divrl train``'s ``check_methods``, ``DiversityGRPOTrainer``'s
-    constructor): alternating 0/1 rewards, three answer classes, distinct texts and, as asked, partition labels,
-    embeddings and old log-probs over ``t`` tokens."""
+    constructor): alternating 0/1 rewards, three answer classes, distinct texts, a problem id with an empty history
+    (a stateful estimator's first step) and, as asked, partition labels, embeddings and old log-probs over ``t``
+    tokens."""
     rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
     return GroupBatch(
         rewards=rewards,
@@ -167,6 +172,8 @@ def synthetic_group(
         embeddings=torch.eye(g, g + 1)[None] if embeddings else None,  # (1, G, D)
         old_logprobs=-torch.linspace(0.1, 2.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
         mask=torch.ones(1, g, t) if token_level else None,  # (1, G, T)
+        problem_ids=["synthetic"],
+        history={},
     )
 
 

@@ -28,6 +28,8 @@ def _full() -> dict[str, object]:
         "entropies": torch.rand(P, G, T).requires_grad_(True),
         "embeddings": torch.randn(P, G, D),
         "partition": torch.tensor([[0, 0, 1, 2], [0, 1, 1, 1]]),
+        "problem_ids": ["p0", "p1"],
+        "history": {"p0": {"1": 2}},
     }
 
 
@@ -47,6 +49,8 @@ ADVANTAGE_CASES = [
     ("dra", {"kernel": "cosine", "base": "darling"}),
     ("arm", {}),
     ("arm", {"gate": "correct", "prompt": "none"}),
+    ("outcome_ucb", {}),
+    ("outcome_ucb", {"gate": "correct", "base": "unlikeliness"}),
 ]
 LOSS_CASES = [
     ("ppo", {}),

@@ -104,8 +104,9 @@ def _strip_times(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in records]
 
 
-def test_resume_after_sigkill_matches_uninterrupted(tiny_policy, tmp_path):
-    cfg = _cfg("darling", tiny_policy, steps=30, extra=["save_every=3"])
+@pytest.mark.parametrize("method", ["darling", "outcome_ucb"])  # outcome_ucb: a stateful estimator
+def test_resume_after_sigkill_matches_uninterrupted(method, tiny_policy, tmp_path):
+    cfg = _cfg(method, tiny_policy, steps=30, extra=["save_every=3"])
     config = tmp_path / "config.yaml"
     save_yaml(cfg, config)
     env = {**os.environ, "TQDM_DISABLE": "1"}
@@ -129,6 +130,10 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_policy, tmp_path):
     full, resumed = read_metrics(tmp_path / "full"), read_metrics(killed)
     assert [r["step"] for r in resumed] == list(range(1, 31))
     assert _strip_times(resumed) == _strip_times(full)
+    if method == "outcome_ucb":  # the per-problem answer counts, saved in every checkpoint, end identical
+        paths = [latest_checkpoint(run) for run in (tmp_path / "full", killed)]
+        states = [torch.load(f"{p}/trainer_state.pt", weights_only=False)["advantage_state"] for p in paths]
+        assert states[0] == states[1] and states[0]["records"] and full[-1]["history_problems"] > 0
 
 
 def test_bad_config_value_names_the_field(tmp_path):

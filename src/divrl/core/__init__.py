@@ -11,10 +11,12 @@ __all__ = ["GroupBatch", "Needs", "Registry", "UnknownNameError"]
 
 from divrl.core.advantages import (
     ADVANTAGES,
+    advantage_is_stateful,
     advantage_names,
     advantage_needs,
     advantage_needs_logprobs,
     compute_advantages,
+    compute_advantages_and_state,
     get_advantage,
     register_advantage,
     setpo_bonus,
@@ -55,6 +57,7 @@ from divrl.core.metrics import (
     self_bleu,
 )
 from divrl.core.pkpo import pkpo  # registers it
+from divrl.core.outcome_ucb import outcome_ucb_bonus  # registers the stateful estimator ``outcome_ucb``
 
 __all__ += ["LOSSES", "LossOutput", "aggregate", "compute_loss", "get_loss", "loss_names"]
 __all__ += ["loss_needs"]
@@ -66,6 +69,7 @@ __all__ += ["num_classes", "pass_at_k", "pass_at_k_array", "potential_at_k", "se
 __all__ += ["ADVANTAGES", "advantage_names", "advantage_needs_logprobs", "compute_advantages", "get_advantage"]
 __all__ += ["advantage_needs", "register_advantage"]
 __all__ += ["setpo_bonus"]
+__all__ += ["advantage_is_stateful", "compute_advantages_and_state", "outcome_ucb_bonus"]
 __all__ += ["cosine_kernel", "darling_diversity", "labels_tensor", "ngram_kernel", "partition", "partition_by_key"]
 __all__ += ["setpo_marginal_contributions"]
 __all__ += ["outcome_batch", "pkpo", "seed_grpo", "semantic_entropy"]

@@ -26,6 +26,8 @@ means for each estimator:
                     then the mean (and std) over them
 ``setpo``           the base estimator as above; the set Ω of the kernel diversity is the scored rollouts
                     (the correct scored ones with ``members="correct"``); ``center`` over the scored ones
+``outcome_ucb``     only the scored rollouts' answers get a bonus and enter the history; then the base estimator
+                    as above (:mod:`divrl.core.outcome_ucb`, a stateful estimator)
 ==================  ==============================================================================================
 
 This is what TRL 1.16 does for its own estimators (``grpo_trainer.py``: ``torch.nanmean`` and ``nanstd`` over
@@ -68,10 +70,12 @@ __all__ = [
     "ADVANTAGES",
     "AdvantageFn",
     "advantage_handles_unscored",
+    "advantage_is_stateful",
     "advantage_names",
     "advantage_needs",
     "advantage_needs_logprobs",
     "compute_advantages",
+    "compute_advantages_and_state",
     "darling",
     "dr_grpo",
     "get_advantage",
@@ -86,8 +90,8 @@ __all__ = [
     "unlikeliness",
 ]
 
-AdvantageFn = Callable[..., Tensor]
-"""``fn(batch: GroupBatch, *, **options) -> Tensor  # (P, G)``."""
+AdvantageFn = Callable[..., Tensor | tuple[Tensor, Mapping[str, Any]]]
+"""``fn(batch: GroupBatch, *, **options) -> Tensor  # (P, G)``; a stateful one returns ``(advantages, updates)``."""
 
 ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
 
@@ -95,10 +99,16 @@ Scale = Literal["group", "batch", "none"]
 
 
 _HANDLES_UNSCORED: set[str] = set()
+_STATEFUL: set[str] = set()
 
 
 def register_advantage(
-    name: str, *, needs: NeedsFn | None = None, needs_logprobs: bool = False, handles_unscored: bool = False
+    name: str,
+    *,
+    needs: NeedsFn | None = None,
+    needs_logprobs: bool = False,
+    handles_unscored: bool = False,
+    stateful: bool = False,
 ) -> Callable[[AdvantageFn], AdvantageFn]:
     """Decorator registering an estimator under ``name`` (a different function under a taken name raises).
 
@@ -111,7 +121,19 @@ def register_advantage(
 
     ``handles_unscored``: the estimator accepts NaN rewards and takes its statistics over ``batch.scored`` itself
     (every built-in does). Otherwise :func:`compute_advantages` calls it, when a batch holds unscorable rollouts,
-    on each group's scored rollouts only (:func:`on_scored_rollouts`), so it never sees a NaN."""
+    on each group's scored rollouts only (:func:`on_scored_rollouts`), so it never sees a NaN.
+
+    ``stateful``: the estimator keeps per-problem state across steps. It stays a pure function: it reads the state
+    of the batch's problems from before this step in ``batch.history`` (keyed by ``batch.problem_ids``) and returns
+    ``(advantages (P, G), updates)``, ``updates`` being the new records of the batch's problems; the caller keeps
+    the state (:func:`compute_advantages_and_state`). Its ``needs`` must declare ``problem_ids`` and ``history``,
+    and it must handle unscorable rollouts itself (``handles_unscored=True``)."""
+    if stateful:
+        if not handles_unscored:
+            raise ValueError(f"stateful estimator {name!r} must handle unscorable rollouts (handles_unscored=True)")
+        if needs is None or not {"problem_ids", "history"} <= needs({}).reads:
+            raise ValueError(f"stateful estimator {name!r} must declare needs reading 'problem_ids' and 'history'")
+        _STATEFUL.add(name)
     if needs_logprobs:
         declared = needs
 
@@ -140,6 +162,12 @@ def advantage_handles_unscored(name: str) -> bool:
     return name in _HANDLES_UNSCORED
 
 
+def advantage_is_stateful(name: str) -> bool:
+    """Whether estimator ``name`` keeps per-problem state across steps (registered with ``stateful=True``, e.g.
+    ``outcome_ucb``): a trainer must carry its state (:func:`compute_advantages_and_state`) and checkpoint it."""
+    return name in _STATEFUL
+
+
 def get_advantage(name: str) -> AdvantageFn:
     """The estimator registered under ``name``; an unknown name raises listing the known ones."""
     return ADVANTAGES.get(name)
@@ -155,24 +183,65 @@ def compute_advantages(name: str, batch: GroupBatch, **options: Any) -> Tensor:
 
     Unscorable (NaN-reward) rollouts get exactly 0 and take no part in any group statistic (see the module
     docstring for what that means per estimator). Unknown ``options`` raise ``ValueError`` naming them.
+
+    A stateful estimator (:func:`advantage_is_stateful`) runs on ``batch.history`` as given and its state updates
+    are dropped: a dry run, or one step seen in isolation; a trainer calls :func:`compute_advantages_and_state`.
     """
-    rewards = batch.rewards  # (P, G)
-    if bool(torch.isinf(rewards).any()):
-        raise ValueError("GroupBatch.rewards holds +-inf; rewards must be finite (or NaN for an unscorable rollout)")
-    adv = _call(name, batch, options)  # (P, G)
+    return _finish(name, batch, _call_with_updates(name, batch, options)[0])  # (P, G)
+
+
+def compute_advantages_and_state(
+    name: str, batch: GroupBatch, state: Mapping[str, Any], **options: Any
+) -> tuple[Tensor, dict[str, Any]]:
+    """Advantages (P, G) and the new per-problem state of estimator ``name``: a pure function of (batch, state).
+
+    ``state`` maps a problem id to the estimator's record of that problem (``{}`` before the first step). The
+    estimator sees the records of the batch's problems (``batch.problem_ids``) as ``batch.history``; the returned
+    state is a new dict, ``state`` with the records of this batch's problems replaced by the estimator's updates
+    (``state`` itself is not modified). For a stateless estimator this is ``(compute_advantages(...), state)``.
+    The design is ours; see docs/architecture.md, "Stateful estimators".
+    """
+    if name not in _STATEFUL:
+        return compute_advantages(name, batch, **options), dict(state)
+    ids = batch.problem_ids
+    if ids is None:
+        raise ValueError(f"advantage estimator {name!r} keeps per-problem state: it needs GroupBatch.problem_ids")
+    batch = batch.replace(history={pid: state[pid] for pid in dict.fromkeys(ids) if pid in state})
+    adv, updates = _call_with_updates(name, batch, options)
+    unknown = sorted(set(updates) - set(ids))
+    if unknown:
+        raise ValueError(f"advantage estimator {name!r} returned state for problems not in the batch: {unknown[:3]}")
+    return _finish(name, batch, adv), {**state, **updates}
+
+
+def _finish(name: str, batch: GroupBatch, adv: Tensor) -> Tensor:
+    """``adv`` (P, G) checked finite, with exactly 0 at every unscorable rollout."""
     if not bool(torch.isfinite(adv).all()):
         raise ValueError(f"advantage estimator {name!r} returned non-finite advantages")
     return adv.masked_fill(~batch.scored, 0.0)  # (P, G)
 
 
 def _call(name: str, batch: GroupBatch, options: dict[str, Any]) -> Tensor:
+    """Estimator ``name`` on ``batch`` (its advantages only; a stateful one's updates are dropped)."""
+    return _call_with_updates(name, batch, options)[0]
+
+
+def _call_with_updates(name: str, batch: GroupBatch, options: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
     """Estimator ``name`` on ``batch``: directly, or on the scored rollouts only for one without
-    ``handles_unscored``; the result's shape is checked."""
+    ``handles_unscored``; the result's shape is checked. Returns the advantages (P, G) and the state updates of a
+    stateful estimator (``{}`` for the others)."""
+    if bool(torch.isinf(batch.rewards).any()):
+        raise ValueError("GroupBatch.rewards holds +-inf; rewards must be finite (or NaN for an unscorable rollout)")
     fn = ADVANTAGES.get(name)
     check_options(fn, options, f"{ADVANTAGES.kind} {name!r}")
+    if name in _STATEFUL:
+        out = fn(batch, **options)
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping)):
+            raise ValueError(f"stateful advantage estimator {name!r} must return (advantages, updates)")
+        return _checked(name, out[0], batch), dict(out[1])
     if name in _HANDLES_UNSCORED or bool(batch.scored.all()):
-        return _checked(name, fn(batch, **options), batch)
-    return on_scored_rollouts(lambda sub: _checked(name, fn(sub, **options), sub), batch)
+        return _checked(name, fn(batch, **options), batch), {}
+    return on_scored_rollouts(lambda sub: _checked(name, fn(sub, **options), sub), batch), {}
 
 
 def _checked(name: str, adv: object, batch: GroupBatch) -> Tensor:
@@ -236,6 +305,8 @@ def _take(batch: GroupBatch, rows: Tensor, cols: Tensor) -> GroupBatch:
         entropies=tensor(batch.entropies),
         embeddings=tensor(batch.embeddings),
         partition=tensor(batch.partition),
+        problem_ids=None if batch.problem_ids is None else [batch.problem_ids[p] for p in rows.tolist()],
+        history=batch.history,
     )
 
 
@@ -698,6 +769,8 @@ def setpo(
     """
     if base == "setpo":
         raise ValueError("setpo: base must be another estimator, not 'setpo' itself")
+    if base in _STATEFUL:
+        raise ValueError(f"setpo: base {base!r} keeps per-problem state across steps; use a stateless base")
     a_base = _call(base, batch, dict(base_options or {}))  # (P, G)
     bonus = setpo_bonus(
         batch,

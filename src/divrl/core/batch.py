@@ -14,6 +14,7 @@ them a zero advantage. An unscorable rollout is never counted as correct, whatev
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,12 @@ class GroupBatch:
         entropies: (P, G, T) full-vocabulary token entropies of the current policy.
         embeddings: (P, G, D) one embedding per rollout (cosine kernels).
         partition: (P, G) int semantic-class labels per group (equal label = same class).
+        problem_ids: P problem ids, one per group (:func:`divrl.tasks.base.problem_id`); two groups of one
+            problem share an id.
+        history: a stateful estimator's per-problem state from before this step, keyed by problem id (a problem
+            without a record has none yet; ``{}`` at the first step); the records are the estimator's own (e.g.
+            ``outcome_ucb``: answer -> count). Needs ``problem_ids``. Set by
+            :func:`divrl.core.advantages.compute_advantages_and_state`, which keeps the state across steps.
     """
 
     rewards: Tensor
@@ -54,6 +61,8 @@ class GroupBatch:
     entropies: Tensor | None = None
     embeddings: Tensor | None = None
     partition: Tensor | None = None
+    problem_ids: list[str] | None = None
+    history: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         r = self.rewards
@@ -90,6 +99,16 @@ class GroupBatch:
             _check_tensor("embeddings", self.embeddings, pg, "(P, G, D)", extra_dims=1)
         for name in ("texts", "answers"):
             _check_nested(name, getattr(self, name), pg)
+        if self.problem_ids is not None:
+            ids = self.problem_ids
+            if not isinstance(ids, (list, tuple)) or len(ids) != pg[0] or not all(isinstance(i, str) for i in ids):
+                got = len(ids) if isinstance(ids, (list, tuple)) else type(ids).__name__
+                raise ValueError(f"GroupBatch.problem_ids must be a list of P={pg[0]} str ids, got {got}")
+        if self.history is not None:
+            if not isinstance(self.history, Mapping) or not all(isinstance(k, str) for k in self.history):
+                raise ValueError("GroupBatch.history must be a mapping from problem id (str) to that problem's record")
+            if self.problem_ids is None:
+                raise ValueError("GroupBatch.history is keyed by problem id: GroupBatch.problem_ids must be set too")
 
     @property
     def num_prompts(self) -> int:

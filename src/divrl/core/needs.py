@@ -9,7 +9,9 @@ the entry reads with those options; everything else reads it instead of keeping 
   a needed field before a model is loaded, in one line naming the config field;
 - the TRL and verl adapters refuse an estimator that needs a field they cannot provide, naming it;
 - ``embed_rows: correct`` is allowed only when the estimator declares that it reads the embeddings of correct
-  rollouts only (:attr:`Needs.embed_rows`).
+  rollouts only (:attr:`Needs.embed_rows`);
+- ``history`` (with ``problem_ids``) marks a stateful estimator: a trainer carries its per-problem state across
+  steps and in its checkpoints, or refuses it (the TRL and verl adapters do).
 
 ``rewards`` is always read and is not listed. This module is ours (no paper); the field names are those of
 :class:`~divrl.core.batch.GroupBatch`.
@@ -34,8 +36,14 @@ FIELDS = (
     "entropies",
     "embeddings",
     "partition",
+    "problem_ids",
+    "history",
 )
-"""The optional :class:`~divrl.core.batch.GroupBatch` fields an entry may declare (``rewards`` is always read)."""
+"""The optional :class:`~divrl.core.batch.GroupBatch` fields an entry may declare (``rewards`` is always read).
+
+``history`` marks a *stateful* estimator: it reads the per-problem state of the batch's problems from before this
+step (``GroupBatch.history``, keyed by ``problem_ids``) and returns the updated records, which the caller keeps
+across steps and checkpoints (:func:`divrl.core.advantages.compute_advantages_and_state`)."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ Potential@k and distinct correct classes are recomputed exactly (:func:`recomput
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from divrl.core import metrics as M
-from divrl.tasks.base import Task
+from divrl.tasks.base import Task, problem_id  # problem_id: re-exported (the pairing id of an evaluation)
 from divrl.tasks.verify import safe_key, verify_all
 
 
@@ -56,16 +55,6 @@ def ks_for(n: int) -> list[int]:
         k *= 2
     ks.append(n)
     return ks
-
-
-def problem_id(problem: Any) -> str:
-    """A stable id of a problem for pairing evaluations: its ``to_json()`` (Countdown) or ``repr``, replaced by
-    ``sha1:<16 hex digits>`` of that text when it is longer than 120 characters (a maths question)."""
-    to_json = getattr(problem, "to_json", None)
-    text = to_json() if callable(to_json) else repr(problem)
-    if len(text) <= 120:
-        return text
-    return "sha1:" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> dict[str, Any]:

@@ -63,7 +63,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import compute_advantages, get_advantage
+from divrl.core.advantages import advantage_is_stateful, compute_advantages, get_advantage
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
@@ -386,6 +386,12 @@ class DiversityGRPOTrainer(GRPOTrainer):
         needs = None
         if advantage is not None:
             check_options(get_advantage(advantage), options, f"advantage estimator {advantage!r}")
+            if advantage_is_stateful(advantage):
+                raise ValueError(
+                    f"DiversityGRPOTrainer: advantage {advantage!r} keeps per-problem state across steps "
+                    "(GroupBatch.history), which this trainer neither carries nor saves in TRL checkpoints; use "
+                    "divrl train, which checkpoints it"
+                )
             provided = ["correct", "texts"]  # what _generate_and_score_completions gathers, by the declared needs
             if partition_fn is not None or partition_key is not None:
                 provided.append("partition")

@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import ADVANTAGES, advantage_needs, compute_advantages
+from divrl.core.advantages import ADVANTAGES, advantage_is_stateful, advantage_needs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import labels_tensor
 from divrl.core.losses import compute_loss, positive_entropy_loss
@@ -138,6 +138,11 @@ VERL_CAN_PROVIDE = ("correct", "texts", "partition", "embeddings")
 def _unsupported(name: str) -> str | None:
     """Why estimator ``name`` (with its default options) cannot run inside verl, or None: read from its declared
     needs (:mod:`divrl.core.needs`)."""
+    if advantage_is_stateful(name):
+        return (
+            "it keeps per-problem state across steps (GroupBatch.history), which verl's estimator hook (a function "
+            "of one batch) can neither carry nor save in verl's checkpoints"
+        )
     missing = advantage_needs(name).missing(VERL_CAN_PROVIDE)
     if not missing:
         return None

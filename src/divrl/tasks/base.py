@@ -8,6 +8,7 @@ says why a completion earned nothing (or why it could not be scored at all: ``re
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -75,3 +76,14 @@ def config_from_options(cls: type[C], options: Mapping[str, Any], task: str) -> 
     if unknown:
         raise ValueError(f"{task} got unknown option(s) {unknown}; accepted: {accepted}")
     return cls(**options)
+
+
+def problem_id(problem: Any) -> str:
+    """A stable id of a problem: its ``to_json()`` (Countdown) or ``repr``, replaced by ``sha1:<16 hex digits>`` of
+    that text when it is longer than 120 characters (a maths question). The same id pairs evaluations
+    (``divrl compare``) and keys a stateful estimator's per-problem history (``GroupBatch.problem_ids``)."""
+    to_json = getattr(problem, "to_json", None)
+    text = to_json() if callable(to_json) else repr(problem)
+    if len(text) <= 120:
+        return text
+    return "sha1:" + hashlib.sha1(text.encode()).hexdigest()[:16]

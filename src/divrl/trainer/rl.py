@@ -17,7 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from divrl.config import ConfigError, save_yaml
-from divrl.core.advantages import advantage_needs, compute_advantages
+from divrl.core.advantages import (
+    advantage_is_stateful,
+    advantage_needs,
+    compute_advantages,
+    compute_advantages_and_state,
+)
 from divrl.core.batch import GroupBatch
 from divrl.core.losses import compute_loss, loss_needs
 from divrl.signals import (
@@ -32,7 +37,7 @@ from divrl.signals import (
     synthetic_group,
     synthetic_loss_batch,
 )
-from divrl.tasks.base import Task
+from divrl.tasks.base import Task, problem_id
 from divrl.trainer.common import (
     TRAIN_RUN,
     MetricLogger,
@@ -107,9 +112,21 @@ def check_methods(cfg: RLConfig) -> None:
             raise ConfigError(f"loss {term.name!r} (loss.{i}.options): {exc}") from exc
 
 
-TRAINER_PROVIDES = ("correct", "texts", "answers", "logprobs", "old_logprobs", "ref_logprobs", "mask", "entropies")
-"""GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it);
-``partition`` and ``embeddings`` depend on ``partition.source`` and ``embedder``."""
+TRAINER_PROVIDES = (
+    "correct",
+    "texts",
+    "answers",
+    "logprobs",
+    "old_logprobs",
+    "ref_logprobs",
+    "mask",
+    "entropies",
+    "problem_ids",
+    "history",
+)
+"""GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it; ``history``:
+a stateful estimator's per-problem state, carried across steps and saved in every checkpoint); ``partition`` and
+``embeddings`` depend on ``partition.source`` and ``embedder``."""
 
 _PROVIDE_HINTS = {
     "partition": "set partition.source: exact, answer, text or learned",
@@ -147,6 +164,8 @@ class RLTrainer:
         check_methods(cfg)
         self.cfg = cfg
         self.needs = advantage_needs(cfg.advantage.name, cfg.advantage.options)  # what the estimator reads
+        self.stateful = advantage_is_stateful(cfg.advantage.name)  # e.g. outcome_ucb: per-problem history
+        self.advantage_state: dict[str, Any] = {}  # problem id -> the estimator's record; in every checkpoint
         self.progress = progress
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
@@ -206,6 +225,8 @@ class RLTrainer:
                     "model settings"
                 ) from None
             self.start_step = int(state["step"])
+            if self.stateful:
+                self.advantage_state = self._load_advantage_state(checkpoint, state)
         remove_run(old_run)  # --overwrite: the old run goes just before the first write
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logger = MetricLogger(self.run_dir)
@@ -302,7 +323,26 @@ class RLTrainer:
 
     def save(self, step: int) -> Path:
         state = {"step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.stateful:  # a stateful estimator's per-problem state, restored exactly by --resume
+            state["advantage_state"] = {"estimator": self.cfg.advantage.name, "records": self.advantage_state}
         return save_checkpoint(self.run_dir, step, self.model, self.tokenizer, state, keep=self.cfg.keep_checkpoints)
+
+    def _load_advantage_state(self, checkpoint: Path | None, state: dict[str, Any]) -> dict[str, Any]:
+        """The stateful estimator's per-problem state saved in ``trainer_state.pt``; a checkpoint without it, or
+        with another estimator's, is a one-line RunFolderError."""
+        name = self.cfg.advantage.name
+        saved = state.get("advantage_state")
+        if not isinstance(saved, dict) or not isinstance(saved.get("records"), dict):
+            raise RunFolderError(
+                f"{checkpoint}: holds no per-problem state for the stateful estimator {name!r} (advantage.name); "
+                "--overwrite starts the run over"
+            )
+        if saved.get("estimator") != name:
+            raise RunFolderError(
+                f"{checkpoint}: its per-problem state belongs to estimator {saved.get('estimator')!r}, not "
+                f"{name!r} (advantage.name); resume with the run's own config"
+            )
+        return dict(saved["records"])
 
     # ----------------------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, float]:
@@ -352,8 +392,16 @@ class RLTrainer:
             embeddings=self._embeddings(texts, scored),
             old_logprobs=None if old is None else old.cpu(),
             mask=None if mask is None else mask.cpu(),
+            problem_ids=[problem_id(p) for p in problems] if self.needs.uses("problem_ids") else None,
         )
-        advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (P, G)
+        state_metrics = {}
+        if self.stateful:  # (batch, state) -> (advantages, new state); the state goes into every checkpoint
+            advantages, self.advantage_state = compute_advantages_and_state(
+                cfg.advantage.name, batch, self.advantage_state, **cfg.advantage.options
+            )  # (P, G)
+            state_metrics["history_problems"] = float(len(self.advantage_state))
+        else:
+            advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (P, G)
         t_score = timer()
 
         loss_metrics = self.optimize(batch, advantages, rollouts, old)
@@ -373,6 +421,7 @@ class RLTrainer:
             "time_score_s": t_score - t_sample,
             "time_step_s": timer(),
             **loss_metrics,
+            **state_metrics,
             **{f"reasons/{kind.replace(' ', '_')}": float(n) for kind, n in sorted(scored.reasons.items())},
         }
         return metrics

@@ -401,3 +401,12 @@ def test_pkpo_runs_on_verl_rows_and_answer_estimators_are_refused():
     for name in ("outcome_batch", "seed_grpo"):
         with pytest.raises(ValueError, match=rf"'{name}' cannot run inside verl: .*GroupBatch.answers"):
             make_estimator(name)
+
+
+def test_a_stateful_estimator_is_refused_in_one_line():
+    """outcome_ucb keeps per-problem state across steps; verl's estimator hook is a function of one batch."""
+    from divrl.integrations.verl import _unsupported, make_estimator
+
+    with pytest.raises(ValueError, match=r"^divrl estimator 'outcome_ucb' cannot run inside verl: .*per-problem state"):
+        make_estimator("outcome_ucb")
+    assert _unsupported("grpo") is None and "\n" not in str(_unsupported("outcome_ucb"))
