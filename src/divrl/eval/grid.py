@@ -28,7 +28,7 @@ from typing import Any
 
 from divrl.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from divrl.eval import compare
-from divrl.eval.bootstrap import ComparisonError, Difference, Estimate, Run, bootstrap_means
+from divrl.eval.bootstrap import METRICS, ComparisonError, Difference, Estimate, Run, bootstrap_means
 from divrl.trainer.common import RunFolderError, checkpoint_name, checkpoint_step, latest_checkpoint, read_metrics
 from divrl.trainer.config import RLConfig
 
@@ -400,13 +400,14 @@ def intervals(
     baseline: str,
     band_metrics: Sequence[str],
     resamples: int = 2000,
+    wanted: Sequence[str] = METRICS,
 ) -> Intervals | str:
-    """Paired bootstrap differences vs ``baseline`` (the default metrics that every run supports) and each model's
-    interval of ``band_metrics``, or why they cannot be computed (e.g. a reused ``metrics.json`` written before
-    divrl kept per-problem results)."""
+    """Paired bootstrap differences vs ``baseline`` (of the ``wanted`` metrics that every run supports) and each
+    model's interval of ``band_metrics``, or why they cannot be computed (e.g. a reused ``metrics.json`` written
+    before divrl kept per-problem results)."""
     try:
         groups = groups_of(results, sources)
-        metrics, left_out = compare.available_metrics(groups)
+        metrics, left_out = compare.available_metrics(groups, wanted)
         comparisons = compare.compare_groups(groups, baseline, metrics, resamples=resamples)
         bands = {name: bootstrap_means(runs, band_metrics, resamples=resamples) for name, runs in groups.items()}
     except ComparisonError as exc:
