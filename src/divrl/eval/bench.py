@@ -211,9 +211,15 @@ def plot_frontier(path: Path, board: Board) -> None:
 
     x, y = board.frontier
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    trained = [name for name in board.rows if name != "base"]
+    palette = plt.get_cmap("tab10" if len(trained) <= 10 else "tab20")
     for name in board.rows:
         ex, ey = board.found.bands[name][x], board.found.bands[name][y]
-        style: dict[str, Any] = {"marker": "s", "color": "0.5"} if name == "base" else {"marker": "o"}
+        style: dict[str, Any] = (
+            {"marker": "s", "color": "0.5"}
+            if name == "base"
+            else {"marker": "o^Dv"[trained.index(name) // 10 % 4], "color": palette(trained.index(name) % 20)}
+        )
         ax.errorbar(
             [ex.mean],
             [ey.mean],

@@ -385,7 +385,9 @@ class Intervals:
     metrics: tuple[str, ...] = ()
 
 
-def groups_of(results: Mapping[str, Sequence[dict[str, Any]]], sources: Mapping[str, Sequence[Path]]) -> dict:
+def groups_of(
+    results: Mapping[str, Sequence[dict[str, Any]]], sources: Mapping[str, Sequence[Path]]
+) -> dict[str, list[Run]]:
     """Per name, one :class:`~divrl.eval.bootstrap.Run` per seed (raises ``ComparisonError`` for a metrics dict
     without per-problem results, naming its file)."""
     return {
