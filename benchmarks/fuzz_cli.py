@@ -10,7 +10,7 @@ Every case runs the CLI in a subprocess (``python -m divrl.cli ...``) in a folde
 Inputs covered: configs (bad YAML, wrong types, unknown keys, out-of-range values, unreadable files), ``--set``
 values, option values, data files (JSONL with bad lines, empty, wrong suffix), model and checkpoint folders with
 missing or truncated files, and output folders that already hold a run, for ``train``, ``eval``, ``pretrain``,
-``demo`` and ``partition pairs/train/agree``.
+``demo``, ``bench`` and ``partition pairs/train/agree``.
 
     python benchmarks/fuzz_cli.py                 # every case, 2 at a time; a table; exit 1 if any case fails
     python benchmarks/fuzz_cli.py --only train-   # the cases whose name contains "train-"
@@ -116,6 +116,9 @@ class Fixtures:
 
 # ------------------------------------------------------------------------------------------------------------------
 # cases
+
+BENCH_SETTINGS = {"steps": None, "problems": 0, "samples": 32, "splits": ["test", "ood"], "overrides": []}
+"""What `divrl bench` records in bench.json with its defaults."""
 
 
 @dataclass
@@ -472,6 +475,30 @@ def cases() -> list[Case]:
             ["demo", "--out", "{d}/o", "--methods", "darling", "--set", "partition.source=none"],
             None,
             "an override that breaks a method",
+        ),
+        # bench
+        Case(
+            "bench-out-holds-bench",
+            ["bench", "--out", "{d}/bench", "--methods", "grpo"],
+            write("bench/bench.json", json.dumps(BENCH_SETTINGS) + "\n"),
+            "second bench",
+        ),
+        Case(
+            "bench-resume-other-settings",
+            ["bench", "--out", "{d}/bench", "--methods", "grpo", "--resume", "--samples", "8"],
+            write("bench/bench.json", json.dumps(BENCH_SETTINGS) + "\n"),
+            "resume with other settings",
+        ),
+        Case("bench-methods-unknown", ["bench", "--out", "{d}/o", "--methods", "grpo,nope"], None, "unknown method"),
+        Case("bench-baseline-not-run", ["bench", "--out", "{d}/o", "--methods", "darling"], None, "no baseline"),
+        Case("bench-samples-0", ["bench", "--out", "{d}/o", "--samples", "0"], None, "zero samples"),
+        Case("bench-seeds-0", ["bench", "--out", "{d}/o", "--seeds", "0"], None, "zero seeds"),
+        Case("bench-split-path", ["bench", "--out", "{d}/o", "--split", "test,../x"], None, "a split that is a path"),
+        Case(
+            "bench-leaderboard-is-folder",
+            ["bench", "--out", "{d}/o", "--leaderboard", "{d}/docs"],
+            write("docs/keep.md", "mine"),
+            "--leaderboard is a folder",
         ),
         # partition
         Case("partition-pairs-task", ["partition", "pairs", "--out", "{d}/p.jsonl", "--task", "nope"], None, "task"),

@@ -1,4 +1,4 @@
-"""The ``divrl`` command: pretrain, train, eval, compare, demo.
+"""The ``divrl`` command: pretrain, train, eval, compare, demo, bench.
 
 Bad input (a config, a ``--set`` value, a data file, a model or checkpoint folder, an output folder that holds a run)
 ends in one ``error:`` line on stderr and exit code 2, with nothing written (:mod:`divrl.cliutil`).
@@ -388,6 +388,94 @@ def demo(
             overrides=list(set_),
             resume=resume,
             overwrite=overwrite,
+        )
+    except InputError as exc:
+        _fail(str(exc))
+
+
+def _command_line(ctx: typer.Context, skip: tuple[str, ...] = ()) -> str:
+    """The command as given on the command line (options in their declared order; defaults and the parameters
+    named in ``skip`` left out)."""
+    import shlex
+
+    parts = ["divrl", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name or "")
+        if getattr(source, "name", "") != "COMMANDLINE" or not param.opts or param.name in skip:
+            continue
+        value = ctx.params[param.name or ""]
+        flag = param.opts[0]
+        if isinstance(value, bool):
+            parts += [flag] if value else []
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                parts += [flag, str(item)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    out: Path = typer.Option(
+        Path("runs/bench"), "--out", help="Folder for the runs (seed<i>/<method>/), bench.json and summary.json."
+    ),
+    leaderboard: Path = typer.Option(
+        Path("docs/leaderboard.md"),
+        "--leaderboard",
+        help="The markdown file to write; the pass@1-vs-pass@32 pictures go beside it (<name>.png, <name>-ood.png).",
+    ),
+    methods: str = typer.Option(
+        None,
+        "--methods",
+        help="Comma-separated Countdown recipes (default: every configs/countdown/*.yaml, read at run time).",
+    ),
+    seeds: int = typer.Option(3, "--seeds", help="Train every method with seeds 0 .. N-1 (as divrl demo --seeds)."),
+    steps: int = typer.Option(None, "--steps", help="RL steps of every run (default: each recipe's own)."),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE", help="key.path=value applied to every recipe. " + SET_HELP
+    ),
+    problems: int = typer.Option(0, "--problems", help="Problems per evaluation split (0 = the whole split)."),
+    samples: int = typer.Option(32, "--samples", help="Samples per problem (pass@32 needs 32)."),
+    split: str = typer.Option(
+        "test,ood", "--split", help="Comma-separated evaluation splits; the first heads the leaderboard."
+    ),
+    baseline: str = typer.Option("grpo", "--baseline", help="The method every other one is compared with."),
+    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the bench in --out (same --steps, --set, --problems, --samples, --split); finished runs are "
+        "kept, methods and seeds may be added.",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="If --out holds a bench, remove it and start over."),
+) -> None:
+    """Train every recipe for N seeds, evaluate on the test and ood splits, write the leaderboard: pass@1, pass@8,
+    pass@32, distinct correct classes with 95% intervals, the paired difference to GRPO ("within noise" marks), a
+    pass@1-vs-pass@32 picture, the command, versions, machine and wall time.
+
+    A --out that already holds a bench is refused: --resume continues it, --overwrite starts it over."""
+    from divrl.config import InputError
+    from divrl.eval.bench import run_bench
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        run_bench(
+            out,
+            leaderboard,
+            methods=[m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None,
+            seeds=seeds,
+            steps=steps,
+            overrides=list(set_),
+            problems=problems,
+            samples=samples,
+            splits=[s.strip() for s in split.split(",") if s.strip()],
+            baseline=baseline,
+            threads=threads,
+            resume=resume,
+            overwrite=overwrite,
+            command=_command_line(ctx, skip=("resume", "overwrite")),
         )
     except InputError as exc:
         _fail(str(exc))

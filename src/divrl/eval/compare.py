@@ -40,6 +40,7 @@ __all__ = [
     "available_metrics",
     "compare_groups",
     "console_table",
+    "format_number",
     "is_split_name",
     "load_groups",
     "markdown_table",
@@ -47,6 +48,7 @@ __all__ = [
     "metrics_filename",
     "metrics_files",
     "noise_notes",
+    "verdict",
 ]
 
 _SKIP = re.compile(r"seed[_-]?\d+|checkpoint-\d+")
@@ -197,13 +199,15 @@ def noise_notes(
     return notes
 
 
-def _num(x: float, signed: bool = False) -> str:
+def format_number(x: float, signed: bool = False) -> str:
+    """Three decimals (with a sign when ``signed``); ``-`` for a missing (non-finite) value."""
     if not math.isfinite(x):
         return "-"
     return f"{x:+.3f}" if signed else f"{x:.3f}"
 
 
-def _verdict(d: Difference) -> str:
+def verdict(d: Difference) -> str:
+    """``within noise`` when the interval contains 0, else the direction: ``higher`` or ``lower``."""
     if d.within_noise:
         return "within noise"
     return "higher" if d.mean > 0 else "lower"
@@ -217,11 +221,11 @@ def _rows(
         [
             label.get(name, name),
             names.get(metric, metric),
-            _num(d.baseline_mean),
-            _num(d.method_mean),
-            _num(d.mean, True),
-            f"[{_num(d.low, True)}, {_num(d.high, True)}]",
-            _verdict(d),
+            format_number(d.baseline_mean),
+            format_number(d.method_mean),
+            format_number(d.mean, True),
+            f"[{format_number(d.low, True)}, {format_number(d.high, True)}]",
+            verdict(d),
         ]
         for name, diffs in comparisons.items()
         for metric, d in diffs.items()

@@ -37,22 +37,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from divrl.config import ConfigError, apply_overrides, from_dict, load_yaml
-from divrl.eval import compare
-from divrl.eval.bootstrap import ComparisonError, Difference, Estimate, Run, bootstrap_means
-from divrl.eval.evaluate import evaluate, ks_for, write_metrics
-from divrl.trainer.common import (
-    RunFolderError,
-    RunLayout,
-    check_run_folder,
-    latest_checkpoint,
-    read_metrics,
-    remove_run,
-)
+from divrl.config import ConfigError
+from divrl.eval import compare, grid
+from divrl.eval.bootstrap import Estimate
+from divrl.eval.evaluate import ks_for
+from divrl.eval.grid import LABELS, RECIPES, Intervals
+from divrl.trainer.common import RunLayout, check_run_folder, remove_run
 from divrl.trainer.config import RLConfig
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-LABELS = {"grpo": "GRPO", "r1_zero_div": "R1-zero-Div", "darling": "DARLING", "setpo": "SetPO"}
 TABLE_KEYS = [
     "pass@1",
     "pass@4",
@@ -124,31 +116,7 @@ DEMO_RUN = RunLayout(
 def _check_manifest(out: Path, settings: dict[str, Any]) -> None:
     """Refuse to resume a demo made with another budget or other overrides (a demo from before ``demo.json``
     existed is taken as it is)."""
-    path = out / MANIFEST
-    if not path.exists():
-        return
-    try:
-        before = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{path}: unreadable ({exc}); --overwrite starts the demo over") from None
-    changed = [k for k in settings if before.get(k) != settings[k]]
-    if changed:
-        diff = "; ".join(f"{k}: {before.get(k)!r} there, {settings[k]!r} now" for k in changed)
-        raise RunFolderError(
-            f"--resume {out}: the demo there was made with other settings ({diff}); use the same ones, "
-            "another --out, or --overwrite"
-        )
-
-
-@dataclass(frozen=True)
-class Intervals:
-    """The demo's noise-aware comparison: every model vs ``baseline`` and each model's pass@k bands."""
-
-    baseline: str
-    comparisons: dict[str, dict[str, Difference]]
-    notes: list[str]
-    bands: dict[str, dict[str, Estimate]]
-    resamples: int
+    grid.check_manifest(out / MANIFEST, settings, "demo")
 
 
 @dataclass(frozen=True)
@@ -164,14 +132,9 @@ class SplitResult:
     note: str = ""
 
 
-def recipe(method: str, budget: Budget, seed: int, overrides: list[str] = ()) -> RLConfig:  # type: ignore[assignment]
-    path = RECIPES / "countdown" / f"{method}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in (RECIPES / "countdown").glob("*.yaml"))
-        raise ValueError(f"unknown demo method {method!r}; known: {known}")
-    data = apply_overrides(load_yaml(path), [f"steps={budget.steps}", f"seed={seed}", *overrides])
-    data.setdefault("name", method)
-    return from_dict(RLConfig, data)
+def recipe(method: str, budget: Budget, seed: int, overrides: Sequence[str] = ()) -> RLConfig:
+    """The demo's config of ``method``: the recipe with the budget's steps, ``seed`` and ``overrides``."""
+    return grid.recipe(method, seed, budget.steps, overrides)
 
 
 def run_demo(
@@ -187,7 +150,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train every method for ``seeds`` seeds, evaluate the base and every trained model on each of ``splits``,
     print and write the comparison (module docstring); with ``resume``, continue the demo in ``out``. Returns what
-    ``summary.json`` holds.
+    ``summary.json`` holds. Training and evaluation are :mod:`divrl.eval.grid`'s (shared with ``divrl bench``).
 
     Raises:
         RunFolderError: ``out`` holds a demo and neither ``resume`` nor ``overwrite`` is set, or ``resume`` with
@@ -196,119 +159,55 @@ def run_demo(
     """
     import torch
 
-    from divrl.models import load_policy
-    from divrl.trainer.common import input_errors
-    from divrl.trainer.rl import check_methods, train
-
     methods = methods or ["grpo", "r1_zero_div", "darling", "setpo"]
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if threads < 0:
         raise ConfigError(f"--threads must be >= 0, got {threads}")
     if threads:
         torch.set_num_threads(threads)
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"--methods names a method twice: {methods}")
     budget = QUICK if quick else FULL
     splits = list(splits)
-    if not splits or len(set(splits)) != len(splits):
-        raise ValueError(f"splits must name each evaluation split once, got {splits}")
-    files = {split: compare.metrics_filename(split) for split in splits}
     out = Path(out)
     old_demo = check_run_folder(out, DEMO_RUN, resume=resume, overwrite=overwrite)
     settings = {"budget": budget.__dict__, "overrides": list(overrides)}
     if resume:
         _check_manifest(out, settings)
     start = time.perf_counter()
-    configs = {m: recipe(m, budget, 0, list(overrides)) for m in methods}
-    for cfg in configs.values():
-        check_methods(cfg)  # fail fast on a bad recipe or override, before the first method trains
-    base_path = configs[methods[0]].model.path
-    task_cfg = configs[methods[0]].task
-    from divrl.tasks import get_task
-
-    with input_errors(f"task {task_cfg.name!r}"):
-        task = get_task(task_cfg.name, **task_cfg.options)
-    problems = {}
-    for split in splits:
-        try:
-            problems[split] = task.problems(split, n=budget.problems(split))
-        except ValueError as exc:  # e.g. task options that leave no ood split: say so before anything trains
-            raise ConfigError(f"task.options: evaluation split {split!r}: {exc}") from None
+    plan = grid.plan_grid(
+        methods,
+        seeds,
+        splits,
+        {split: budget.problems(split) for split in splits},
+        budget.eval_n,
+        steps=budget.steps,
+        overrides=list(overrides),
+    )
     remove_run(old_demo)  # --overwrite: the old demo goes just before the first write
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-    max_new = configs[methods[0]].rollout.max_new_tokens
     console.print(
         f"[bold]divrl demo[/bold]: {len(methods)} methods × {seeds} seed(s), {budget.steps} RL steps each, "
-        f"eval on " + " and ".join(f"{len(problems[s])} {s}" for s in splits) + f" problems × {budget.eval_n} samples"
+        f"eval on "
+        + " and ".join(f"{len(plan.problems[s])} {s}" for s in splits)
+        + f" problems × {budget.eval_n} samples"
     )
-
-    def evaluate_missing(run_dir: Path, model_path: str | None, seed: int) -> None:
-        """Evaluate the model once on every split whose metrics file is missing (same samples and seed per split)."""
-        todo = [split for split in splits if not (run_dir / files[split]).exists()]
-        if not todo:
-            return
-        if model_path is None:
-            final = latest_checkpoint(run_dir)
-            assert final is not None
-            model_path = str(final)
-        with input_errors(f"model.path {model_path!r}"):
-            model, tok = load_policy(model_path)
-        for split in todo:
-            m = evaluate(model, tok, task, problems[split], budget.eval_n, max_new_tokens=max_new, seed=1000 + seed)
-            m["split"] = split
-            write_metrics(m, run_dir / files[split])
-
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {split: {} for split in splits}
-    sources: dict[str, dict[str, list[Path]]] = {split: {} for split in splits}
-    curves: dict[str, list[list[dict[str, Any]]]] = {}
-
-    def collect(name: str, run_dir: Path) -> None:
-        for split in splits:
-            path = run_dir / files[split]
-            results[split].setdefault(name, []).append(json.loads(path.read_text()))
-            sources[split].setdefault(name, []).append(path)
-
-    for seed in range(seeds):
-        base_dir = out / f"seed{seed}" / "base"
-        evaluate_missing(base_dir, base_path, seed)
-        collect("base", base_dir)
-        for method in methods:
-            cfg = recipe(method, budget, seed, list(overrides))
-            run_dir = out / f"seed{seed}" / method
-            have = [files[split] for split in splits if (run_dir / files[split]).exists()]
-            if len(have) < len(splits):
-                ckpt = latest_checkpoint(run_dir)
-                final = f"checkpoint-{budget.steps:06d}"
-                done = ckpt is not None and ckpt.name == final
-                if not done and have:  # training on would evaluate another model than the one in `have`
-                    raise ConfigError(
-                        f"{run_dir}: holds {', '.join(have)} but not {final} to evaluate on the other splits with "
-                        f"the same model; delete {run_dir} to train and evaluate it again"
-                    )
-                if not done:  # continue from the latest complete checkpoint, or start over a run cut before one
-                    train(cfg, run_dir, resume=ckpt is not None, overwrite=ckpt is None)
-                evaluate_missing(run_dir, None, seed)
-            collect(method, run_dir)
-            curves.setdefault(method, []).append(read_metrics(run_dir))
+    found = grid.run_grid(plan, out)
 
     baseline = "grpo" if "grpo" in methods else methods[0]
     reports = {
         split: SplitResult(
             split,
-            len(problems[split]),
-            {name: aggregate(runs) for name, runs in results[split].items()},
-            intervals(results[split], sources[split], baseline, budget.eval_n),
-            files[split],
-            split_note(split, task),
+            len(plan.problems[split]),
+            {name: aggregate(runs) for name, runs in found.results[split].items()},
+            intervals(found.results[split], found.sources[split], baseline, budget.eval_n),
+            compare.metrics_filename(split),
+            split_note(split, plan.task),
         )
         for split in splits
     }
     elapsed = time.perf_counter() - start
     for r in reports.values():
         print_split(r, seeds, budget.eval_n)
-    write_report(out, reports, curves, budget, seeds, elapsed)
+    write_report(out, reports, found.curves, budget, seeds, elapsed)
     first = reports[splits[0]]
     record: dict[str, Any] = {"budget": budget.__dict__, "seeds": seeds, "elapsed_s": elapsed}
     record["results"] = first.summary  # the first split (test) at the top level, as before the ood split
@@ -354,21 +253,9 @@ def intervals(
     n: int,
     resamples: int = 2000,
 ) -> Intervals | str:
-    """Paired bootstrap differences vs ``baseline`` and pass@k bands from the per-problem results, or why they cannot
-    be computed (e.g. a reused ``metrics.json`` written before divrl kept per-problem results)."""
-    try:
-        groups = {
-            name: [Run.from_metrics(m, str(path)) for m, path in zip(runs, sources[name], strict=True)]
-            for name, runs in results.items()
-        }
-        metrics, left_out = compare.available_metrics(groups)
-        comparisons = compare.compare_groups(groups, baseline, metrics, resamples=resamples)
-        ks = [f"pass@{k}" for k in ks_for(n)]
-        bands = {name: bootstrap_means(runs, ks, resamples=resamples) for name, runs in groups.items()}
-    except ComparisonError as exc:
-        return f"{exc} (delete it and run the demo again to evaluate it again)"
-    notes = [*compare.noise_notes(comparisons, baseline, LABELS), *left_out]
-    return Intervals(baseline, comparisons, notes, bands, resamples)
+    """Paired bootstrap differences vs ``baseline`` and pass@k bands (k = 1, 2, 4, ..., n) from the per-problem
+    results, or why they cannot be computed (:func:`divrl.eval.grid.intervals`)."""
+    return grid.intervals(results, sources, baseline, [f"pass@{k}" for k in ks_for(n)], resamples)
 
 
 def comparison_record(found: Intervals | str) -> dict[str, Any]:
@@ -588,4 +475,16 @@ def plot_curves(path: Path, curves: dict[str, list[list[dict[str, Any]]]]) -> No
     plt.close(fig)
 
 
-__all__ = ["FULL", "QUICK", "SPLITS", "Budget", "Intervals", "SplitResult", "intervals", "recipe", "run_demo"]
+__all__ = [
+    "FULL",
+    "LABELS",
+    "QUICK",
+    "RECIPES",
+    "SPLITS",
+    "Budget",
+    "Intervals",
+    "SplitResult",
+    "intervals",
+    "recipe",
+    "run_demo",
+]
