@@ -93,7 +93,7 @@ def train(
     config: Path = typer.Option(None, "--config", "-c", help="YAML recipe (configs/countdown/*.yaml)."),
     out: Path = typer.Option(None, "--out", help="Run folder (default runs/<name>)."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from its latest checkpoint."),
-    model: str = typer.Option(None, "--model", help="Policy: local folder, hub id or builtin:countdown-tiny."),
+    model: str = typer.Option(None, "--model", help="Policy: local folder, hub id or builtin:countdown-tiny (3 numbers) / builtin:countdown4-tiny (4)."),
     steps: int = typer.Option(None, "--steps", help="Total optimizer steps."),
     task: str = typer.Option(None, "--task", help="Task name (countdown, math); --data alone implies math."),
     data_file: str = typer.Option(None, "--data", help="Local data file (JSONL/Parquet/CSV) for the task."),
@@ -163,7 +163,7 @@ EVAL_HELP = (
 
 @app.command("eval", help=EVAL_HELP)
 def eval_(
-    model: str = typer.Option(..., "--model", help="Checkpoint folder, hub id or builtin:countdown-tiny."),
+    model: str = typer.Option(..., "--model", help="Checkpoint folder, hub id or builtin:countdown-tiny (3 numbers) / builtin:countdown4-tiny (4)."),
     task: str = typer.Option(None, "--task", help="Task name (default countdown; --data alone implies math)."),
     data_file: str = typer.Option(None, "--data", help="Local data file (JSONL/Parquet/CSV) for the task."),
     task_option: list[str] = typer.Option(
@@ -351,7 +351,7 @@ def compare(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for runs, report.md and plots."),
     quick: bool = typer.Option(
-        False, "--quick", help="A smaller budget: 20 RL steps, 100 test and 100 ood problems, 16 samples each."
+        False, "--quick", help="A smaller budget: 20 RL steps, 100 test and 50 ood problems, 16 samples each."
     ),
     seeds: int = typer.Option(
         1,

@@ -225,13 +225,13 @@ def test_bench_refusals_before_anything_trains(tmp_path, monkeypatch):
     from divrl.config import save_yaml, to_dict
 
     data = to_dict(cfg)
-    data["optim"]["lr"] = 1.0e-4
+    data["optim"]["lr"] = 2.0e-4  # the recipe's is 1e-4
     (out / "seed0" / "grpo" / "config.yaml").write_text(yaml.safe_dump(data))
     for name in ("base",):
         for split, file in (("test", "metrics.json"), ("ood", "metrics-ood.json")):
             write_metrics({"n": 2, "split": split}, out / "seed0" / name / file)
     with pytest.raises(
-        ConfigError, match=r"seed0/grpo: trained with another config .*optim.lr: 0.0001 there, 0.0003 now"
+        ConfigError, match=r"seed0/grpo: trained with another config .*optim.lr: 0.0002 there, 0.0001 now"
     ):
         _tiny(tmp_path, methods=["grpo"], resume=True)
     save_yaml(cfg, out / "seed0" / "grpo" / "config.yaml")

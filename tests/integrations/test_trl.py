@@ -461,7 +461,8 @@ def test_trainer_accepts_a_builtin_model_name(tmp_path: Path) -> None:
     positional = DiversityGRPOTrainer("builtin:countdown-tiny", **common)
     assert Path(positional.model.config._name_or_path) == folder
     with pytest.raises(
-        ValueError, match=r"unknown builtin policy 'builtin:nope'; known: \['builtin:countdown-tiny'\]"
+        ValueError,
+        match=r"unknown builtin policy 'builtin:nope'; known: \['builtin:countdown-tiny', 'builtin:countdown4-tiny'\]",
     ):
         DiversityGRPOTrainer(model="builtin:nope", **common)
 

@@ -21,7 +21,7 @@ from divrl.trainer.common import latest_checkpoint, read_metrics
 from divrl.trainer.config import ModelConfig, RLConfig
 from divrl.trainer.rl import RLTrainer
 
-BASE = "builtin:countdown-tiny"
+BASE = "builtin:countdown4-tiny"  # the recipes' base
 TINY = ["rollout.prompts_per_step=4", "rollout.group_size=4", "save_every=2", "threads=1", "model.lora_r=4"]
 IDS = torch.tensor([[5, 17, 23, 9, 40, 11, 3, 28]])  # (1, 8) any in-vocab tokens
 

@@ -34,8 +34,8 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def tiny_policy() -> str:
-    """The shipped Countdown base: it solves some problems, so advantages are not all zero."""
-    return "builtin:countdown-tiny"
+    """The recipes' base (the 4-number testbed's): it solves some problems, so advantages are not all zero."""
+    return "builtin:countdown4-tiny"
 
 
 def test_random_policy_runs(tmp_path):
@@ -235,12 +235,14 @@ def test_grpo_with_two_of_eight_unscorable_uses_the_g6_advantages(tiny_policy, t
 
 def test_off_policy_iterations_and_kl_reference(tiny_policy, tmp_path):
     """num_iterations > 1 reuses stored old log-probs (ratios move off 1); beta > 0 loads a frozen reference."""
-    cfg = _cfg("grpo", tiny_policy, steps=1, extra=["num_iterations=3", "loss.0.options.beta=0.05"])
+    extra = ["num_iterations=3", "loss.0.options.beta=0.05", "rollout.prompts_per_step=4", "rollout.group_size=8"]
+    cfg = _cfg("grpo", tiny_policy, steps=1, extra=extra)  # 32 rollouts: some groups mixed, so the policy moves
     trainer = __import__("divrl.trainer.rl", fromlist=["RLTrainer"]).RLTrainer(cfg, tmp_path, progress=False)
     assert trainer.ref_model is not None
     assert not any(p.requires_grad for p in trainer.ref_model.parameters())
     metrics = trainer.step(0)
     assert metrics["ppo/kl"] >= 0.0 and math.isfinite(metrics["ppo/kl"])
+    assert metrics["adv_abs_mean"] > 0.0, "no mixed group: the check below could not fail"
     assert metrics["ppo/approx_kl"] > 0.0  # later iterations see a moved policy against the stored old log-probs
 
 
@@ -354,10 +356,11 @@ def _one_step_grads(cfg: RLConfig, run_dir) -> dict[str, torch.Tensor]:
 def test_length_buckets_and_compile_give_the_same_update(tiny_policy, tmp_path):
     """Bucketing rows by length (the default) and torch.compile change the speed, not the step: the gradients
     match the plain one-pass eager step's up to float rounding (and are not all zero)."""
-    plain = _one_step_grads(_cfg("grpo", tiny_policy, steps=1, extra=["length_buckets=1"]), tmp_path / "a")
+    size = ["rollout.prompts_per_step=4", "rollout.group_size=8"]  # 32 rollouts: some groups mixed
+    plain = _one_step_grads(_cfg("grpo", tiny_policy, steps=1, extra=[*size, "length_buckets=1"]), tmp_path / "a")
     assert max(float(g.abs().max()) for g in plain.values()) > 1e-3
     for i, extra in enumerate((["length_buckets=3"], ["length_buckets=3", "compile=true"])):
-        got = _one_step_grads(_cfg("grpo", tiny_policy, steps=1, extra=extra), tmp_path / f"b{i}")
+        got = _one_step_grads(_cfg("grpo", tiny_policy, steps=1, extra=[*size, *extra]), tmp_path / f"b{i}")
         for k in plain:
             torch.testing.assert_close(got[k], plain[k], atol=1e-5, rtol=1e-3, msg=f"{extra}: {k}")
 
@@ -426,7 +429,7 @@ def test_eval_every_logs_what_divrl_eval_measures(tiny_policy, tmp_path):
     records = read_metrics(tmp_path)
     assert "eval/pass@1" not in records[0]  # step 1: no evaluation
     last = records[1]
-    task, problems = load_task(TaskConfig(name="countdown", split="val"), n=6)
+    task, problems = load_task(TaskConfig(name="countdown", options=cfg.task.options, split="val"), n=6)
     model, tok = load_policy(str(latest_checkpoint(tmp_path)))
     reference = evaluate(
         model,

@@ -22,7 +22,7 @@ from divrl.trainer.common import (
 )
 from divrl.trainer.rl import RLTrainer, check_methods, train
 
-SMALL = ["model.path=builtin:countdown-tiny", "rollout.prompts_per_step=3", "rollout.group_size=4", "threads=1"]
+SMALL = ["model.path=builtin:countdown4-tiny", "rollout.prompts_per_step=3", "rollout.group_size=4", "threads=1"]
 
 
 def _cfg(steps: int, extra: list[str] = ()) -> Any:
