@@ -93,7 +93,11 @@ def train(
     config: Path = typer.Option(None, "--config", "-c", help="YAML recipe (configs/countdown/*.yaml)."),
     out: Path = typer.Option(None, "--out", help="Run folder (default runs/<name>)."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from its latest checkpoint."),
-    model: str = typer.Option(None, "--model", help="Policy: local folder, hub id or builtin:countdown-tiny (3 numbers) / builtin:countdown4-tiny (4)."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="Policy: local folder, hub id or builtin:countdown-tiny (3 numbers) / builtin:countdown4-tiny (4).",
+    ),
     steps: int = typer.Option(None, "--steps", help="Total optimizer steps."),
     task: str = typer.Option(None, "--task", help="Task name (countdown, math); --data alone implies math."),
     data_file: str = typer.Option(None, "--data", help="Local data file (JSONL/Parquet/CSV) for the task."),
@@ -163,11 +167,19 @@ EVAL_HELP = (
 
 @app.command("eval", help=EVAL_HELP)
 def eval_(
-    model: str = typer.Option(..., "--model", help="Checkpoint folder, hub id or builtin:countdown-tiny (3 numbers) / builtin:countdown4-tiny (4)."),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="Checkpoint folder, hub id or builtin:countdown-tiny (3 numbers) / builtin:countdown4-tiny (4 numbers).",
+    ),
     task: str = typer.Option(None, "--task", help="Task name (default countdown; --data alone implies math)."),
     data_file: str = typer.Option(None, "--data", help="Local data file (JSONL/Parquet/CSV) for the task."),
     task_option: list[str] = typer.Option(
-        [], "--task-option", metavar="KEY=VALUE", help="key=value option of the task (repeatable)."
+        [],
+        "--task-option",
+        metavar="KEY=VALUE",
+        help="key=value option of the task (repeatable). Without any, a checkpoint of a divrl train run is evaluated "
+        "with its run's task options (e.g. num_numbers=4); builtin:countdown4-tiny needs num_numbers=4.",
     ),
     split: str = typer.Option(
         "test",
@@ -178,7 +190,11 @@ def eval_(
     n: int = typer.Option(32, "--n", help="Samples per problem."),
     problems: int = typer.Option(200, "--problems", help="Number of problems (0 = the whole split)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature of the n samples."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Longest completion, in tokens."),
+    max_new_tokens: int = typer.Option(
+        None,
+        "--max-new-tokens",
+        help="Longest completion, in tokens (default: the rollout length of the run that made the model, else 64).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Sampling seed (same seed, model and problems: same samples)."),
     out: Path = typer.Option(
         None,
@@ -200,7 +216,7 @@ def eval_(
     from divrl.trainer.config import TaskConfig
 
     for name, value, low in (("--n", n, 1), ("--problems", problems, 0), ("--max-new-tokens", max_new_tokens, 1)):
-        if value < low:
+        if value is not None and value < low:
             _fail(f"{name} must be >= {low}, got {value}")
     if not temperature > 0:
         _fail(f"--temperature must be > 0, got {temperature}")
@@ -218,6 +234,20 @@ def eval_(
             options[key] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             _fail(f"--task-option {item!r}: invalid YAML value {raw!r} at {yaml_error_line(exc)}")
+    made_with = _training_config(model)
+    if made_with is not None:
+        source, run_task, run_max_new = made_with
+        if (
+            run_task.get("name", "countdown") == task
+            and not task_option
+            and data_file is None
+            and run_task.get("options")
+        ):
+            options = dict(run_task["options"])
+            console.print(f"task options from {source}: {options}", soft_wrap=True, highlight=False, markup=False)
+        if max_new_tokens is None and run_max_new is not None:
+            max_new_tokens = int(run_max_new)
+    max_new_tokens = 64 if max_new_tokens is None else max_new_tokens
     if data_file is not None:
         options["data"] = data_file
     if out is None:
@@ -248,6 +278,36 @@ def eval_(
     for line in metric_footnotes(metrics):
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     console.print(f"wrote {out.resolve()}", soft_wrap=True, highlight=False)
+
+
+def _training_config(model: str) -> tuple[Path, dict[str, Any], int | None] | None:
+    """The task section and rollout length of the ``divrl train`` config that made ``model``, if there is one: its
+    run's ``config.yaml`` (the model is the run folder or one of its checkpoints). None for anything else (a
+    pretrained base's data options, e.g. ``min_classes``, are not an evaluation's), or for a config that does not
+    parse (then the eval's own defaults apply, as for any model)."""
+    import yaml
+
+    from divrl.models.builtin import resolve_model_path
+
+    try:
+        folder = Path(resolve_model_path(model))
+    except ValueError:
+        return None
+    if not folder.is_dir():
+        return None
+    for path in (folder / "config.yaml", folder.parent / "config.yaml"):
+        if not path.is_file():
+            continue
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("task"), dict):
+            continue
+        rollout = data.get("rollout") if isinstance(data.get("rollout"), dict) else {}
+        max_new = rollout.get("max_new_tokens") if isinstance(rollout.get("max_new_tokens"), int) else None
+        return path, data["task"], max_new
+    return None
 
 
 def metric_footnotes(metrics: dict[str, Any]) -> list[str]:

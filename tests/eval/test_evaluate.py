@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -309,3 +310,33 @@ def test_eval_writes_another_split_beside_the_test_results(tmp_path, monkeypatch
 
     rows = [k for k, v in written.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     assert "pass@1" in rows and not [k for k in rows if metric_note(k) is None]  # every table row is explained
+
+
+def test_eval_of_a_run_checkpoint_uses_the_run_task_options_and_length(tmp_path):
+    """A checkpoint of a `divrl train` run on the 4-number task is evaluated on 4-number problems with the run's
+    rollout length unless the command says otherwise; an explicit --task-option wins (3 numbers then)."""
+    from divrl.config import save_yaml
+
+    run = tmp_path / "run"
+    ckpt = run / "checkpoint-000001"
+    ckpt.mkdir(parents=True)
+    from divrl.models.builtin import resolve_model_path
+
+    for f in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (ckpt / f).write_bytes((Path(resolve_model_path("builtin:countdown4-tiny")) / f).read_bytes())
+    save_yaml(
+        {"task": {"name": "countdown", "options": {"num_numbers": 4}}, "rollout": {"max_new_tokens": 3}},
+        run / "config.yaml",
+    )
+    base = ["eval", "--model", str(ckpt), "--problems", "2", "--n", "1", "--threads", "1"]
+    result = CliRunner().invoke(app, base)
+    assert result.exit_code == 0, result.output
+    assert "task options from" in result.output and "{'num_numbers': 4}" in result.output
+    written = json.loads((ckpt / "metrics.json").read_text())
+    assert [len(json.loads(p["id"])["numbers"]) for p in written["per_problem"]] == [4, 4]
+    assert written["pass@1"] == 0.0  # 3 new tokens cannot hold an answer: the run's length was used
+    result = CliRunner().invoke(app, [*base, "--task-option", "num_numbers=3", "--max-new-tokens", "8"])
+    assert result.exit_code == 0, result.output
+    assert "task options from" not in result.output
+    written = json.loads((ckpt / "metrics.json").read_text())
+    assert [len(json.loads(p["id"])["numbers"]) for p in written["per_problem"]] == [3, 3]
