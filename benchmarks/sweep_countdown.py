@@ -128,7 +128,13 @@ def run_one(
         ckpt = latest_checkpoint(run_dir)
         keep = args.out / "samples" / f"{name}-{step}.json.gz" if args.samples else None
         result["at"][str(step)] = evaluate_folder(
-            str(ckpt), args.split, args.n, cfg.rollout.max_new_tokens, keep, args.problems, cfg.task.name,
+            str(ckpt),
+            args.split,
+            args.n,
+            cfg.rollout.max_new_tokens,
+            keep,
+            args.problems,
+            cfg.task.name,
             cfg.task.options,
         )
         result["reward_windows"] = windows(run_dir)
@@ -153,7 +159,13 @@ def run_base(args: argparse.Namespace) -> tuple[str, str, int, dict[str, Any]]:
         keep = args.out / "samples" / "base.json.gz" if args.samples else None
         t0 = time.perf_counter()
         res = evaluate_folder(
-            args.base, args.split, args.n, cfg.rollout.max_new_tokens, keep, args.problems, cfg.task.name,
+            args.base,
+            args.split,
+            args.n,
+            cfg.rollout.max_new_tokens,
+            keep,
+            args.problems,
+            cfg.task.name,
             cfg.task.options,
         )
         res["wall_s"] = time.perf_counter() - t0

@@ -19,7 +19,9 @@ def test_every_builtin_resolves_to_a_complete_folder_with_its_provenance():
         for f in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "pretrain_config.yaml"):
             assert (folder / f).is_file(), f"builtin:{name} lacks {f}"
     assert resolve_model_path("runs/x") == "runs/x"
-    with pytest.raises(ValueError, match=r"unknown builtin policy 'builtin:nope'; known: \['builtin:countdown-tiny', "):
+    with pytest.raises(
+        ValueError, match=r"unknown builtin policy 'builtin:nope'; known: \['builtin:countdown-tiny', "
+    ):
         resolve_model_path("builtin:nope")
 
 

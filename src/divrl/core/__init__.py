@@ -56,8 +56,8 @@ from divrl.core.metrics import (
     potential_at_k,
     self_bleu,
 )
-from divrl.core.pkpo import pkpo  # registers it
 from divrl.core.outcome_ucb import outcome_ucb_bonus  # registers the stateful estimator ``outcome_ucb``
+from divrl.core.pkpo import pkpo  # registers it
 
 __all__ += ["LOSSES", "LossOutput", "aggregate", "compute_loss", "get_loss", "loss_names"]
 __all__ += ["loss_needs"]
