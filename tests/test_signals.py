@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from divrl.core.advantages import ADVANTAGES, register_advantage
 from divrl.core.metrics import correct_classes, distinct_correct_classes
 from divrl.core.needs import Needs
-from divrl.signals import check_embed_rows, check_provided, group_batch, labels_from_keys
+from divrl.signals import check_embed_rows, check_provided, group_batch, labels_from_keys, signal_size
 from divrl.tasks.base import Verdict
 from divrl.tasks.countdown import CountdownTask, Problem, equivalence_key, verify
 from divrl.tasks.verify import reason_category, verify_all
@@ -181,3 +181,37 @@ def test_countdown_scoring_is_unchanged_by_the_single_parse():
     scored = score(task, problems, texts, group_size=4)
     assert scored.keys == [[equivalence_key(texts[p * 4 + g]) for g in range(4)] for p in range(3)]
     assert sum(scored.reasons.values()) == 12 and not any(math.isnan(r) for r in scored.rewards.flatten().tolist())
+
+
+def test_signal_size_by_hand():
+    """Group 1 (1, 0, 0, 0): GRPO gives (1.5, -0.5, -0.5, -0.5) (mean 0.25, unbiased std 0.5); a method that adds 0.1
+    to rollout 2 moves RMS by sqrt(0.01 / 8) over the 8 scored rollouts against GRPO's sqrt(3 / 8). Group 2 has no
+    reward spread (GRPO 0) and the method leaves it alone: half the groups changed."""
+    batch = group_batch(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+    from divrl.core.advantages import compute_advantages
+
+    grpo = compute_advantages("grpo", batch)  # (2, 4)
+    torch.testing.assert_close(grpo[0], torch.tensor([1.5, -0.5, -0.5, -0.5]), atol=1e-5, rtol=0)
+    assert signal_size(grpo, batch) == {"signal/rms_ratio": 0.0, "signal/groups_changed": 0.0, "signal/corr": 1.0}
+    moved = grpo.clone()
+    moved[0, 1] += 0.1
+    got = signal_size(moved, batch)
+    assert got["signal/rms_ratio"] == pytest.approx(math.sqrt(0.01 / 8) / math.sqrt(3 / 8), rel=1e-5)
+    assert got["signal/groups_changed"] == 0.5 and got["signal/corr"] < 1.0
+    doubled = signal_size(2 * grpo, batch)  # a pure rescaling: as far again, perfectly correlated
+    assert doubled["signal/rms_ratio"] == pytest.approx(1.0, rel=1e-6)
+    assert doubled["signal/corr"] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_signal_size_ignores_unscored_rollouts_and_all_zero_advantages():
+    rewards = torch.tensor([[1.0, 0.0, float("nan"), 0.0]])
+    batch = group_batch(rewards)
+    from divrl.core.advantages import compute_advantages
+
+    grpo = compute_advantages("grpo", batch)  # (1, 4), 0 at the unscored rollout
+    noisy = grpo.clone()
+    noisy[0, 2] = 5.0  # whatever a method put there is not read
+    assert signal_size(noisy, batch)["signal/rms_ratio"] == 0.0
+    flat = group_batch(torch.zeros(1, 4))
+    got = signal_size(torch.zeros(1, 4), flat)
+    assert got["signal/rms_ratio"] == 0.0 and got["signal/groups_changed"] == 0.0 and math.isnan(got["signal/corr"])

@@ -13,6 +13,8 @@ the verl adapter (:mod:`divrl.integrations.verl`) all build their groups here an
   class of its own), optionally among each group's correct rollouts only.
 - :func:`embed_groups`: (P, G, D) embeddings of the rows the estimator reads.
 - :func:`group_batch`: the ``GroupBatch`` itself, with exactly the fields the needs ask for (and those given).
+- :func:`signal_size`: how far an estimator's advantages lie from GRPO's on the same groups (``signal/...``
+  metrics, logged by the trainer and both adapters).
 
 The design is ours (no paper); see docs/architecture.md, "Signals and declared needs".
 """
@@ -45,6 +47,7 @@ __all__ = [
     "labels_from_keys",
     "partition_labels",
     "score",
+    "signal_size",
 ]
 
 
@@ -254,3 +257,33 @@ def distinct_correct_classes(scored: Scored) -> float:
     """Mean over groups of the number of distinct solution classes among correct rollouts
     (:func:`divrl.core.metrics.distinct_correct_classes`: keys of correct rollouts, a ``None`` key left out)."""
     return metrics.distinct_correct_classes(scored.keys, scored.correct)
+
+
+def signal_size(advantages: Tensor, batch: GroupBatch) -> dict[str, float]:
+    """How much a method's own signal moves its advantages away from plain GRPO's on the same groups.
+
+    ``d = A - A_grpo`` over the scored rollouts, ``A_grpo`` the ``grpo`` estimator with its defaults on ``batch``
+    (group mean and unbiased std over the scored rollouts). Returns ``signal/rms_ratio`` = RMS(d) / RMS(A_grpo) (0 for
+    GRPO itself, 0 when no group has a reward spread), ``signal/groups_changed`` = the share of groups in which some
+    ``|d| > 1e-6``, and ``signal/corr`` = the cosine between ``A`` and ``A_grpo`` (1 when the method only rescales
+    GRPO's advantages; ``nan`` when either is all zero). The definition is ours (no paper): it is the "size relative to
+    the advantage" issue 12 asks for, in one form for every estimator, whatever its own signal is (a multiplier, an
+    added bonus, a reshaped reward). A method that acts through a loss term (e.g. ``positive_entropy``) leaves
+    ``A = A_grpo`` and reports 0; its term's size is in the loss metrics.
+    """
+    from divrl.core.advantages import compute_advantages
+
+    base = compute_advantages("grpo", batch)  # (P, G)
+    scored = ~torch.isnan(batch.rewards)  # (P, G)
+    a = torch.where(scored, advantages.to(base.dtype), torch.zeros_like(base))  # (P, G)
+    b = torch.where(scored, base, torch.zeros_like(base))  # (P, G)
+    d = a - b  # (P, G)
+    count = max(int(scored.sum()), 1)
+    rms_b = math.sqrt(float((b * b).sum()) / count)
+    rms_d = math.sqrt(float((d * d).sum()) / count)
+    norm = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return {
+        "signal/rms_ratio": rms_d / rms_b if rms_b > 0 else 0.0,
+        "signal/groups_changed": float((d.abs() > 1e-6).any(-1).float().mean()),
+        "signal/corr": float((a * b).sum()) / norm if norm > 0 else math.nan,
+    }

@@ -74,6 +74,10 @@ def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
         reasons = {k: v for k, v in r.items() if k.startswith("reasons/")}  # every verdict counted by its kind
         assert sum(reasons.values()) == 16 and reasons.get("reasons/ok", 0) == r["accuracy"] * 16
     assert records[0]["accuracy"] > 0 and records[0]["adv_abs_mean"] > 0  # a real learning signal
+    for r in records:  # divrl.signals.signal_size: the method's advantages against GRPO's on the same groups
+        assert 0.0 <= r["signal/groups_changed"] <= 1.0 and r["signal/rms_ratio"] >= 0.0
+    if cfg.advantage.name == "grpo":  # GRPO, and R1-zero-Div (its signal is a loss term): no advantage signal
+        assert records[0]["signal/rms_ratio"] == 0.0 and records[0]["signal/corr"] == pytest.approx(1.0)
     if method == "r1_zero_div":
         assert "positive_entropy/div_term" in records[0]
     ckpt = latest_checkpoint(tmp_path)

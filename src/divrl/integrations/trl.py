@@ -88,6 +88,7 @@ from divrl.signals import (
     check_provided,
     embed_groups,
     group_batch,
+    signal_size,
     synthetic_group,
     synthetic_loss_batch,
 )
@@ -489,6 +490,8 @@ class DiversityGRPOTrainer(GRPOTrainer):
         )
         adv = self.compute_group_advantages(batch)  # (P, G)
         self.last_group_batch, self.last_advantages = batch, adv
+        for key, value in signal_size(adv, batch).items():  # how far the method moves GRPO's advantages
+            self._metrics[mode][f"divrl/{key}"].append(value)
         self.last_group_prompts = [group[0] for group in prompt_groups]
         flat = adv.reshape(-1).to(out["advantages"])  # (N,)
         out["advantages"] = flat[local]  # (B,)

@@ -74,7 +74,7 @@ from divrl.core.diversity import labels_tensor
 from divrl.core.losses import compute_loss, positive_entropy_loss
 from divrl.core.metrics import correct_classes
 from divrl.core.registry import check_options
-from divrl.signals import check_embed_rows, embed_groups, group_batch, labels_from_keys
+from divrl.signals import check_embed_rows, embed_groups, group_batch, labels_from_keys, signal_size
 
 __all__ = [
     "ESTIMATOR_PREFIX",
@@ -333,7 +333,8 @@ def group_advantages(
 
     Returns:
         The advantages ``(bs,)`` in ``scores``' dtype, and stats: ``classes_per_group`` when a partition was built,
-        and ``distinct_correct_classes`` (:func:`divrl.core.metrics.correct_classes` over the labels) with ``correct``.
+        ``distinct_correct_classes`` (:func:`divrl.core.metrics.correct_classes` over the labels) with ``correct``,
+        and the ``signal/...`` sizes of :func:`divrl.signals.signal_size` (group-weighted over group sizes).
     """
     if scores.dim() != 1:
         raise ValueError(f"scores must have shape (bs,), got {tuple(scores.shape)}")
@@ -363,6 +364,7 @@ def group_advantages(
     out = torch.zeros_like(flat)  # (bs,)
     classes: list[Tensor] = []
     correct_counts: list[int] = []
+    sizes: list[tuple[int, dict[str, float]]] = []  # (groups, signal_size) per group size
     for rows in buckets:
         idx = torch.as_tensor(rows, dtype=torch.long)  # (P_g, g)
         group_texts = None if texts is None else [[str(texts[i]) for i in row] for row in rows]
@@ -384,6 +386,7 @@ def group_advantages(
         )
         adv = compute_advantages(name, batch, **opts)  # (P_g, g)
         out[idx.reshape(-1)] = adv.reshape(-1).to(out.dtype)
+        sizes.append((int(idx.shape[0]), signal_size(adv, batch)))
         if labels is not None:
             classes.append((labels.sort(-1).values.diff(dim=-1) != 0).sum(-1) + 1)  # (P_g,)
             if correct_t is not None:  # core.metrics' one definition, over the partition labels
@@ -392,6 +395,9 @@ def group_advantages(
     stats = {"classes_per_group": torch.cat(classes).float().mean().item()} if classes else {}
     if correct_counts:
         stats["distinct_correct_classes"] = sum(correct_counts) / len(correct_counts)
+    total = sum(n for n, _ in sizes)
+    for key in sizes[0][1] if sizes else ():  # divrl.signals.signal_size, weighted by groups across group sizes
+        stats[key] = sum(n * size[key] for n, size in sizes) / total
     return out.to(scores.device), stats
 
 

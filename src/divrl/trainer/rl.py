@@ -34,6 +34,7 @@ from divrl.signals import (
     group_batch,
     partition_labels,
     score,
+    signal_size,
     synthetic_group,
     synthetic_loss_batch,
 )
@@ -416,6 +417,7 @@ class RLTrainer:
             "response_len": float(lengths.mean()),
             "finished_frac": float(rollouts.finished.float().mean()),
             "adv_abs_mean": float(advantages.abs().mean()),
+            **signal_size(advantages, batch),
             "lr": self.scheduler.get_last_lr()[0],
             "time_sample_s": t_sample,
             "time_score_s": t_score - t_sample,
