@@ -55,6 +55,11 @@ Differences from the official code, each stated:
 - **Precision.** The official code casts the (bfloat16) hidden states to float64 after projection and builds
   ``Sigma^{-1}`` by Sherman-Morrison updates from ``I / lam``; here float64 and one solve (equal to ~1e-10).
 
+What varies: with G distinct rollouts, G - 1 <= k and ``lam`` small against the group's squared singular values,
+every leverage is (G-1)/G up to O(lam/s^2), nearly a group constant; rollouts with equal hidden states (identical
+completions) share their leverage (m copies get about 1/m of a unique one's). With ``beta=0.01`` the bonus moves
+advantages mainly in groups of equal rewards, where GRPO divides by the std of ``beta b`` alone.
+
 Unscorable rollouts (NaN reward) have no verified outcome: they are left out of the group (its mean, covariance,
 normalisation and gates), get no bonus, and the base estimator takes its statistics over the scored ones; so a
 group of G with c scored gets what the group of those c alone gets.
