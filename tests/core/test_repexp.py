@@ -70,16 +70,14 @@ def official_bonuses(
     elif normalization == "z_score":
         mean = torch.mean(bonuses)
         std = torch.std(bonuses)
-        if std > 0:
+        if std > 0:  # noqa: SIM108  (vendored as written)
             bonuses = (bonuses - mean) / std
         else:
             bonuses = bonuses - mean
     return raw, bonuses
 
 
-def official_reward(
-    extrinsic: Tensor, intrinsic: Tensor, alpha: float, beta: float, gates: dict[str, bool]
-) -> Tensor:
+def official_reward(extrinsic: Tensor, intrinsic: Tensor, alpha: float, beta: float, gates: dict[str, bool]) -> Tensor:
     intrinsic = intrinsic.clone()
     if gates["rollout_incorrect"]:
         intrinsic[extrinsic == 0] = 0.0
@@ -155,7 +153,9 @@ def test_projection_matches_sklearns_entries() -> None:
     assert abs(density - 1 / math.sqrt(h)) < 0.01  # 12800 entries, expected 0.05
     assert abs(float((mat > 0).double().mean()) - density / 2) < 0.01
     sklearn = pytest.importorskip("sklearn.random_projection")
-    proj = sklearn.SparseRandomProjection(k, density="auto", random_state=0).fit(torch.zeros(1, h, dtype=torch.float64).numpy())  # the official fits a float32 randn: float32 entries
+    proj = sklearn.SparseRandomProjection(k, density="auto", random_state=0).fit(
+        torch.zeros(1, h, dtype=torch.float64).numpy()
+    )  # the official fits a float32 randn: float32 entries
     official = set(float(v) for v in proj.components_.toarray().ravel())
     assert {round(v, 12) for v in official} == {round(v, 12) for v in values}
 
@@ -219,7 +219,9 @@ def test_constant_bonus_reduces_to_the_base() -> None:
     two = _batch(p=4, g=2, seed=1)
     two = two.replace(rewards=torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]]))
     lev = repexp_bonus(two, sparse_dim=None)
-    assert torch.allclose(lev[:, 0], lev[:, 1]) and torch.allclose(lev[:, 0], torch.full((4,), 0.5), atol=1e-2)  # (G-1)/G
+    assert torch.allclose(lev[:, 0], lev[:, 1]) and torch.allclose(
+        lev[:, 0], torch.full((4,), 0.5), atol=1e-2
+    )  # (G-1)/G
     assert torch.allclose(adv(two, beta=5.0, sparse_dim=None), compute_advantages("grpo", two), atol=1e-5)
     for norm in ("rnd", "z_score"):  # equal up to rounding: no spread to normalise (the official std > 0 would be)
         z = repexp_bonus(two, sparse_dim=None, lam=1e-6, normalization=norm)  # type: ignore[arg-type]
@@ -309,7 +311,9 @@ def test_unscored_rollouts_are_outside_the_group() -> None:
         alone = GroupBatch(rewards=r[p, cols][None], hidden=b.hidden[p, cols][None])  # type: ignore[index]
         ref = adv(alone, beta=1.0, projection_seed=1, normalization="z_score")
         assert torch.allclose(a[p, cols], ref[0], atol=1e-6)
-    one = b.replace(rewards=torch.full_like(r, NAN).index_put_((torch.tensor([0]), torch.tensor([1])), torch.tensor(1.0)))
+    one = b.replace(
+        rewards=torch.full_like(r, NAN).index_put_((torch.tensor([0]), torch.tensor([1])), torch.tensor(1.0))
+    )
     assert torch.equal(adv(one, beta=1.0, normalization="rnd"), torch.zeros_like(r))
 
 

@@ -462,19 +462,23 @@ class RLTrainer:
         input_ids = torch.cat([rollouts.prompt_ids[rows], rollouts.completion_ids[rows]], dim=1)  # (n, Lp+Lc)
         attention_mask = getattr(rollouts, "attention_mask", None)
         mask = rollouts.completion_mask[rows]  # (n, Lc)
-        kwargs = {
-            "temperature": self.cfg.rollout.temperature,
-            "with_entropy": True,
-            "attention_mask": attention_mask[rows] if attention_mask is not None else None,
-            "length_buckets": self.cfg.length_buckets,
-        }
+        args = (
+            model,
+            input_ids,
+            rollouts.prompt_ids.shape[1],
+            mask,
+            self.cfg.rollout.temperature,
+            True,  # with_entropy
+            attention_mask[rows] if attention_mask is not None else None,
+            self.cfg.length_buckets,
+        )
         h = None
         with torch.set_grad_enabled(grad):
             if hidden:
-                lp, ent, h = token_logprobs_and_hidden(model, input_ids, rollouts.prompt_ids.shape[1], mask, **kwargs)
+                lp, ent, h = token_logprobs_and_hidden(*args)
                 h = h.view(hi - lo, g, h.shape[-1])  # (p, G, H)
             else:
-                lp, ent = token_logprobs(model, input_ids, rollouts.prompt_ids.shape[1], mask, **kwargs)
+                lp, ent = token_logprobs(*args)
         t = mask.shape[1]
         assert ent is not None
         return lp.view(hi - lo, g, t), ent.view(hi - lo, g, t), h  # (p, G, T) each, (p, G, H) or None
@@ -488,7 +492,9 @@ class RLTrainer:
     def old_logprobs_and_hidden(self, rollouts: Any, p_count: int, g: int) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`old_logprobs` (P, G, T) and, from the same no-grad forward, each rollout's mean last-layer hidden
         state (P, G, H) under the current policy (``GroupBatch.hidden``, RepExp's representation)."""
-        parts = [self._forward_hidden(self.train_model, rollouts, lo, hi, g, False) for lo, hi in self._chunks(p_count)]
+        parts = [
+            self._forward_hidden(self.train_model, rollouts, lo, hi, g, False) for lo, hi in self._chunks(p_count)
+        ]
         return torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts])  # type: ignore[misc]
 
     def optimize(
