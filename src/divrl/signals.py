@@ -119,6 +119,7 @@ def group_batch(
     embeddings: Tensor | None = None,
     old_logprobs: Tensor | None = None,
     mask: Tensor | None = None,
+    hidden: Tensor | None = None,
     problem_ids: list[str] | None = None,
 ) -> GroupBatch:
     """The ``GroupBatch`` (P, G) of an advantage computation from the gathered signals.
@@ -136,6 +137,7 @@ def group_batch(
         embeddings=embeddings,
         old_logprobs=old_logprobs,
         mask=mask,
+        hidden=hidden,
         problem_ids=problem_ids,
     )
     if needs is not None:
@@ -158,13 +160,19 @@ class Scored:
 
 
 def synthetic_group(
-    g: int, *, partition: bool = False, embeddings: bool = False, token_level: bool = False, t: int = 3
+    g: int,
+    *,
+    partition: bool = False,
+    embeddings: bool = False,
+    token_level: bool = False,
+    t: int = 3,
+    hidden: bool = False,
 ) -> GroupBatch:
     """One synthetic group (1 prompt, G rollouts) with the fields a real step provides, for dry-running an estimator
     on its options before any model is loaded (``divrl train``'s ``check_methods``, ``DiversityGRPOTrainer``'s
     constructor): alternating 0/1 rewards, three answer classes, distinct texts, a problem id with an empty history
-    (a stateful estimator's first step) and, as asked, partition labels, embeddings and old log-probs over ``t``
-    tokens."""
+    (a stateful estimator's first step) and, as asked, partition labels, embeddings, old log-probs over ``t``
+    tokens and mean hidden states."""
     rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
     return GroupBatch(
         rewards=rewards,
@@ -175,6 +183,7 @@ def synthetic_group(
         embeddings=torch.eye(g, g + 1)[None] if embeddings else None,  # (1, G, D)
         old_logprobs=-torch.linspace(0.1, 2.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
         mask=torch.ones(1, g, t) if token_level else None,  # (1, G, T)
+        hidden=torch.eye(g, g + 2)[None] if hidden else None,  # (1, G, H)
         problem_ids=["synthetic"],
         history={},
     )

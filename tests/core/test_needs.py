@@ -27,6 +27,7 @@ def _full() -> dict[str, object]:
         "mask": torch.ones(P, G, T),
         "entropies": torch.rand(P, G, T).requires_grad_(True),
         "embeddings": torch.randn(P, G, D),
+        "hidden": torch.randn(P, G, D),
         "partition": torch.tensor([[0, 0, 1, 2], [0, 1, 1, 1]]),
         "problem_ids": ["p0", "p1"],
         "history": {"p0": {"1": 2}},
@@ -51,6 +52,8 @@ ADVANTAGE_CASES = [
     ("arm", {"gate": "correct", "prompt": "none"}),
     ("outcome_ucb", {}),
     ("outcome_ucb", {"gate": "correct", "base": "unlikeliness"}),
+    ("repexp", {}),
+    ("repexp", {"base": "unlikeliness", "sparse_dim": None}),
 ]
 LOSS_CASES = [
     ("ppo", {}),
@@ -71,6 +74,7 @@ def test_hand_written_declarations():
     setpo = advantage_needs("setpo", {"kernel": "cosine", "members": "correct", "base": "unlikeliness"})
     assert setpo.reads == {"embeddings", "correct", "old_logprobs", "mask"} and setpo.embed_rows == "correct"
     assert advantage_needs("setpo").reads == {"texts"} and advantage_needs("setpo").uses("embeddings")  # kernel auto
+    assert advantage_needs("repexp") == Needs.of({"hidden"})
     assert loss_needs("kl").requires("ref_logprobs")
     assert not loss_needs("ppo").requires("ref_logprobs") and loss_needs("ppo", {"beta": 0.1}).requires("ref_logprobs")
     assert loss_needs("positive_entropy", {"gate": "all"}).reads == {"logprobs", "mask"}
@@ -78,7 +82,7 @@ def test_hand_written_declarations():
     with pytest.raises(KeyError, match="unknown policy loss 'nope'"):
         loss_needs("nope")
     with pytest.raises(ValueError, match="unknown GroupBatch field"):
-        Needs.of({"hidden"})
+        Needs.of({"hidden_states"})
 
 
 def test_every_entry_is_declared():

@@ -58,6 +58,9 @@ PER_GROUP: list[tuple[str, dict[str, Any]]] = [
     ("dra", {"kernel": "ngram", "base": "rloo"}),
     ("arm", {}),
     ("arm", {"prompt": "none", "gate": "correct", "apply": "mixed"}),
+    ("repexp", {"projection_seed": 0, "sparse_dim": 2}),
+    ("repexp", {"sparse_dim": None, "beta": 1.0, "bonus": "leave_one_out", "normalization": "z_score"}),
+    ("repexp", {"sparse_dim": None, "normalization": "rnd", "off_if_none_correct": False, "base": "rloo"}),
 ]
 BATCH_SCALE: list[tuple[str, dict[str, Any]]] = [
     ("grpo", {"scale": "batch"}),
@@ -89,6 +92,7 @@ def full_batch(p: int, g: int, seed: int, binary: bool = True, t: int = 4) -> Gr
         mask=torch.arange(t)[None, None, :] < lengths[..., None],
         embeddings=torch.randn(p, g, 3, generator=gen),
         partition=torch.randint(0, 3, (p, g), generator=gen),
+        hidden=torch.randn(p, g, 3, generator=gen),
     )
 
 
@@ -113,6 +117,7 @@ def one_group(batch: GroupBatch, p: int, cols: list[int]) -> GroupBatch:
         mask=pick(batch.mask),
         embeddings=pick(batch.embeddings),
         partition=pick(batch.partition),
+        hidden=pick(batch.hidden),
     )
 
 
@@ -296,6 +301,7 @@ def test_unscorable_data_is_never_read(
         mask=torch.where(u3, junk.mask, b.mask),  # type: ignore[arg-type]
         embeddings=torch.where(u3, junk.embeddings, b.embeddings),  # type: ignore[arg-type]
         partition=torch.where(unscored, junk.partition, b.partition),  # type: ignore[arg-type]
+        hidden=torch.where(u3, junk.hidden, b.hidden),  # type: ignore[arg-type]
     )
     assert torch.allclose(adv(name, b, **options), adv(name, other, **options), atol=1e-6)
 

@@ -174,6 +174,8 @@ def test_trainer_rejects_bad_options(tmp_path: Path) -> None:
         DiversityGRPOTrainer(**common, advantage=name, advantage_options={"classes": "partition"}, partition_key=len)
     with pytest.raises(ValueError, match=r"advantage 'arm' needs GroupBatch.old_logprobs: .*old log-probs"):
         DiversityGRPOTrainer(**common, advantage="arm")
+    with pytest.raises(ValueError, match=r"advantage 'repexp' needs GroupBatch.hidden: .*use divrl's own trainer"):
+        DiversityGRPOTrainer(**common, advantage="repexp")
     with pytest.raises(ValueError, match=r"advantage 'outcome_ucb' keeps per-problem state .* use divrl train"):
         DiversityGRPOTrainer(**common, advantage="outcome_ucb")  # refused before TRL builds anything
     with pytest.raises(ValueError, match="correct_reward='acc' is not one of"):

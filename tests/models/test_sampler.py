@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerFast
 
 import divrl.rollout.sampler as sampler_module
 from divrl.models import build_char_tokenizer, build_policy
-from divrl.rollout import Rollouts, sample, token_logprobs
+from divrl.rollout import Rollouts, sample, token_logprobs, token_logprobs_and_hidden
 from divrl.rollout._hf import cache_arg
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
@@ -540,3 +540,28 @@ def test_token_logprobs_length_buckets_match_one_pass(tok, prompts, buckets):
     want_shapes = [(len(c), r.completion_start + max(int(c.max()), 1)) for c in lengths.sort().values.chunk(buckets)]
     assert rec.shapes == want_shapes
     assert sum(a * b for a, b in want_shapes) < r.input_ids.numel() or buckets == 2  # 2: may be no saving
+
+
+@pytest.mark.parametrize("prompts", [MIXED, ["1+2=", "3*4="]], ids=["left_padded", "equal_lengths"])
+def test_mean_hidden_states_from_the_log_prob_forward(tok, prompts):
+    """token_logprobs_and_hidden: the same log-probs and entropies as token_logprobs, plus each completion's mean
+    final hidden state (the base model's last_hidden_state at the completion tokens, RepExp's feature); length
+    buckets give the same values."""
+    model = sharp(tok, scale=5.0)
+    r = sample(model, tok, prompts, num_samples=3, max_new_tokens=8, seed=1, stop=("a", "b", "c"))
+    args = (r.input_ids, r.completion_start, r.completion_mask, 0.7, True, r.attention_mask)
+    want_lp, want_ent = token_logprobs(model, *args)
+    with torch.no_grad():
+        lp, ent, hidden = token_logprobs_and_hidden(model, *args)
+        am = r.attention_mask
+        kwargs = {} if am is None else {"attention_mask": am, "position_ids": (am.long().cumsum(-1) - 1).clamp(min=0)}
+        states = model.model(input_ids=r.input_ids, **kwargs).last_hidden_state[:, r.completion_start :]  # (N, Lc, H)
+    torch.testing.assert_close(lp, want_lp.detach())
+    torch.testing.assert_close(ent, want_ent.detach())
+    m = r.completion_mask.float()  # (N, Lc)
+    want = (states * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)  # (N, H)
+    torch.testing.assert_close(hidden, want, atol=1e-5, rtol=1e-5)
+    assert hidden.shape == (r.input_ids.shape[0], model.config.hidden_size) and float(hidden.std(0).mean()) > 0
+    with torch.no_grad():
+        _, _, bucketed = token_logprobs_and_hidden(model, *args, length_buckets=3)
+    torch.testing.assert_close(bucketed, hidden, atol=1e-5, rtol=1e-5)

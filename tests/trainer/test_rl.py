@@ -59,7 +59,19 @@ def _cfg(method: str, policy: str, steps: int = 2, extra: list[str] = ()) -> RLC
 
 @pytest.mark.parametrize(
     "method",
-    ["grpo", "r1_zero_div", "darling", "setpo", "unlikeliness", "pkpo", "outcome_batch", "seed_grpo", "dra", "arm"],
+    [
+        "grpo",
+        "r1_zero_div",
+        "darling",
+        "setpo",
+        "unlikeliness",
+        "pkpo",
+        "outcome_batch",
+        "seed_grpo",
+        "dra",
+        "arm",
+        "repexp",
+    ],
 )
 def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
     cfg = _cfg(method, tiny_policy, extra=["rollout.prompts_per_step=4"])
@@ -341,6 +353,46 @@ def test_unlikeliness_trains_on_the_policys_own_log_probs(tiny_policy, tmp_path,
     passes.clear()
     train(_cfg("grpo", tiny_policy, steps=1), tmp_path / "g", progress=False)
     assert passes == []  # GRPO with one iteration needs no separate log-prob pass
+
+
+def test_repexp_reads_hidden_states_from_the_old_log_prob_pass(tiny_policy, tmp_path, monkeypatch):
+    """An estimator declaring ``hidden`` (repexp) gets each rollout's mean last-layer hidden state from the same
+    no-grad pass that gives the old log-probs (one pass, no other), equal to the policy's own final hidden states
+    averaged over the completion tokens; the PPO loss reuses those old log-probs."""
+    import divrl.trainer.rl as rl
+
+    passes: list[tuple[torch.Tensor, torch.Tensor]] = []
+    seen: list[GroupBatch] = []
+    rollouts_seen: list[object] = []
+    both, compute = rl.RLTrainer.old_logprobs_and_hidden, rl.compute_advantages
+    monkeypatch.setattr(rl.RLTrainer, "old_logprobs", lambda *a: pytest.fail("a second log-prob pass"))
+    monkeypatch.setattr(
+        rl.RLTrainer,
+        "old_logprobs_and_hidden",
+        lambda self, r, *a: rollouts_seen.append(r) or passes.append(both(self, r, *a)) or passes[-1],
+    )
+    monkeypatch.setattr(
+        rl, "compute_advantages", lambda name, batch, **o: seen.append(batch) or compute(name, batch, **o)
+    )
+    cfg = _cfg("repexp", tiny_policy, steps=1, extra=["rollout.prompts_per_step=4"])
+    train(cfg, tmp_path / "r", progress=False)
+    assert len(passes) == 1 and len(seen) == 2  # seen[0]: check_methods' synthetic group
+    batch, (old, hidden) = seen[1], passes[0]
+    assert batch.hidden is not None and batch.old_logprobs is not None
+    assert torch.equal(batch.hidden, hidden.cpu()) and torch.equal(batch.old_logprobs, old.cpu())
+    rollouts = rollouts_seen[0]
+    model, _ = load_policy(resolve_model_path(tiny_policy))  # step 0's policy: the pass ran before the update
+    assert hidden.shape == (4, 4, model.config.hidden_size) and bool(torch.isfinite(hidden).all())
+    ids = torch.cat([rollouts.prompt_ids, rollouts.completion_ids], 1)  # type: ignore[attr-defined]
+    am = getattr(rollouts, "attention_mask", None)
+    kwargs = {} if am is None else {"attention_mask": am, "position_ids": (am.long().cumsum(-1) - 1).clamp(min=0)}
+    with torch.no_grad():
+        states = model.model(input_ids=ids, **kwargs).last_hidden_state  # (N, L, H)
+    m = rollouts.completion_mask.float()  # type: ignore[attr-defined]  (N, Lc)
+    lp = rollouts.prompt_ids.shape[1]  # type: ignore[attr-defined]
+    ref = (states[:, lp:] * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)  # (N, H)
+    torch.testing.assert_close(hidden.view(16, -1).cpu(), ref, atol=1e-4, rtol=1e-4)
+    assert float(hidden.view(16, -1).std(0).mean()) > 1e-3  # rollouts differ: a real signal, not a placeholder
 
 
 def test_learned_partition_needs_a_checkpoint(tiny_policy, tmp_path):

@@ -28,6 +28,8 @@ means for each estimator:
                     (the correct scored ones with ``members="correct"``); ``center`` over the scored ones
 ``outcome_ucb``     only the scored rollouts' answers get a bonus and enter the history; then the base estimator
                     as above (:mod:`divrl.core.outcome_ucb`, a stateful estimator)
+``repexp``          the group's hidden-state mean, covariance, bonus normalisation and gates are over them only;
+                    they get no bonus; then the base estimator as above (:mod:`divrl.core.repexp`)
 ==================  ==============================================================================================
 
 This is what TRL 1.16 does for its own estimators (``grpo_trainer.py``: ``torch.nanmean`` and ``nanstd`` over
@@ -304,6 +306,7 @@ def _take(batch: GroupBatch, rows: Tensor, cols: Tensor) -> GroupBatch:
         mask=tensor(batch.mask),
         entropies=tensor(batch.entropies),
         embeddings=tensor(batch.embeddings),
+        hidden=tensor(batch.hidden),
         partition=tensor(batch.partition),
         problem_ids=None if batch.problem_ids is None else [batch.problem_ids[p] for p in rows.tolist()],
         history=batch.history,

@@ -5,6 +5,7 @@ Dimension letters used across ``divrl.core``:
     G  rollouts (samples) per prompt -- one *group*
     T  response tokens (padded; ``mask`` marks the real ones)
     D  embedding width
+    H  hidden width (``hidden``: one mean last-layer hidden state per rollout)
 
 Rewards may hold ``NaN`` for an *unscorable* rollout (a reward function returned ``None``);
 :func:`divrl.core.advantages.compute_advantages` leaves such rollouts out of every group statistic and gives
@@ -41,6 +42,8 @@ class GroupBatch:
         mask: (P, G, T) bool/0-1 response-token mask.
         entropies: (P, G, T) full-vocabulary token entropies of the current policy.
         embeddings: (P, G, D) one embedding per rollout (cosine kernels).
+        hidden: (P, G, H) the policy's last-layer hidden states averaged over each completion's tokens (RepExp's
+            representation), from a forward the trainer already runs (the old-log-prob pass).
         partition: (P, G) int semantic-class labels per group (equal label = same class).
         problem_ids: P problem ids, one per group (:func:`divrl.tasks.base.problem_id`); two groups of one
             problem share an id.
@@ -60,6 +63,7 @@ class GroupBatch:
     mask: Tensor | None = None
     entropies: Tensor | None = None
     embeddings: Tensor | None = None
+    hidden: Tensor | None = None
     partition: Tensor | None = None
     problem_ids: list[str] | None = None
     history: Mapping[str, Any] | None = None
@@ -97,6 +101,10 @@ class GroupBatch:
                 )
         if self.embeddings is not None:
             _check_tensor("embeddings", self.embeddings, pg, "(P, G, D)", extra_dims=1)
+        if self.hidden is not None:
+            _check_tensor("hidden", self.hidden, pg, "(P, G, H)", extra_dims=1)
+            if not torch.is_floating_point(self.hidden):
+                raise ValueError(f"GroupBatch.hidden must be a float tensor, got dtype {self.hidden.dtype}")
         for name in ("texts", "answers"):
             _check_nested(name, getattr(self, name), pg)
         if self.problem_ids is not None:

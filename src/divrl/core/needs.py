@@ -35,11 +35,15 @@ FIELDS = (
     "mask",
     "entropies",
     "embeddings",
+    "hidden",
     "partition",
     "problem_ids",
     "history",
 )
 """The optional :class:`~divrl.core.batch.GroupBatch` fields an entry may declare (``rewards`` is always read).
+
+``hidden`` is one mean last-layer hidden state per rollout (RepExp), which a trainer takes from a forward it runs
+anyway (``divrl train``: the old-log-prob pass).
 
 ``history`` marks a *stateful* estimator: it reads the per-problem state of the batch's problems from before this
 step (``GroupBatch.history``, keyed by ``problem_ids``) and returns the updated records, which the caller keeps

@@ -134,6 +134,10 @@ _TRL_HINTS = {
     ),
     "old_logprobs": _LOGPROB_HINT,
     "mask": _LOGPROB_HINT,
+    "hidden": (
+        "every rollout's mean last-layer hidden state before the advantage, which DiversityGRPOTrainer does not "
+        "compute (TRL's forwards return no hidden states); use divrl's own trainer (divrl train)"
+    ),
 }
 """How to provide a field an estimator declares it needs (core.needs), for the refusal message."""
 

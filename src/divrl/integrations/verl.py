@@ -148,6 +148,11 @@ def _unsupported(name: str) -> str | None:
         return None
     if "old_logprobs" in missing:
         return "it needs the old log-probs of every group member, which verl does not pass to estimators"
+    if "hidden" in missing:  # repexp
+        return (
+            "it needs each rollout's mean last-layer hidden state (GroupBatch.hidden), which verl does not pass to "
+            "estimators (the official RepExp recipe, verl-recipe rep_exp/, runs its own reward-model worker for them)"
+        )
     if "answers" in missing:  # e.g. outcome_batch, seed_grpo with their default classes="answers"
         return "it needs GroupBatch.answers, which the verl adapter does not gather (final answers)"
     return f"it needs GroupBatch.{missing[0]}, which verl does not pass to estimators"

@@ -52,6 +52,56 @@ def token_logprobs(
     Returns:
         ``(logprobs, entropies)``: (N, Lc) float32 each; ``entropies`` is ``None`` unless ``with_entropy``.
     """
+    logp, entropy, _ = _pass(
+        model, input_ids, completion_start, completion_mask, temperature, with_entropy, attention_mask, length_buckets
+    )
+    return logp, entropy
+
+
+def token_logprobs_and_hidden(
+    model: Any,
+    input_ids: Tensor,
+    completion_start: int,
+    completion_mask: Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    attention_mask: Tensor | None = None,
+    length_buckets: int = 1,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """:func:`token_logprobs` plus each completion's mean last-layer hidden state, from the same forward.
+
+    ``hidden[n] = mean over the real completion tokens j of h_L(input_ids[n, :completion_start + j + 1])``: the
+    final hidden state (after the model's final norm, ``output_hidden_states[-1]``, what ``AutoModel`` returns as
+    ``last_hidden_state``) at each completion token's own position, as RepExp's official recipe averages it
+    (verl-recipe ``rep_exp/workers/elliptical_reward_model_worker.py``, ``_forward_micro_batch``). A completion with
+    no real token gets zeros. Returns ``(logprobs, entropies, hidden)``, ``hidden`` (N, H) float32."""
+    logp, entropy, hidden = _pass(
+        model,
+        input_ids,
+        completion_start,
+        completion_mask,
+        temperature,
+        with_entropy,
+        attention_mask,
+        length_buckets,
+        hidden=True,
+    )
+    assert hidden is not None
+    return logp, entropy, hidden
+
+
+def _pass(
+    model: Any,
+    input_ids: Tensor,
+    completion_start: int,
+    completion_mask: Tensor,
+    temperature: float,
+    with_entropy: bool,
+    attention_mask: Tensor | None,
+    length_buckets: int,
+    hidden: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """One forward: log-probs, entropies (when asked) and mean completion hidden states (when asked)."""
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (N, L), got shape {tuple(input_ids.shape)}")
     n, length = input_ids.shape
@@ -74,6 +124,7 @@ def token_logprobs(
             with_entropy,
             attention_mask,
             min(length_buckets, n),
+            hidden,
         )
 
     kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
@@ -82,7 +133,15 @@ def token_logprobs(
         kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
     if accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = lc + 1
-    logits = model(**kwargs).logits  # (N, Lc + 1 or L, V)
+    if hidden:
+        kwargs["output_hidden_states"] = True
+    out = model(**kwargs)
+    logits = out.logits  # (N, Lc + 1 or L, V)
+    mean_hidden = None
+    if hidden:
+        states = out.hidden_states[-1][:, completion_start:, :].float()  # (N, Lc, H)  after the final norm
+        weights = completion_mask.to(states.dtype)  # (N, Lc)
+        mean_hidden = (states * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)  # (N, H)
     logits = logits[:, -(lc + 1) : -1, :].float() / temperature  # (N, Lc, V): position i predicts token i + 1
     targets = input_ids[:, completion_start:]  # (N, Lc)
     lse = logits.logsumexp(-1)  # (N, Lc)
@@ -90,9 +149,9 @@ def token_logprobs(
     mask = completion_mask.bool()
     logp = logp.masked_fill(~mask, 0.0)
     if not with_entropy:
-        return logp, None
+        return logp, None, mean_hidden
     entropy = lse - (logits.softmax(-1) * logits).sum(-1)  # (N, Lc): -sum p log p with log p = z - lse
-    return logp, entropy.masked_fill(~mask, 0.0)
+    return logp, entropy.masked_fill(~mask, 0.0), mean_hidden
 
 
 def _bucketed(
@@ -104,29 +163,34 @@ def _bucketed(
     with_entropy: bool,
     attention_mask: Tensor | None,
     buckets: int,
-) -> tuple[Tensor, Tensor | None]:
-    """:func:`token_logprobs` over length-sorted row buckets, each trimmed to its longest completion."""
+    hidden: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`_pass` over length-sorted row buckets, each trimmed to its longest completion."""
     mask = completion_mask.bool()
     lc = mask.shape[1]
     columns = torch.arange(1, lc + 1, device=mask.device)  # (Lc,)
     ends = (mask * columns).amax(-1)  # (N,) one past the last real completion token (0 = empty)
     order = torch.argsort(ends, stable=True)  # (N,)
-    lps, ents = [], []
+    lps, ents, hids = [], [], []
     for rows in order.chunk(buckets):  # (n_b,) each
         width = max(int(ends[rows].max()), 1)
         cut = completion_start + width
-        lp, ent = token_logprobs(
+        lp, ent, hid = _pass(
             model,
             input_ids[rows, :cut],  # (n_b, Ls + width)
             completion_start,
             mask[rows, :width],
-            temperature=temperature,
-            with_entropy=with_entropy,
-            attention_mask=attention_mask[rows, :cut] if attention_mask is not None else None,
+            temperature,
+            with_entropy,
+            attention_mask[rows, :cut] if attention_mask is not None else None,
+            1,
+            hidden,
         )
+        if hid is not None:
+            hids.append(hid)  # (n_b, H)
         lps.append(F.pad(lp, (0, lc - width)))  # (n_b, Lc)
         if ent is not None:
             ents.append(F.pad(ent, (0, lc - width)))  # (n_b, Lc)
     inverse = torch.argsort(order)  # (N,)
     logp = torch.cat(lps)[inverse]  # (N, Lc)
-    return logp, (torch.cat(ents)[inverse] if with_entropy else None)
+    return logp, (torch.cat(ents)[inverse] if with_entropy else None), (torch.cat(hids)[inverse] if hidden else None)

@@ -100,6 +100,7 @@ def check_methods(cfg: RLConfig) -> None:
         partition=cfg.partition.source != "none",
         embeddings=bool(cfg.embedder),
         token_level=token_level,
+        hidden=needs.requires("hidden"),
     )
     try:
         advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (1, G)
@@ -122,11 +123,13 @@ TRAINER_PROVIDES = (
     "ref_logprobs",
     "mask",
     "entropies",
+    "hidden",
     "problem_ids",
     "history",
 )
-"""GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it; ``history``:
-a stateful estimator's per-problem state, carried across steps and saved in every checkpoint); ``partition`` and
+"""GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it; ``hidden``: from
+the old-log-prob pass; ``history``: a stateful estimator's per-problem state, carried across steps and saved in every
+checkpoint); ``partition`` and
 ``embeddings`` depend on ``partition.source`` and ``embedder``."""
 
 _PROVIDE_HINTS = {
@@ -376,8 +379,11 @@ class RLTrainer:
 
         scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
-        old = mask = None
-        if self.needs.requires("old_logprobs"):  # declared, e.g. by unlikeliness (it ranks by likelihood)
+        old = mask = hidden = None
+        if self.needs.requires("hidden"):  # declared by repexp: the same no-grad pass also returns hidden states
+            old, hidden = self.old_logprobs_and_hidden(rollouts, len(problems), ro.group_size)  # (P, G, T), (P, G, H)
+            mask = rollouts.completion_mask.view(old.shape)  # (P, G, T)
+        elif self.needs.requires("old_logprobs"):  # declared, e.g. by unlikeliness (it ranks by likelihood)
             old = self.old_logprobs(rollouts, len(problems), ro.group_size)  # (P, G, T)
             mask = rollouts.completion_mask.view(old.shape)  # (P, G, T)
         labels, partition_failures = partition_labels(
@@ -393,6 +399,7 @@ class RLTrainer:
             embeddings=self._embeddings(texts, scored),
             old_logprobs=None if old is None else old.cpu(),
             mask=None if mask is None else mask.cpu(),
+            hidden=None if hidden is None else hidden.cpu(),
             problem_ids=[problem_id(p) for p in problems] if self.needs.uses("problem_ids") else None,
         )
         state_metrics = {}
@@ -443,31 +450,54 @@ class RLTrainer:
         self, model: Any, rollouts: Any, lo: int, hi: int, g: int, grad: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token log-probs and entropies (p, G, T) each of the rollouts of prompts ``lo:hi``."""
-        from divrl.rollout import token_logprobs
+        lp, ent, _ = self._forward_hidden(model, rollouts, lo, hi, g, grad, hidden=False)
+        return lp, ent
+
+    def _forward_hidden(
+        self, model: Any, rollouts: Any, lo: int, hi: int, g: int, grad: bool, hidden: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`_forward` plus, with ``hidden``, each rollout's mean last-layer hidden state (p, G, H) from the
+        same forward."""
+        from divrl.rollout import token_logprobs, token_logprobs_and_hidden
 
         rows = slice(lo * g, hi * g)
         input_ids = torch.cat([rollouts.prompt_ids[rows], rollouts.completion_ids[rows]], dim=1)  # (n, Lp+Lc)
         attention_mask = getattr(rollouts, "attention_mask", None)
         mask = rollouts.completion_mask[rows]  # (n, Lc)
+        args = (
+            model,
+            input_ids,
+            rollouts.prompt_ids.shape[1],
+            mask,
+            self.cfg.rollout.temperature,
+            True,  # with_entropy
+            attention_mask[rows] if attention_mask is not None else None,
+            self.cfg.length_buckets,
+        )
+        h = None
         with torch.set_grad_enabled(grad):
-            lp, ent = token_logprobs(
-                model,
-                input_ids,
-                rollouts.prompt_ids.shape[1],
-                mask,
-                temperature=self.cfg.rollout.temperature,
-                with_entropy=True,
-                attention_mask=attention_mask[rows] if attention_mask is not None else None,
-                length_buckets=self.cfg.length_buckets,
-            )
+            if hidden:
+                lp, ent, h = token_logprobs_and_hidden(*args)
+                h = h.view(hi - lo, g, h.shape[-1])  # (p, G, H)
+            else:
+                lp, ent = token_logprobs(*args)
         t = mask.shape[1]
-        return lp.view(hi - lo, g, t), ent.view(hi - lo, g, t)  # (p, G, T) each
+        assert ent is not None
+        return lp.view(hi - lo, g, t), ent.view(hi - lo, g, t), h  # (p, G, T) each, (p, G, H) or None
 
     def old_logprobs(self, rollouts: Any, p_count: int, g: int) -> torch.Tensor:
         """(P, G, T) log-probs of the sampled tokens under the current policy, without grad (PPO's old policy)."""
         return torch.cat(
             [self._forward(self.train_model, rollouts, lo, hi, g, False)[0] for lo, hi in self._chunks(p_count)]
         )
+
+    def old_logprobs_and_hidden(self, rollouts: Any, p_count: int, g: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`old_logprobs` (P, G, T) and, from the same no-grad forward, each rollout's mean last-layer hidden
+        state (P, G, H) under the current policy (``GroupBatch.hidden``, RepExp's representation)."""
+        parts = [
+            self._forward_hidden(self.train_model, rollouts, lo, hi, g, False) for lo, hi in self._chunks(p_count)
+        ]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts])  # type: ignore[misc]
 
     def optimize(
         self, batch: GroupBatch, advantages: torch.Tensor, rollouts: Any, old: torch.Tensor | None = None

@@ -121,6 +121,9 @@ def test_register_is_idempotent_and_unsupported_names_raise():
         divrl_verl.register_estimator("unlikeliness")
     with pytest.raises(ValueError, match="divrl estimator 'arm' cannot run inside verl: .*old log-probs"):
         divrl_verl.register_estimator("arm")
+    with pytest.raises(ValueError, match=r"'repexp' cannot run inside verl: .*GroupBatch.hidden"):
+        divrl_verl.register_estimator("repexp")
+    assert "divrl_repexp" not in core_algos.ADV_ESTIMATOR_REGISTRY
     with pytest.raises(ValueError, match=r"'outcome_ucb' cannot run inside verl: it keeps per-problem state"):
         divrl_verl.register_estimator("outcome_ucb")
     assert "divrl_outcome_ucb" not in core_algos.ADV_ESTIMATOR_REGISTRY
