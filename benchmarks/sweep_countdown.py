@@ -58,27 +58,22 @@ def windows(run_dir: Path, width: int = 20) -> list[float]:
     return [sum(rewards[i : i + width]) / len(rewards[i : i + width]) for i in range(0, len(rewards), width)]
 
 
-def evaluate_folder(
-    folder: str,
-    split: str,
-    n: int,
-    max_new_tokens: int,
-    keep: Path | None,
-    problems_n: int = 0,
-    task_name: str = "countdown",
-    task_options: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def evaluate_folder(folder: str, cfg: Any, args: argparse.Namespace, keep: Path | None) -> dict[str, Any]:
+    """Evaluate the policy in ``folder`` on ``args.split`` (``args.problems`` problems, ``args.n`` samples, seed 7)
+    with the task and rollout length of the run config ``cfg``; ``keep``: also save the completions there."""
     import torch
 
     from divrl.eval.evaluate import generate_samples, score_samples
     from divrl.models import load_policy
     from divrl.tasks import get_task
 
-    task = get_task(task_name, **(task_options or {}))
-    problems = task.problems(split, n=problems_n or None)
+    task = get_task(cfg.task.name, **cfg.task.options)
+    problems = task.problems(args.split, n=args.problems or None)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = load_policy(folder, device=device, dtype="float32")
-    samples = generate_samples(model, tok, task, problems, n, max_new_tokens=max_new_tokens, seed=7, progress=False)
+    samples = generate_samples(
+        model, tok, task, problems, args.n, max_new_tokens=cfg.rollout.max_new_tokens, seed=7, progress=False
+    )
     if keep is not None:
         keep.parent.mkdir(parents=True, exist_ok=True)
         with gzip.open(keep, "wt") as fh:
@@ -127,16 +122,7 @@ def run_one(
             )
         ckpt = latest_checkpoint(run_dir)
         keep = args.out / "samples" / f"{name}-{step}.json.gz" if args.samples else None
-        result["at"][str(step)] = evaluate_folder(
-            str(ckpt),
-            args.split,
-            args.n,
-            cfg.rollout.max_new_tokens,
-            keep,
-            args.problems,
-            cfg.task.name,
-            cfg.task.options,
-        )
+        result["at"][str(step)] = evaluate_folder(str(ckpt), cfg, args, keep)
         result["reward_windows"] = windows(run_dir)
         write_metrics(result, partial)
     result.update(result["at"][str((eval_steps or [args.steps])[-1])])
@@ -158,16 +144,7 @@ def run_base(args: argparse.Namespace) -> tuple[str, str, int, dict[str, Any]]:
         _, cfg = build(args.settings[0], args.steps, 0, args.common, args.base)
         keep = args.out / "samples" / "base.json.gz" if args.samples else None
         t0 = time.perf_counter()
-        res = evaluate_folder(
-            args.base,
-            args.split,
-            args.n,
-            cfg.rollout.max_new_tokens,
-            keep,
-            args.problems,
-            cfg.task.name,
-            cfg.task.options,
-        )
+        res = evaluate_folder(args.base, cfg, args, keep)
         res["wall_s"] = time.perf_counter() - t0
         write_metrics(res, path)
     return "base", "base", 0, json.loads(path.read_text())

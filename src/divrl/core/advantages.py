@@ -153,6 +153,17 @@ def advantage_needs(name: str, options: Mapping[str, Any] | None = None) -> Need
     return ADVANTAGES.needs(name, options)
 
 
+def with_base_needs(own: Needs, name: str, options: Mapping[str, Any]) -> Needs:
+    """``own`` plus the needs of composite estimator ``name``'s base estimator (option ``base``, default ``grpo``,
+    called with ``base_options``). A base that is ``name`` itself or not registered adds nothing: the estimator's
+    call raises then, naming the base."""
+    base = options.get("base", "grpo")
+    if base == name or base not in ADVANTAGES:
+        return own
+    base_options = options.get("base_options") or {}
+    return own | advantage_needs(base, base_options if isinstance(base_options, Mapping) else {})
+
+
 def advantage_needs_logprobs(name: str, options: Mapping[str, Any] | None = None) -> bool:
     """Whether estimator ``name`` (with ``options``) reads the old log-probs, i.e. a trainer must run a log-prob
     pass before the advantage (e.g. ``unlikeliness``). A read of :func:`advantage_needs`."""
@@ -654,12 +665,7 @@ def setpo_needs(options: Mapping[str, Any]) -> Needs:
     reads, optional = kernel_needs(kernel)
     if "correct" in (members, gate):
         reads.add("correct")
-    own = Needs.of(reads, optional, "correct" if members == "correct" else "all")
-    base = options.get("base", "grpo")
-    if base == "setpo" or base not in ADVANTAGES:
-        return own  # the call itself raises, naming the base
-    base_options = options.get("base_options") or {}
-    return own | advantage_needs(base, base_options if isinstance(base_options, Mapping) else {})
+    return with_base_needs(Needs.of(reads, optional, "correct" if members == "correct" else "all"), "setpo", options)
 
 
 def setpo_bonus(

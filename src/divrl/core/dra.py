@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import ADVANTAGES, _call, _setpo_kernel, advantage_needs, kernel_needs, register_advantage
+from divrl.core.advantages import _call, _setpo_kernel, kernel_needs, register_advantage, with_base_needs
 from divrl.core.batch import GroupBatch
 from divrl.core.needs import Needs
 
@@ -28,12 +28,7 @@ def dra_needs(options: Mapping[str, Any]) -> Needs:
     """What ``dra`` reads with ``options``: the kernel's field (``embeddings`` for ``kernel="cosine"``, ``texts`` for
     ``"ngram"`` and ``"auto"``, which also reads the embeddings when set) plus its base estimator's needs."""
     reads, optional = kernel_needs(options.get("kernel", "auto"))
-    own = Needs.of(reads, optional)
-    base = options.get("base", "grpo")
-    if base == "dra" or base not in ADVANTAGES:
-        return own  # the call itself raises, naming the base
-    base_options = options.get("base_options") or {}
-    return own | advantage_needs(base, base_options if isinstance(base_options, Mapping) else {})
+    return with_base_needs(Needs.of(reads, optional), "dra", options)
 
 
 def dra_weights(

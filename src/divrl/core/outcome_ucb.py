@@ -52,13 +52,12 @@ import torch
 from torch import Tensor
 
 from divrl.core.advantages import (
-    ADVANTAGES,
     _call,
     _mean,
     _scored,
     advantage_is_stateful,
-    advantage_needs,
     register_advantage,
+    with_base_needs,
 )
 from divrl.core.batch import GroupBatch
 from divrl.core.needs import Needs
@@ -77,12 +76,7 @@ def outcome_ucb_needs(options: Mapping[str, Any]) -> Needs:
     reads = {"answers", "problem_ids", "history"}
     if options.get("gate", "all") != "all":
         reads.add("correct")
-    own = Needs.of(reads)
-    base = options.get("base", "grpo")
-    if base == "outcome_ucb" or base not in ADVANTAGES:
-        return own  # the call itself raises, naming the base
-    base_options = options.get("base_options") or {}
-    return own | advantage_needs(base, base_options if isinstance(base_options, Mapping) else {})
+    return with_base_needs(Needs.of(reads), "outcome_ucb", options)
 
 
 def _outcomes(batch: GroupBatch, missing: str) -> list[list[str | None]]:

@@ -77,7 +77,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import ADVANTAGES, _call, advantage_is_stateful, advantage_needs, register_advantage
+from divrl.core.advantages import ADVANTAGES, _call, advantage_is_stateful, register_advantage, with_base_needs
 from divrl.core.batch import GroupBatch
 from divrl.core.needs import Needs
 
@@ -93,12 +93,7 @@ code tests ``std > 0``). Bonuses that are equal in exact arithmetic (two rollout
 def repexp_needs(options: Mapping[str, Any]) -> Needs:
     """What ``repexp`` reads: ``hidden`` (the mean last-layer hidden state of each rollout), plus its base
     estimator's needs."""
-    own = Needs.of({"hidden"})
-    base = options.get("base", "grpo")
-    if base == "repexp" or base not in ADVANTAGES:
-        return own  # the call itself raises, naming the base
-    base_options = options.get("base_options") or {}
-    return own | advantage_needs(base, base_options if isinstance(base_options, Mapping) else {})
+    return with_base_needs(Needs.of({"hidden"}), "repexp", options)
 
 
 def sparse_projection(
