@@ -160,15 +160,20 @@ def selector_entry(name: str, options: Mapping[str, Any]) -> tuple[PromptSelecto
 
 def adapter_refusal(who: str, sampler: str | None = None, prompt_selector: str | None = None) -> str | None:
     """The one-line reason an adapter that samples with its own engine (TRL, verl) cannot run these entries, or
-    ``None`` for the standard ones."""
+    ``None`` for the standard ones; an unknown name is a ValueError listing the known ones."""
+    try:  # an unknown name lists the known ones
+        if sampler is not None:
+            SAMPLERS.get(sampler)
+        if prompt_selector is not None:
+            PROMPT_SELECTORS.get(prompt_selector)
+    except KeyError as exc:
+        raise ValueError(f"{who}: {exc}") from None
     if sampler not in (None, STANDARD_SAMPLER):
-        SAMPLERS.get(sampler)  # an unknown name lists the known ones
         return (
             f"{who}: sampler {sampler!r} runs inside divrl's own decode loop and this trainer samples with its own "
             "engine; use divrl train"
         )
     if prompt_selector not in (None, UNIFORM_SELECTOR):
-        PROMPT_SELECTORS.get(prompt_selector)
         return (
             f"{who}: prompt selector {prompt_selector!r} chooses each step's prompts from state kept in divrl "
             "train's checkpoints, and this trainer draws its prompts with its own data loader; use divrl train"
