@@ -95,6 +95,19 @@ def test_select_draws_distinct_problems_and_favours_heavy_bins():
     assert gdro.select(ids, 7, random.Random(3), state, opts) == gdro.select(ids, 7, random.Random(3), state, opts)
 
 
+def test_one_bin_is_exactly_the_uniform_draw():
+    """Every problem in one bin (the first step: all unseen; or all equally hard): gdro draws as rng.sample."""
+    opts = GdroOptions()
+    ids = [f"p{i}" for i in range(40)]
+    for seed in range(10):
+        assert gdro.select(ids, 6, random.Random(seed), gdro.initial_state(opts), opts) == random.Random(seed).sample(
+            range(40), 6
+        )
+    same = {"log_weights": [-3.0, 0.0, 0.0, 0.0, 0.0], "ema": [0.0] * 5, "updates": [0] * 5,
+            "problems": {pid: {"window": [0.0], "rate": 0.0, "bin": 0} for pid in ids}}
+    assert gdro.select(ids, 6, random.Random(1), same, opts) == random.Random(1).sample(range(40), 6)
+
+
 def test_select_with_uniform_weights_and_one_bin_is_uniform_over_problems():
     opts = GdroOptions()
     state = gdro.initial_state(opts)  # every problem unseen: one bin

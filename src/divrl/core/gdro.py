@@ -154,13 +154,18 @@ def select(
     """Indices of ``k`` distinct problems of the pool for this step: each draw takes a bin with the probabilities of
     :func:`bin_probabilities` renormalised over the bins with problems left (``rng.random()``), then a problem of
     that bin uniformly (``rng.randrange``); pool order within a bin is kept, so the draw is a function of
-    ``(pool, state, rng)`` only."""
+    ``(pool, state, rng)`` only. When every problem is in one bin (the first step) it is ``rng.sample``, the uniform
+    selector's draw, exactly."""
     if not 1 <= k <= len(problem_ids):
         raise ValueError(f"cannot choose {k} of {len(problem_ids)} problems")
     b = num_bins(options.edges)
     members: list[list[int]] = [[] for _ in range(b)]
     for i, pid in enumerate(problem_ids):
         members[problem_bin(state, pid, options.edges)].append(i)
+    live_bins = [i for i in range(b) if members[i]]
+    if len(live_bins) == 1:  # one bin (e.g. the first step: every problem unseen): exactly the uniform draw
+        pool = members[live_bins[0]]
+        return [pool[j] for j in rng.sample(range(len(pool)), k)]
     probs = bin_probabilities(state, [bool(m) for m in members], options.mix)
     chosen = []
     for _ in range(k):
