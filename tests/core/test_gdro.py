@@ -76,8 +76,12 @@ def test_update_is_pure_and_state_pickles():
 def test_constant_loss_keeps_weights_uniform_among_observed_bins():
     """All bins observed with the same loss: the update adds the same eta * L to every log-weight (uniform q)."""
     opts = GdroOptions(edges=[0.5], eta=0.3, hysteresis=0.0)
-    state = {"log_weights": [0.0, 0.0, 0.0], "ema": [0.0] * 3, "updates": [0] * 3,
-             "problems": {"h": {"window": [0.0], "rate": 0.0, "bin": 0}, "e": {"window": [1.0], "rate": 1.0, "bin": 1}}}
+    state = {
+        "log_weights": [0.0, 0.0, 0.0],
+        "ema": [0.0] * 3,
+        "updates": [0] * 3,
+        "problems": {"h": {"window": [0.0], "rate": 0.0, "bin": 0}, "e": {"window": [1.0], "rate": 1.0, "bin": 1}},
+    }
     new = gdro.update(state, ["h", "e", "u"], [[True, False]] * 3, opts)
     assert new["log_weights"] == pytest.approx([0.0, 0.0, 0.0])
 
@@ -103,8 +107,12 @@ def test_one_bin_is_exactly_the_uniform_draw():
         assert gdro.select(ids, 6, random.Random(seed), gdro.initial_state(opts), opts) == random.Random(seed).sample(
             range(40), 6
         )
-    same = {"log_weights": [-3.0, 0.0, 0.0, 0.0, 0.0], "ema": [0.0] * 5, "updates": [0] * 5,
-            "problems": {pid: {"window": [0.0], "rate": 0.0, "bin": 0} for pid in ids}}
+    same = {
+        "log_weights": [-3.0, 0.0, 0.0, 0.0, 0.0],
+        "ema": [0.0] * 5,
+        "updates": [0] * 5,
+        "problems": {pid: {"window": [0.0], "rate": 0.0, "bin": 0} for pid in ids},
+    }
     assert gdro.select(ids, 6, random.Random(1), same, opts) == random.Random(1).sample(range(40), 6)
 
 
@@ -139,8 +147,15 @@ def test_split_run_equals_uninterrupted():
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [({"edges": [0.5, 0.4]}, "edges"), ({"edges": []}, "edges"), ({"k": -1}, "k"), ({"window": 0}, "window"),
-     ({"ema": 1.0}, "ema"), ({"mix": 2}, "mix"), ({"eta": -1}, "eta")],
+    [
+        ({"edges": [0.5, 0.4]}, "edges"),
+        ({"edges": []}, "edges"),
+        ({"k": -1}, "k"),
+        ({"window": 0}, "window"),
+        ({"ema": 1.0}, "ema"),
+        ({"mix": 2}, "mix"),
+        ({"eta": -1}, "eta"),
+    ],
 )
 def test_bad_options_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}:"):

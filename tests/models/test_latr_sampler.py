@@ -67,7 +67,10 @@ def test_hand_computed_tree_with_one_pruned_fork():
     # with a looser threshold nothing is pruned and the third row is the fork "bx.."
     keep_all = LatrOptions(windows=[2], edit_dist=0.4, keep_math_symbols=False, return_on_full=False)
     assert latr_sample(model, tok, ["p"], num_samples=4, max_new_tokens=4, options=keep_all).texts == [
-        "aaaa", "bccc", "bxcc", "aaaa"
+        "aaaa",
+        "bccc",
+        "bxcc",
+        "aaaa",
     ]  # the tree's rows in creation order, then the copy of the root that fills it
     # the capacity: with G = 2 the first fork fills the tree and the second never happens
     two = latr_sample(model, tok, ["p"], num_samples=2, max_new_tokens=4, options=keep_all)
@@ -115,9 +118,18 @@ def test_zero_tree_share_is_the_standard_sampler(tiny):
 
 def test_recipe_options_give_full_groups_deterministically(tiny):
     model, tok = tiny
-    opts = {"windows": [4, 6, 10], "keep_math_symbols": False, "force_return_step": 12, "mix_ratio_schedule": {0: 0.75}}
-    a = latr_sample(model, tok, PROMPTS, num_samples=8, max_new_tokens=56, stop=STOP, seed=1, batch_size=8, options=opts)
-    b = latr_sample(model, tok, PROMPTS, num_samples=8, max_new_tokens=56, stop=STOP, seed=1, batch_size=8, options=opts)
+    opts = {
+        "windows": [4, 6, 10],
+        "keep_math_symbols": False,
+        "force_return_step": 12,
+        "mix_ratio_schedule": {0: 0.75},
+    }
+    a = latr_sample(
+        model, tok, PROMPTS, num_samples=8, max_new_tokens=56, stop=STOP, seed=1, batch_size=8, options=opts
+    )
+    b = latr_sample(
+        model, tok, PROMPTS, num_samples=8, max_new_tokens=56, stop=STOP, seed=1, batch_size=8, options=opts
+    )
     assert a.texts == b.texts and torch.equal(a.completion_ids, b.completion_ids)
     assert len(a.texts) == 16 and a.stats["tree_rows"] == 6.0 and a.stats["forks"] > 0
     assert a.prompt_ids.shape[0] == 16 and torch.equal(a.completion_mask.sum(-1) > 0, torch.ones(16, dtype=torch.bool))

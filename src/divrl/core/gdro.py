@@ -38,6 +38,7 @@ stdlib only; no function modifies its input.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -70,7 +71,7 @@ class GdroOptions:
 
     def __post_init__(self) -> None:
         edges = list(self.edges)
-        if not edges or any(not (0 < e < 1) for e in edges) or any(a >= b for a, b in zip(edges, edges[1:])):
+        if not edges or any(not (0 < e < 1) for e in edges) or any(a >= b for a, b in itertools.pairwise(edges)):
             raise ValueError(f"edges: must be a non-empty increasing list of numbers in (0, 1), got {self.edges!r}")
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 0:
             raise ValueError(f"k: must be an int >= 0 (0 = all rollouts), got {self.k!r}")

@@ -162,9 +162,20 @@ def latr_sample(
     opts = options if isinstance(options, LatrOptions) else LatrOptions(**dict(options or {}))
     _check_sample_args(prompts, num_samples, max_new_tokens, temperature, top_p, top_k, stop, batch_size, False)
     capacity = tree_rows(num_samples, mix_ratio_at(opts.mix_ratio_schedule, step))
-    common = dict(num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     if capacity == 0:
-        out = sample(model, tokenizer, prompts, top_k=top_k, stop=stop, seed=seed, batch_size=batch_size, **common)
+        out = sample(
+            model,
+            tokenizer,
+            prompts,
+            num_samples=num_samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            seed=seed,
+            batch_size=batch_size,
+        )
         out.stats = {"forks": 0.0, "pruned": 0.0, "tree_steps": 0.0, "tree_rows": 0.0}
         return out
     device = model_device(model)
@@ -288,7 +299,13 @@ class _TreeDecoder:
                 pos = pos[sel]
                 for parent, token in forks:
                     rows.append(
-                        _Row(prompt=rows[parent].prompt, tree=True, parent=parent, birth=t, tokens=list(rows[parent].tokens))
+                        _Row(
+                            prompt=rows[parent].prompt,
+                            tree=True,
+                            parent=parent,
+                            birth=t,
+                            tokens=list(rows[parent].tokens),
+                        )
                     )
                     nxt.append(token)
                 self.forks += len(forks)
@@ -366,7 +383,9 @@ class _TreeDecoder:
                 continue
             valid = top_i[j][keep[j]].tolist()
             size = len(by_prompt[rows[i].prompt])
-            if len(valid) == 1 and (opts.sample_nk == "always" or (opts.sample_nk == "full" and size == self.capacity)):
+            if len(valid) == 1 and (
+                opts.sample_nk == "always" or (opts.sample_nk == "full" and size == self.capacity)
+            ):
                 nxt[i] = int(self.pick(logits[i : i + 1])[0])
                 continue
             nxt[i] = int(valid[0])
@@ -435,8 +454,15 @@ class _TreeDecoder:
         for i in extra:
             src = rows[i]
             rows.append(
-                _Row(prompt=src.prompt, tree=True, birth=src.birth, tokens=list(src.tokens), finished=src.finished,
-                     eos_end=src.eos_end, fill=True)
+                _Row(
+                    prompt=src.prompt,
+                    tree=True,
+                    birth=src.birth,
+                    tokens=list(src.tokens),
+                    finished=src.finished,
+                    eos_end=src.eos_end,
+                    fill=True,
+                )
             )
         if past is not None:
             sel = torch.tensor(list(range(len(rows) - len(extra))) + extra, device=self.device)

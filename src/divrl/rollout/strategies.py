@@ -29,7 +29,7 @@ from divrl.config import ConfigError, from_dict
 from divrl.core import gdro
 from divrl.core.registry import Registry
 from divrl.rollout.latr import LatrOptions, latr_sample
-from divrl.rollout.sampler import sample
+from divrl.rollout.sampler import Rollouts, sample
 
 SAMPLERS: Registry[Any] = Registry("sampler")
 """name -> sampler function (see the module docstring)."""
@@ -76,13 +76,17 @@ def register_selector(selector: PromptSelector) -> PromptSelector:
 
 
 @register_sampler(STANDARD_SAMPLER)
-def standard_sampler(model: Any, tokenizer: Any, prompts: list[str], *, step: int = 0, options: Any = None, **kw: Any):
+def standard_sampler(
+    model: Any, tokenizer: Any, prompts: list[str], *, step: int = 0, options: Any = None, **kw: Any
+) -> Rollouts:
     """Independent samples: :func:`divrl.rollout.sample` (the trainer calls it directly, unchanged)."""
     return sample(model, tokenizer, prompts, **kw)
 
 
 @register_sampler("latr", LatrOptions)
-def latr_sampler(model: Any, tokenizer: Any, prompts: list[str], *, step: int = 0, options: Any = None, **kw: Any):
+def latr_sampler(
+    model: Any, tokenizer: Any, prompts: list[str], *, step: int = 0, options: Any = None, **kw: Any
+) -> Rollouts:
     """LATR (arXiv 2510.24302): :func:`divrl.rollout.latr.latr_sample`."""
     return latr_sample(model, tokenizer, prompts, step=step, options=options, **kw)
 

@@ -407,7 +407,9 @@ def test_a_stateful_estimator_is_refused_in_one_line():
     """outcome_ucb keeps per-problem state across steps; verl's estimator hook is a function of one batch."""
     from divrl.integrations.verl import _unsupported, make_estimator
 
-    with pytest.raises(ValueError, match=r"^divrl estimator 'outcome_ucb' cannot run inside verl: .*per-problem state"):
+    with pytest.raises(
+        ValueError, match=r"^divrl estimator 'outcome_ucb' cannot run inside verl: .*per-problem state"
+    ):
         make_estimator("outcome_ucb")
     assert _unsupported("grpo") is None and "\n" not in str(_unsupported("outcome_ucb"))
 
