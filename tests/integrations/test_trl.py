@@ -178,6 +178,12 @@ def test_trainer_rejects_bad_options(tmp_path: Path) -> None:
         DiversityGRPOTrainer(**common, advantage="repexp")
     with pytest.raises(ValueError, match=r"advantage 'outcome_ucb' keeps per-problem state .* use divrl train"):
         DiversityGRPOTrainer(**common, advantage="outcome_ucb")  # refused before TRL builds anything
+    with pytest.raises(ValueError, match=r"^DiversityGRPOTrainer: sampler 'latr' runs inside divrl's own decode loop"):
+        DiversityGRPOTrainer(**common, sampler="latr")  # TRL samples with its own engine
+    with pytest.raises(ValueError, match=r"^DiversityGRPOTrainer: prompt selector 'gdro' .* use divrl train$"):
+        DiversityGRPOTrainer(**common, prompt_selector="gdro")
+    with pytest.raises(ValueError, match=r"unknown sampler 'beam'; known: \['latr', 'standard'\]"):
+        DiversityGRPOTrainer(**common, sampler="beam")
     with pytest.raises(ValueError, match="correct_reward='acc' is not one of"):
         DiversityGRPOTrainer(**common, correct_reward="acc")
     # option values, not only names, fail at construction (a dry run on a synthetic group), naming the argument

@@ -71,6 +71,8 @@ def _cfg(method: str, policy: str, steps: int = 2, extra: list[str] = ()) -> RLC
         "dra",
         "arm",
         "repexp",
+        "latr",
+        "gdro",
     ],
 )
 def test_two_steps_each_recipe(method, tiny_policy, tmp_path):

@@ -359,6 +359,9 @@ class DiversityGRPOTrainer(GRPOTrainer):
             ``-lam * J_div`` of the micro-batch is divided by the gradient-accumulation steps, like TRL's own
             entropy bonus, and added to TRL's loss. It reuses the training forward pass (no extra forward) and
             ignores ``top_entropy_quantile`` and the vLLM importance-sampling correction.
+        sampler, prompt_selector: only ``"standard"`` and ``"uniform"`` (TRL samples with its own engine and draws
+            prompts with its own data loader); ``latr`` and ``gdro`` (``divrl train``'s rollout-side entries,
+            :mod:`divrl.rollout.strategies`) are refused in one line before anything loads.
 
     Attributes:
         last_group_batch: the ``GroupBatch`` of the latest generation batch (global), when ``advantage`` is set.
@@ -384,8 +387,15 @@ class DiversityGRPOTrainer(GRPOTrainer):
         correct_reward: int | str = 0,
         correct_threshold: float = 1.0,
         positive_entropy: Mapping[str, Any] | None = None,
+        sampler: str = "standard",
+        prompt_selector: str = "uniform",
         **kwargs: Any,
     ) -> None:
+        from divrl.rollout.strategies import adapter_refusal
+
+        refusal = adapter_refusal("DiversityGRPOTrainer", sampler, prompt_selector)
+        if refusal is not None:  # TRL samples with its own engine and draws prompts with its own loader
+            raise ValueError(refusal)
         _check_partition_source(partition_fn, partition_key)
         options = dict(advantage_options or {})
         needs = None

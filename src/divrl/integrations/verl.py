@@ -788,7 +788,9 @@ class DivrlAdvantageMixin:
         class MyTrainer(DivrlAdvantageMixin, PPOTrainerSeparateAsync):
             divrl_base_mode = "separate_async"
 
-    ``__init__`` rewrites ``config.trainer.v1.trainer_mode`` to ``divrl_base_mode``: verl compares the mode string
+    ``__init__`` refuses ``+divrl.sampler=latr`` / ``+divrl.prompt_selector=gdro`` in one line (divrl train's
+    rollout-side entries, :mod:`divrl.rollout.strategies`: verl samples with its own rollout engine and draws
+    prompts with its own data sampler), then rewrites ``config.trainer.v1.trainer_mode`` to ``divrl_base_mode``: verl compares the mode string
     with ``"sync"`` in several places (replay buffer, refill), so ``divrl_sync`` must behave as ``sync`` exactly.
 
     ``_compute_advantage`` (verl internal) is wrapped when ``algorithm.adv_estimator`` is a ``divrl_*`` name. First it
@@ -803,6 +805,14 @@ class DivrlAdvantageMixin:
     tokenizer: Any
 
     def __init__(self, config: Any) -> None:
+        from divrl.rollout.strategies import adapter_refusal
+
+        side = _cfg_get(config, "divrl", None)
+        refusal = adapter_refusal(
+            "the divrl_sync verl trainer", _cfg_get(side, "sampler", None), _cfg_get(side, "prompt_selector", None)
+        )
+        if refusal is not None:  # verl samples with its own rollout engine and draws prompts with its own sampler
+            raise ValueError(refusal)
         from omegaconf import open_dict
 
         with open_dict(config):

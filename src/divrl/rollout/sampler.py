@@ -19,7 +19,7 @@ at full batch size.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,6 +43,8 @@ class Rollouts:
         texts: N decoded completions (stop string included; EOS and padding excluded).
         finished: (N,) bool, True where a stop string or EOS ended the row (False: it hit ``max_new_tokens``).
         prompt_mask: (N, Lp) bool, True for real prompt tokens (False for left padding).
+        stats: numbers a sampler reports about itself (e.g. LATR's forks and pruned branches); the trainer logs them
+            as ``sampler/<name>``. Empty for :func:`sample`.
     """
 
     prompt_ids: Tensor
@@ -51,6 +53,7 @@ class Rollouts:
     texts: list[str]
     finished: Tensor
     prompt_mask: Tensor
+    stats: dict[str, float] = field(default_factory=dict)
 
     @property
     def completion_start(self) -> int:

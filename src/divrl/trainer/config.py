@@ -110,6 +110,28 @@ class AdvantageConfig:
 
 
 @dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "standard"
+    """How each prompt's G completions are sampled (``divrl.rollout.strategies.SAMPLERS``): ``standard`` =
+    independent samples (``rollout.backend`` hf or vllm); ``latr`` = lookahead tree-based rollouts (arXiv
+    2510.24302: fork at uncertain tokens, prune near-duplicate forks after a lookahead window; ``rollout.backend: hf``
+    only)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Options of that sampler (``latr``: the fields of ``divrl.rollout.latr.LatrOptions``, e.g. ``windows``,
+    ``prob_abs``, ``mix_ratio_schedule``)."""
+
+
+@dataclass(frozen=True)
+class PromptSelectorConfig:
+    name: str = "uniform"
+    """How each step's ``rollout.prompts_per_step`` problems are chosen (``divrl.rollout.strategies.PROMPT_SELECTORS``):
+    ``uniform`` = distinct problems uniformly at random; ``gdro`` = Prompt-GDRO (arXiv 2601.19280): multiplicative
+    weights over difficulty bins of the running per-problem pass rate, its state saved in every checkpoint."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Options of that selector (``gdro``: the fields of ``divrl.core.gdro.GdroOptions``, e.g. ``edges``, ``eta``)."""
+
+
+@dataclass(frozen=True)
 class LossTermConfig:
     name: str = "ppo"
     """An entry of ``divrl.core.losses`` (ppo, positive_entropy, entropy_bonus, ...)."""
@@ -157,6 +179,8 @@ class RLConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    prompt_selector: PromptSelectorConfig = field(default_factory=PromptSelectorConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     embedder: str | None = None

@@ -71,6 +71,7 @@ def check_methods(cfg: RLConfig) -> None:
     Raises:
         ConfigError: naming the field (``advantage.options``, ``loss.<i>.options``, ``embed_rows``, ...).
     """
+    check_rollout_side(cfg)
     name = cfg.advantage.name
     try:
         needs = advantage_needs(name, cfg.advantage.options)
@@ -112,6 +113,22 @@ def check_methods(cfg: RLConfig) -> None:
             compute_loss(term.name, sub, advantages, **term.options)
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"loss {term.name!r} (loss.{i}.options): {exc}") from exc
+
+
+def check_rollout_side(cfg: RLConfig) -> tuple[Any, Any, Any, Any]:
+    """The configured sampler and prompt selector with their built options (:mod:`divrl.rollout.strategies`):
+    ``(sampler, sampler options, selector, selector options)``; ConfigError naming the field (an unknown name lists
+    the known ones)."""
+    from divrl.rollout.strategies import STANDARD_SAMPLER, sampler_entry, selector_entry
+
+    sampler, sampler_options = sampler_entry(cfg.sampler.name, cfg.sampler.options)
+    if cfg.sampler.name != STANDARD_SAMPLER and cfg.rollout.backend != "hf":
+        raise ConfigError(
+            f"sampler.name {cfg.sampler.name!r} runs in divrl's own decode loop; set rollout.backend: hf "
+            f"(got {cfg.rollout.backend!r})"
+        )
+    selector, selector_options = selector_entry(cfg.prompt_selector.name, cfg.prompt_selector.options)
+    return sampler, sampler_options, selector, selector_options
 
 
 TRAINER_PROVIDES = (
@@ -166,6 +183,7 @@ class RLTrainer:
         self.run_dir = Path(run_dir)
         old_run = check_run_folder(self.run_dir, TRAIN_RUN, resume=resume, overwrite=overwrite)
         check_methods(cfg)
+        self.sampler, self.sampler_options, self.selector, self.selector_options = check_rollout_side(cfg)
         self.cfg = cfg
         self.needs = advantage_needs(cfg.advantage.name, cfg.advantage.options)  # what the estimator reads
         self.stateful = advantage_is_stateful(cfg.advantage.name)  # e.g. outcome_ucb: per-problem history
@@ -181,6 +199,12 @@ class RLTrainer:
                 f"task {cfg.task.name!r} split {cfg.task.split!r} has {len(self.problems)} problems, fewer than "
                 f"rollout.prompts_per_step={cfg.rollout.prompts_per_step}"
             )
+        # a stateful prompt selector (gdro): its state (bin weights, per-problem rates) is in every checkpoint
+        self.selector_state: Any = (
+            self.selector.initial_state(self.selector_options) if self.selector.stateful else None
+        )
+        uniform = cfg.prompt_selector.name == "uniform"
+        self.problem_ids = None if uniform else [problem_id(p) for p in self.problems]
         self.start_step = 0
         checkpoint = resume_checkpoint(self.run_dir) if resume else None
         state = load_trainer_state(checkpoint) if checkpoint is not None else None
@@ -231,6 +255,8 @@ class RLTrainer:
             self.start_step = int(state["step"])
             if self.stateful:
                 self.advantage_state = self._load_advantage_state(checkpoint, state)
+            if self.selector.stateful:
+                self.selector_state = self._load_selector_state(checkpoint, state)
         remove_run(old_run)  # --overwrite: the old run goes just before the first write
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logger = MetricLogger(self.run_dir)
@@ -329,6 +355,8 @@ class RLTrainer:
         state = {"step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         if self.stateful:  # a stateful estimator's per-problem state, restored exactly by --resume
             state["advantage_state"] = {"estimator": self.cfg.advantage.name, "records": self.advantage_state}
+        if self.selector.stateful:  # a stateful prompt selector's state (gdro), restored exactly by --resume
+            state["prompt_selector_state"] = {"selector": self.cfg.prompt_selector.name, "state": self.selector_state}
         return save_checkpoint(self.run_dir, step, self.model, self.tokenizer, state, keep=self.cfg.keep_checkpoints)
 
     def _load_advantage_state(self, checkpoint: Path | None, state: dict[str, Any]) -> dict[str, Any]:
@@ -348,6 +376,23 @@ class RLTrainer:
             )
         return dict(saved["records"])
 
+    def _load_selector_state(self, checkpoint: Path | None, state: dict[str, Any]) -> Any:
+        """The stateful prompt selector's state saved in ``trainer_state.pt``; a checkpoint without it, or with
+        another selector's, is a one-line RunFolderError."""
+        name = self.cfg.prompt_selector.name
+        saved = state.get("prompt_selector_state")
+        if not isinstance(saved, dict) or "state" not in saved:
+            raise RunFolderError(
+                f"{checkpoint}: holds no state for the prompt selector {name!r} (prompt_selector.name); "
+                "--overwrite starts the run over"
+            )
+        if saved.get("selector") != name:
+            raise RunFolderError(
+                f"{checkpoint}: its prompt-selector state belongs to {saved.get('selector')!r}, not {name!r} "
+                "(prompt_selector.name); resume with the run's own config"
+            )
+        return saved["state"]
+
     # ----------------------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, float]:
         """One RL step: rollout → verify → signals → advantage → loss → AdamW. Returns its metrics."""
@@ -357,7 +402,13 @@ class RLTrainer:
         timer = Timer()
         rng = random.Random(derive_seed(cfg.seed, step, 1))
         torch.manual_seed(derive_seed(cfg.seed, step, 3))  # dropout (e.g. model.lora_dropout): exact on resume
-        problems = rng.sample(self.problems, ro.prompts_per_step)
+        if self.problem_ids is not None:  # a registered selector, e.g. gdro (bins of the running pass rates)
+            chosen = self.selector.select(
+                self.problem_ids, ro.prompts_per_step, rng, self.selector_state, self.selector_options
+            )
+            problems = [self.problems[i] for i in chosen]
+        else:
+            problems = rng.sample(self.problems, ro.prompts_per_step)  # uniform (the default)
         prompts = [self.task.prompt(p) for p in problems]
 
         self.model.eval()
@@ -372,8 +423,18 @@ class RLTrainer:
         if self.vllm is not None:
             self.vllm.sync_weights(self.model)
             rollouts = self.vllm.sample(self.model, prompts, **options)
-        else:
+        elif cfg.sampler.name == "standard":
             rollouts = sample(self.model, self.tokenizer, prompts, batch_size=ro.batch_size, **options)
+        else:  # a registered sampler (e.g. latr), hf backend only (checked before the model loads)
+            rollouts = self.sampler(
+                self.model,
+                self.tokenizer,
+                prompts,
+                batch_size=ro.batch_size,
+                step=step,
+                options=self.sampler_options,
+                **options,
+            )
         self.model.train()
         t_sample = timer()
 
@@ -402,7 +463,14 @@ class RLTrainer:
             hidden=None if hidden is None else hidden.cpu(),
             problem_ids=[problem_id(p) for p in problems] if self.needs.uses("problem_ids") else None,
         )
-        state_metrics = {}
+        state_metrics = {f"sampler/{k}": float(v) for k, v in getattr(rollouts, "stats", {}).items()}
+        if self.selector.stateful:  # the step's correctness moves the bin weights and the per-problem rates
+            ids = [problem_id(p) for p in problems]
+            self.selector_state = self.selector.update(
+                self.selector_state, ids, scored.correct.tolist(), self.selector_options
+            )
+            if self.selector.metrics is not None:
+                state_metrics.update(self.selector.metrics(self.selector_state, self.selector_options))
         if self.stateful:  # (batch, state) -> (advantages, new state); the state goes into every checkpoint
             advantages, self.advantage_state = compute_advantages_and_state(
                 cfg.advantage.name, batch, self.advantage_state, **cfg.advantage.options

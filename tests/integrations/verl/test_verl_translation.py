@@ -412,3 +412,19 @@ def test_a_stateful_estimator_is_refused_in_one_line():
     ):
         make_estimator("outcome_ucb")
     assert _unsupported("grpo") is None and "\n" not in str(_unsupported("outcome_ucb"))
+
+
+def test_divrl_sync_refuses_the_rollout_side_entries_in_one_line():
+    """``+divrl.sampler=latr`` / ``+divrl.prompt_selector=gdro`` belong to divrl train's own loop (verl samples with
+    its own rollout engine); refused before verl's trainer is built."""
+    from divrl.integrations.verl import DivrlAdvantageMixin
+
+    class Base:
+        def __init__(self, config: Any) -> None:
+            raise AssertionError("verl's trainer was built")
+
+    trainer = type("Trainer", (DivrlAdvantageMixin, Base), {})
+    with pytest.raises(ValueError, match=r"^the divrl_sync verl trainer: sampler 'latr' .*use divrl train$"):
+        trainer({"divrl": {"sampler": "latr"}})
+    with pytest.raises(ValueError, match=r"^the divrl_sync verl trainer: prompt selector 'gdro' .*use divrl train$"):
+        trainer({"divrl": {"prompt_selector": "gdro"}})
