@@ -117,6 +117,8 @@ def group_batch(
     old_logprobs: Tensor | None = None,
     mask: Tensor | None = None,
     problem_ids: list[str] | None = None,
+    self_certainty: Tensor | None = None,
+    token_logits: Tensor | None = None,
 ) -> GroupBatch:
     """The ``GroupBatch`` (P, G) of an advantage computation from the gathered signals.
 
@@ -134,6 +136,8 @@ def group_batch(
         old_logprobs=old_logprobs,
         mask=mask,
         problem_ids=problem_ids,
+        self_certainty=self_certainty,
+        token_logits=token_logits,
     )
     if needs is not None:
         present = [f for f in needs.reads if getattr(batch, f) is not None] + ["history"]
@@ -161,7 +165,7 @@ def synthetic_group(
     on its options before any model is loaded (``divrl train``'s ``check_methods``, ``DiversityGRPOTrainer``'s
     constructor): alternating 0/1 rewards, three answer classes, distinct texts, a problem id with an empty history
     (a stateful estimator's first step) and, as asked, partition labels, embeddings and old log-probs over ``t``
-    tokens."""
+    tokens (with ``token_level``, also UCAS's self-certainty and raw token logits)."""
     rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
     return GroupBatch(
         rewards=rewards,
@@ -172,19 +176,26 @@ def synthetic_group(
         embeddings=torch.eye(g, g + 1)[None] if embeddings else None,  # (1, G, D)
         old_logprobs=-torch.linspace(0.1, 2.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
         mask=torch.ones(1, g, t) if token_level else None,  # (1, G, T)
+        self_certainty=torch.linspace(1.0, 3.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
+        token_logits=torch.linspace(-1.0, 4.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
         problem_ids=["synthetic"],
         history={},
     )
 
 
-def synthetic_loss_batch(rewards: Tensor, t: int = 3) -> GroupBatch:
+def synthetic_loss_batch(
+    rewards: Tensor, t: int = 3, texts: list[list[str]] | None = None, embeddings: Tensor | None = None
+) -> GroupBatch:
     """Token-level inputs of a loss term for the synthetic group of :func:`synthetic_group` (rewards ``(1, G)``):
-    log-probs with a gradient, old and reference log-probs, mask and entropies, all ``(1, G, t)``."""
+    log-probs with a gradient, old and reference log-probs, mask and entropies, all ``(1, G, t)``; and the group's
+    ``texts`` and ``embeddings`` when given (a loss term that reads them, e.g. ``dsdr_entropy``)."""
     g = rewards.shape[1]
     lp = torch.full((1, g, t), -0.7, requires_grad=True)  # (1, G, T)
     return GroupBatch(
         rewards=rewards,
         correct=rewards.bool(),
+        texts=texts,
+        embeddings=embeddings,
         logprobs=lp,
         old_logprobs=lp.detach(),
         ref_logprobs=lp.detach() - 0.1,

@@ -59,7 +59,20 @@ def _cfg(method: str, policy: str, steps: int = 2, extra: list[str] = ()) -> RLC
 
 @pytest.mark.parametrize(
     "method",
-    ["grpo", "r1_zero_div", "darling", "setpo", "unlikeliness", "pkpo", "outcome_batch", "seed_grpo", "dra", "arm"],
+    [
+        "grpo",
+        "r1_zero_div",
+        "darling",
+        "setpo",
+        "unlikeliness",
+        "pkpo",
+        "outcome_batch",
+        "seed_grpo",
+        "dra",
+        "arm",
+        "ucas",
+        "dsdr",
+    ],
 )
 def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
     cfg = _cfg(method, tiny_policy, extra=["rollout.prompts_per_step=4"])
@@ -76,6 +89,8 @@ def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
     assert records[0]["accuracy"] > 0 and records[0]["adv_abs_mean"] > 0  # a real learning signal
     if method == "r1_zero_div":
         assert "positive_entropy/div_term" in records[0]
+    if method == "dsdr":
+        assert records[0]["dsdr_entropy/div_term"] > 0 and records[0]["dsdr_entropy/correct_frac"] > 0
     ckpt = latest_checkpoint(tmp_path)
     assert ckpt is not None and ckpt.name == "checkpoint-000002"
     after = load_policy(str(ckpt))[0].state_dict()

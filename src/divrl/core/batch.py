@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_TOKEN_FIELDS = ("logprobs", "old_logprobs", "ref_logprobs", "mask", "entropies")
+_TOKEN_FIELDS = ("logprobs", "old_logprobs", "ref_logprobs", "mask", "entropies", "self_certainty", "token_logits")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class GroupBatch:
         ref_logprobs: (P, G, T) frozen reference-policy log-probs, for the KL term.
         mask: (P, G, T) bool/0-1 response-token mask.
         entropies: (P, G, T) full-vocabulary token entropies of the current policy.
+        self_certainty: (P, G, T) behaviour-policy self-certainty per token, ``logsumexp(z) - mean(z)`` over the
+            full vocabulary of the temperature-scaled logits ``z`` (= ``KL(U || p) + log |V|``; UCAS), no grad.
+        token_logits: (P, G, T) raw logit of the sampled token (before temperature; UCAS), no grad.
         embeddings: (P, G, D) one embedding per rollout (cosine kernels).
         partition: (P, G) int semantic-class labels per group (equal label = same class).
         problem_ids: P problem ids, one per group (:func:`divrl.tasks.base.problem_id`); two groups of one
@@ -59,6 +62,8 @@ class GroupBatch:
     ref_logprobs: Tensor | None = None
     mask: Tensor | None = None
     entropies: Tensor | None = None
+    self_certainty: Tensor | None = None
+    token_logits: Tensor | None = None
     embeddings: Tensor | None = None
     partition: Tensor | None = None
     problem_ids: list[str] | None = None

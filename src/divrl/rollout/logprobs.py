@@ -1,7 +1,9 @@
-"""Per-token log-probabilities (and entropies) of completions under a causal LM, in one forward pass."""
+"""Per-token log-probabilities (and entropies, and UCAS's self-certainty and raw token logits) of completions under
+a causal LM, in one forward pass."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -52,6 +54,53 @@ def token_logprobs(
     Returns:
         ``(logprobs, entropies)``: (N, Lc) float32 each; ``entropies`` is ``None`` unless ``with_entropy``.
     """
+    fields = ("logprobs", "entropies") if with_entropy else ("logprobs",)
+    out = token_statistics(
+        model,
+        input_ids,
+        completion_start,
+        completion_mask,
+        fields,
+        temperature=temperature,
+        attention_mask=attention_mask,
+        length_buckets=length_buckets,
+    )
+    return out["logprobs"], out.get("entropies")
+
+
+TOKEN_FIELDS = ("logprobs", "entropies", "self_certainty", "token_logits")
+"""The per-token statistics :func:`token_statistics` computes from one forward pass (``GroupBatch`` field names)."""
+
+
+def token_statistics(
+    model: Any,
+    input_ids: Tensor,
+    completion_start: int,
+    completion_mask: Tensor,
+    fields: Sequence[str] = ("logprobs",),
+    temperature: float = 1.0,
+    attention_mask: Tensor | None = None,
+    length_buckets: int = 1,
+) -> dict[str, Tensor]:
+    """Per-token statistics ``fields`` of the completions, all from **one** forward pass (N, Lc) each.
+
+    With ``z`` the logits at the position predicting completion token ``j`` and ``T`` the temperature:
+
+    - ``logprobs``: ``log softmax(z / T)[token]`` (see :func:`token_logprobs`);
+    - ``entropies``: ``-sum_v p_v log p_v`` of ``softmax(z / T)``;
+    - ``self_certainty``: ``logsumexp(z / T) - mean_v(z / T)`` (= ``KL(U || p) + log |V|``), UCAS's per-token
+      confidence (``xvolcano02/UCAS`` ``verl/utils/torch_functional.py::self_certainty_from_logits``, applied to the
+      temperature-scaled logits as its ``dp_actor.py`` does);
+    - ``token_logits``: the raw logit ``z[token]`` of the sampled token, **before** temperature (UCAS's
+      ``actual_token_logits``).
+
+    The full-vocabulary ones cost a reduction over the (N, Lc, V) logits the forward already produced; none takes
+    a second pass. Masked positions get 0. Arguments as in :func:`token_logprobs`; ``fields`` must be a subset of
+    :data:`TOKEN_FIELDS` (runs with grad unless called under ``torch.no_grad()``).
+    """
+    unknown = sorted(set(fields) - set(TOKEN_FIELDS))
+    if unknown:
+        raise ValueError(f"token_statistics: unknown field(s) {unknown}; known: {list(TOKEN_FIELDS)}")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (N, L), got shape {tuple(input_ids.shape)}")
     n, length = input_ids.shape
@@ -71,7 +120,7 @@ def token_logprobs(
             completion_start,
             completion_mask,
             temperature,
-            with_entropy,
+            tuple(fields),
             attention_mask,
             min(length_buckets, n),
         )
@@ -82,17 +131,24 @@ def token_logprobs(
         kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
     if accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = lc + 1
-    logits = model(**kwargs).logits  # (N, Lc + 1 or L, V)
-    logits = logits[:, -(lc + 1) : -1, :].float() / temperature  # (N, Lc, V): position i predicts token i + 1
+    raw = model(**kwargs).logits[:, -(lc + 1) : -1, :].float()  # (N, Lc, V): position i predicts token i + 1
     targets = input_ids[:, completion_start:]  # (N, Lc)
-    lse = logits.logsumexp(-1)  # (N, Lc)
-    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse  # (N, Lc)
     mask = completion_mask.bool()
-    logp = logp.masked_fill(~mask, 0.0)
-    if not with_entropy:
-        return logp, None
-    entropy = lse - (logits.softmax(-1) * logits).sum(-1)  # (N, Lc): -sum p log p with log p = z - lse
-    return logp, entropy.masked_fill(~mask, 0.0)
+    out: dict[str, Tensor] = {}
+    if "token_logits" in fields:
+        out["token_logits"] = raw.gather(-1, targets.unsqueeze(-1)).squeeze(-1).masked_fill(~mask, 0.0)  # (N, Lc)
+    logits = raw / temperature  # (N, Lc, V)
+    del raw  # only the scaled logits are needed from here on (peak memory as before)
+    lse = logits.logsumexp(-1)  # (N, Lc)
+    if "logprobs" in fields:
+        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse  # (N, Lc)
+        out["logprobs"] = logp.masked_fill(~mask, 0.0)
+    if "entropies" in fields:
+        entropy = lse - (logits.softmax(-1) * logits).sum(-1)  # (N, Lc): -sum p log p with log p = z - lse
+        out["entropies"] = entropy.masked_fill(~mask, 0.0)
+    if "self_certainty" in fields:
+        out["self_certainty"] = (lse - logits.mean(-1)).masked_fill(~mask, 0.0)  # (N, Lc)
+    return {f: out[f] for f in fields}
 
 
 def _bucketed(
@@ -101,32 +157,30 @@ def _bucketed(
     completion_start: int,
     completion_mask: Tensor,
     temperature: float,
-    with_entropy: bool,
+    fields: tuple[str, ...],
     attention_mask: Tensor | None,
     buckets: int,
-) -> tuple[Tensor, Tensor | None]:
-    """:func:`token_logprobs` over length-sorted row buckets, each trimmed to its longest completion."""
+) -> dict[str, Tensor]:
+    """:func:`token_statistics` over length-sorted row buckets, each trimmed to its longest completion."""
     mask = completion_mask.bool()
     lc = mask.shape[1]
     columns = torch.arange(1, lc + 1, device=mask.device)  # (Lc,)
     ends = (mask * columns).amax(-1)  # (N,) one past the last real completion token (0 = empty)
     order = torch.argsort(ends, stable=True)  # (N,)
-    lps, ents = [], []
+    parts: dict[str, list[Tensor]] = {f: [] for f in fields}
     for rows in order.chunk(buckets):  # (n_b,) each
         width = max(int(ends[rows].max()), 1)
         cut = completion_start + width
-        lp, ent = token_logprobs(
+        out = token_statistics(
             model,
             input_ids[rows, :cut],  # (n_b, Ls + width)
             completion_start,
             mask[rows, :width],
+            fields,
             temperature=temperature,
-            with_entropy=with_entropy,
             attention_mask=attention_mask[rows, :cut] if attention_mask is not None else None,
         )
-        lps.append(F.pad(lp, (0, lc - width)))  # (n_b, Lc)
-        if ent is not None:
-            ents.append(F.pad(ent, (0, lc - width)))  # (n_b, Lc)
+        for f in fields:
+            parts[f].append(F.pad(out[f], (0, lc - width)))  # (n_b, Lc)
     inverse = torch.argsort(order)  # (N,)
-    logp = torch.cat(lps)[inverse]  # (N, Lc)
-    return logp, (torch.cat(ents)[inverse] if with_entropy else None)
+    return {f: torch.cat(parts[f])[inverse] for f in fields}  # (N, Lc) each

@@ -93,7 +93,11 @@ def check_methods(cfg: RLConfig) -> None:
         check_provided(name, cfg.advantage.options, available, _PROVIDE_HINTS, "divrl train")
     except ValueError as exc:
         raise ConfigError(f"{exc} (advantage.name / advantage.options)") from exc
-    token_level = needs.requires("old_logprobs")  # the trainer then runs a log-prob pass first
+    for i, term in enumerate(cfg.loss):
+        for field in loss_needs(term.name, term.options).missing(available):
+            hint = _PROVIDE_HINTS.get(field, "divrl train does not provide it")
+            raise ConfigError(f"loss {term.name!r} (loss.{i}) needs GroupBatch.{field}: {hint}")
+    token_level = bool(old_pass_fields(needs))  # the trainer then runs a log-prob pass first
     batch = synthetic_group(
         cfg.rollout.group_size,
         partition=cfg.partition.source != "none",
@@ -104,7 +108,7 @@ def check_methods(cfg: RLConfig) -> None:
         advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (1, G)
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"advantage {cfg.advantage.name!r} (advantage.options): {exc}") from exc
-    sub = synthetic_loss_batch(batch.rewards)
+    sub = synthetic_loss_batch(batch.rewards, texts=batch.texts, embeddings=batch.embeddings)
     for i, term in enumerate(cfg.loss):
         try:
             compute_loss(term.name, sub, advantages, **term.options)
@@ -121,12 +125,24 @@ TRAINER_PROVIDES = (
     "ref_logprobs",
     "mask",
     "entropies",
+    "self_certainty",
+    "token_logits",
     "problem_ids",
     "history",
 )
 """GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it; ``history``:
 a stateful estimator's per-problem state, carried across steps and saved in every checkpoint); ``partition`` and
 ``embeddings`` depend on ``partition.source`` and ``embedder``."""
+
+OLD_PASS_FIELDS = ("old_logprobs", "self_certainty", "token_logits")
+"""Fields of the behaviour policy that ``divrl train`` computes in one no-grad forward before the advantage (the
+old-log-prob pass, whose log-probs PPO then reuses as its old log-probs), when the estimator declares any of them."""
+
+
+def old_pass_fields(needs: Any) -> list[str]:
+    """The :data:`OLD_PASS_FIELDS` that ``needs`` (an estimator's :class:`~divrl.core.needs.Needs`) requires."""
+    return [f for f in OLD_PASS_FIELDS if needs.requires(f)]
+
 
 _PROVIDE_HINTS = {
     "partition": "set partition.source: exact, answer, text or learned",
@@ -376,8 +392,11 @@ class RLTrainer:
         scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
         old = mask = None
-        if self.needs.requires("old_logprobs"):  # declared, e.g. by unlikeliness (it ranks by likelihood)
-            old = self.old_logprobs(rollouts, len(problems), ro.group_size)  # (P, G, T)
+        stats: dict[str, torch.Tensor] = {}
+        fields = old_pass_fields(self.needs)  # e.g. unlikeliness: old log-probs; ucas: self-certainty, logits
+        if fields:  # one no-grad forward gives them all, and PPO reuses its log-probs as the old ones
+            stats = self.old_pass(rollouts, len(problems), ro.group_size, fields)  # (P, G, T) each
+            old = stats["logprobs"]  # (P, G, T)
             mask = rollouts.completion_mask.view(old.shape)  # (P, G, T)
         labels, partition_failures = partition_labels(
             cfg.partition.source, scored, texts, self.learned, cfg.partition.only_correct
@@ -390,7 +409,9 @@ class RLTrainer:
             answers=scored.answers,
             partition=labels,
             embeddings=self._embeddings(texts, scored),
-            old_logprobs=None if old is None else old.cpu(),
+            old_logprobs=None if old is None or "old_logprobs" not in fields else old.cpu(),
+            self_certainty=stats["self_certainty"].cpu() if "self_certainty" in stats else None,
+            token_logits=stats["token_logits"].cpu() if "token_logits" in stats else None,
             mask=None if mask is None else mask.cpu(),
             problem_ids=[problem_id(p) for p in problems] if self.needs.uses("problem_ids") else None,
         )
@@ -415,7 +436,7 @@ class RLTrainer:
             "partition_failures": float(partition_failures),
             "response_len": float(lengths.mean()),
             "finished_frac": float(rollouts.finished.float().mean()),
-            "adv_abs_mean": float(advantages.abs().mean()),
+            "adv_abs_mean": _abs_mean(advantages, batch.mask),
             "lr": self.scheduler.get_last_lr()[0],
             "time_sample_s": t_sample,
             "time_score_s": t_score - t_sample,
@@ -461,6 +482,33 @@ class RLTrainer:
         t = mask.shape[1]
         return lp.view(hi - lo, g, t), ent.view(hi - lo, g, t)  # (p, G, T) each
 
+    def old_pass(self, rollouts: Any, p_count: int, g: int, fields: list[str]) -> dict[str, torch.Tensor]:
+        """One no-grad forward of the current (behaviour) policy over every rollout: the log-probs (``"logprobs"``)
+        and the requested :data:`OLD_PASS_FIELDS` (``self_certainty``, ``token_logits``), (P, G, T) each."""
+        from divrl.rollout import token_statistics
+
+        want = ["logprobs"] + [f for f in fields if f != "old_logprobs"]
+        t = rollouts.completion_mask.shape[1]
+        attention_mask = getattr(rollouts, "attention_mask", None)
+        parts: dict[str, list[torch.Tensor]] = {f: [] for f in want}
+        for lo, hi in self._chunks(p_count):
+            rows = slice(lo * g, hi * g)
+            input_ids = torch.cat([rollouts.prompt_ids[rows], rollouts.completion_ids[rows]], dim=1)  # (n, Lp+Lc)
+            with torch.no_grad():
+                out = token_statistics(
+                    self.train_model,
+                    input_ids,
+                    rollouts.prompt_ids.shape[1],
+                    rollouts.completion_mask[rows],
+                    want,
+                    temperature=self.cfg.rollout.temperature,
+                    attention_mask=attention_mask[rows] if attention_mask is not None else None,
+                    length_buckets=self.cfg.length_buckets,
+                )
+            for f in want:
+                parts[f].append(out[f].view(hi - lo, g, t))  # (p, G, T)
+        return {f: torch.cat(v) for f, v in parts.items()}  # (P, G, T) each
+
     def old_logprobs(self, rollouts: Any, p_count: int, g: int) -> torch.Tensor:
         """(P, G, T) log-probs of the sampled tokens under the current policy, without grad (PPO's old policy)."""
         return torch.cat(
@@ -502,6 +550,8 @@ class RLTrainer:
                 sub = GroupBatch(
                     rewards=rewards[lo:hi],
                     correct=correct[lo:hi] if correct is not None else None,
+                    texts=batch.texts[lo:hi] if batch.texts is not None else None,  # e.g. dsdr_entropy's kernel
+                    embeddings=batch.embeddings[lo:hi].to(dev) if batch.embeddings is not None else None,
                     logprobs=lp,
                     old_logprobs=old[lo:hi] if old is not None else lp.detach(),
                     ref_logprobs=ref[lo:hi] if ref is not None else None,
@@ -526,6 +576,14 @@ class RLTrainer:
         self.scheduler.step()
         n = len(chunks) * cfg.num_iterations
         return {k: v / n for k, v in sums.items()}
+
+
+def _abs_mean(advantages: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """Mean |A| over rollouts (P, G), or over valid response tokens for token-level advantages (P, G, T)."""
+    if advantages.dim() == 3 and mask is not None:
+        keep = mask.to(advantages.device).bool()  # (P, G, T)
+        return float(advantages.abs()[keep].mean()) if bool(keep.any()) else 0.0
+    return float(advantages.abs().mean())
 
 
 def train(
