@@ -58,6 +58,8 @@ PER_GROUP: list[tuple[str, dict[str, Any]]] = [
     ("dra", {"kernel": "ngram", "base": "rloo"}),
     ("arm", {}),
     ("arm", {"prompt": "none", "gate": "correct", "apply": "mixed"}),
+    ("dsdr", {}),
+    ("dsdr", {"kernel": "ngram", "lam": 0.7, "bonus_max": 0.3, "base": "rloo"}),
 ]
 BATCH_SCALE: list[tuple[str, dict[str, Any]]] = [
     ("grpo", {"scale": "batch"}),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
@@ -39,7 +39,7 @@ def _require(batch: GroupBatch, field: str) -> Tensor:
     value = getattr(batch, field)
     if value is None:
         raise ValueError(f"ucas needs GroupBatch.{field} (P, G, T), but it is None")
-    return value
+    return cast(Tensor, value)
 
 
 def ucas_logit_penalty(
