@@ -76,7 +76,8 @@ __all__ += ["cosine_kernel", "darling_diversity", "labels_tensor", "ngram_kernel
 __all__ += ["setpo_marginal_contributions"]
 __all__ += ["outcome_batch", "pkpo", "seed_grpo", "semantic_entropy"]
 
-from divrl.core import arm, dra  # noqa: E402  registers the estimators "arm" (ProGRPO's ARM) and "dra" (DRA-GRPO)
-from divrl.core import dsdr, ucas  # noqa: E402  registers "ucas" (token-level), "dsdr" and the loss "dsdr_entropy"
+# registers the estimators "arm" (ProGRPO's ARM), "dra" (DRA-GRPO), "dsdr" (with the loss "dsdr_entropy") and the
+# token-level "ucas"
+from divrl.core import arm, dra, dsdr, ucas  # noqa: E402
 
 __all__ += ["arm", "dra", "dsdr", "ucas"]
