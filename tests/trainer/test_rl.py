@@ -311,6 +311,10 @@ def test_every_shipped_recipe_passes_the_method_check(path):
         ("setpo", ["embedder=char-ngram", "embed_rows=correct"], r"^embed_rows: .*members"),
         ("setpo", ["loss.0.options.agg=tokens"], r"loss 'ppo' \(loss.0.options\)"),
         ("darling", ["partition.source=none"], r"partition.*set partition.source"),
+        ("dsdr", ["loss.1.options.kernel=cosine"], r"^loss 'dsdr_entropy' \(loss.1\) needs GroupBatch.embeddings"),
+        ("dsdr", ["loss.1.options.coupling=hard"], r"loss 'dsdr_entropy' \(loss.1.options\): .*coupling"),
+        ("ucas", ["advantage.options.logit_scope=token"], r"advantage 'ucas' \(advantage.options\): .*logit_scope"),
+        ("ucas", ["advantage.name=setpo", "advantage.options={base: ucas}"], r"token-level advantages"),
     ],
 )
 def test_bad_method_options_fail_before_training(method, overrides, match):
@@ -325,15 +329,14 @@ def test_bad_method_options_fail_before_training(method, overrides, match):
 
 def test_unlikeliness_trains_on_the_policys_own_log_probs(tiny_policy, tmp_path, monkeypatch):
     """An estimator registered with needs_logprobs (unlikeliness) gets the rollouts' old log-probs and mask from a
-    no-grad pass before the advantage, and the PPO loss reuses them; other estimators skip that pass."""
+    no-grad pass before the advantage, and the PPO loss reuses them; other estimators skip that pass. UCAS's
+    self-certainty and raw token logits come from that same one pass (no second forward)."""
     import divrl.trainer.rl as rl
 
-    passes: list[torch.Tensor] = []
+    passes: list[dict[str, torch.Tensor]] = []
     seen: list[GroupBatch] = []
-    old_logprobs, compute = rl.RLTrainer.old_logprobs, rl.compute_advantages
-    monkeypatch.setattr(
-        rl.RLTrainer, "old_logprobs", lambda self, *a: passes.append(old_logprobs(self, *a)) or passes[-1]
-    )
+    old_pass, compute = rl.RLTrainer.old_pass, rl.compute_advantages
+    monkeypatch.setattr(rl.RLTrainer, "old_pass", lambda self, *a: passes.append(old_pass(self, *a)) or passes[-1])
     monkeypatch.setattr(
         rl, "compute_advantages", lambda name, batch, **o: seen.append(batch) or compute(name, batch, **o)
     )
@@ -341,8 +344,9 @@ def test_unlikeliness_trains_on_the_policys_own_log_probs(tiny_policy, tmp_path,
     train(cfg, tmp_path / "u", progress=False)
     record = read_metrics(tmp_path / "u")[0]
     assert len(passes) == 1 and len(seen) == 2  # seen[0]: check_methods' synthetic group
-    batch, old = seen[1], passes[0]
-    assert batch.old_logprobs is not None and batch.mask is not None
+    batch, old = seen[1], passes[0]["logprobs"]
+    assert set(passes[0]) == {"logprobs"}  # nothing else computed: unlikeliness declares no statistics
+    assert batch.old_logprobs is not None and batch.mask is not None and batch.self_certainty is None
     assert torch.equal(batch.old_logprobs, old.cpu()) and old.shape == (4, 4, batch.mask.shape[-1])
     lp = old[batch.mask.bool()]
     assert bool((lp <= 0).all()) and float(lp.std()) > 0  # real per-token log-probs, not a placeholder
@@ -350,6 +354,17 @@ def test_unlikeliness_trains_on_the_policys_own_log_probs(tiny_policy, tmp_path,
     passes.clear()
     train(_cfg("grpo", tiny_policy, steps=1), tmp_path / "g", progress=False)
     assert passes == []  # GRPO with one iteration needs no separate log-prob pass
+    seen.clear()
+    train(_cfg("ucas", tiny_policy, steps=1, extra=["rollout.prompts_per_step=4"]), tmp_path / "c", progress=False)
+    record = read_metrics(tmp_path / "c")[0]
+    assert len(passes) == 1 and set(passes[0]) == {"logprobs", "self_certainty", "token_logits"}  # one pass
+    batch, stats = seen[1], passes[0]
+    assert batch.old_logprobs is None  # not declared by ucas; PPO still reuses the pass's log-probs
+    assert torch.equal(batch.self_certainty, stats["self_certainty"].cpu())  # type: ignore[arg-type]
+    assert torch.equal(batch.token_logits, stats["token_logits"].cpu())  # type: ignore[arg-type]
+    valid = batch.mask.bool()  # type: ignore[union-attr]
+    assert float(batch.self_certainty[valid].min()) > 0 and float(batch.token_logits[valid].std()) > 0  # type: ignore[index]
+    assert record["ppo/approx_kl"] == pytest.approx(0.0, abs=1e-6) and record["adv_abs_mean"] > 0
 
 
 def test_learned_partition_needs_a_checkpoint(tiny_policy, tmp_path):
