@@ -178,6 +178,9 @@ def test_trainer_rejects_bad_options(tmp_path: Path) -> None:
         DiversityGRPOTrainer(**common, advantage="repexp")
     with pytest.raises(ValueError, match=r"advantage 'outcome_ucb' keeps per-problem state .* use divrl train"):
         DiversityGRPOTrainer(**common, advantage="outcome_ucb")  # refused before TRL builds anything
+    with pytest.raises(ValueError, match=r"^DiversityGRPOTrainer: advantage 'ucas' gives one advantage per token .*"):
+        DiversityGRPOTrainer(**common, advantage="ucas")  # token-level, full-vocabulary statistics: one line
+    DiversityGRPOTrainer(**common, advantage="dsdr")  # supported: reads correct and texts only
     with pytest.raises(ValueError, match="correct_reward='acc' is not one of"):
         DiversityGRPOTrainer(**common, correct_reward="acc")
     # option values, not only names, fail at construction (a dry run on a synthetic group), naming the argument

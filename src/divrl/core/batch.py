@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_TOKEN_FIELDS = ("logprobs", "old_logprobs", "ref_logprobs", "mask", "entropies")
+_TOKEN_FIELDS = ("logprobs", "old_logprobs", "ref_logprobs", "mask", "entropies", "self_certainty", "token_logits")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class GroupBatch:
         ref_logprobs: (P, G, T) frozen reference-policy log-probs, for the KL term.
         mask: (P, G, T) bool/0-1 response-token mask.
         entropies: (P, G, T) full-vocabulary token entropies of the current policy.
+        self_certainty: (P, G, T) behaviour-policy self-certainty per token, ``logsumexp(z) - mean(z)`` over the
+            full vocabulary of the temperature-scaled logits ``z`` (= ``KL(U || p) + log |V|``; UCAS), no grad.
+        token_logits: (P, G, T) raw logit of the sampled token (before temperature; UCAS), no grad.
         embeddings: (P, G, D) one embedding per rollout (cosine kernels).
         hidden: (P, G, H) the policy's last-layer hidden states averaged over each completion's tokens (RepExp's
             representation), from a forward the trainer already runs (the old-log-prob pass).
@@ -62,6 +65,8 @@ class GroupBatch:
     ref_logprobs: Tensor | None = None
     mask: Tensor | None = None
     entropies: Tensor | None = None
+    self_certainty: Tensor | None = None
+    token_logits: Tensor | None = None
     embeddings: Tensor | None = None
     hidden: Tensor | None = None
     partition: Tensor | None = None

@@ -34,6 +34,8 @@ FIELDS = (
     "ref_logprobs",
     "mask",
     "entropies",
+    "self_certainty",
+    "token_logits",
     "embeddings",
     "hidden",
     "partition",
@@ -47,7 +49,10 @@ anyway (``divrl train``: the old-log-prob pass).
 
 ``history`` marks a *stateful* estimator: it reads the per-problem state of the batch's problems from before this
 step (``GroupBatch.history``, keyed by ``problem_ids``) and returns the updated records, which the caller keeps
-across steps and checkpoints (:func:`divrl.core.advantages.compute_advantages_and_state`)."""
+across steps and checkpoints (:func:`divrl.core.advantages.compute_advantages_and_state`).
+
+``self_certainty`` and ``token_logits`` are per-token full-vocabulary statistics of the behaviour policy (UCAS):
+a trainer computes them in its one old-log-prob forward, only when an entry declares them."""
 
 
 @dataclass(frozen=True)

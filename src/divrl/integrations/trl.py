@@ -63,7 +63,12 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import advantage_is_stateful, compute_advantages, get_advantage
+from divrl.core.advantages import (
+    advantage_is_stateful,
+    advantage_is_token_level,
+    compute_advantages,
+    get_advantage,
+)
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import compute_loss, get_loss
@@ -391,6 +396,12 @@ class DiversityGRPOTrainer(GRPOTrainer):
         needs = None
         if advantage is not None:
             check_options(get_advantage(advantage), options, f"advantage estimator {advantage!r}")
+            if advantage_is_token_level(advantage):
+                raise ValueError(
+                    f"DiversityGRPOTrainer: advantage {advantage!r} gives one advantage per token from per-token "
+                    "statistics of an old-log-prob forward (GroupBatch.self_certainty, token_logits), which this "
+                    "trainer does not compute; use divrl train"
+                )
             if advantage_is_stateful(advantage):
                 raise ValueError(
                     f"DiversityGRPOTrainer: advantage {advantage!r} keeps per-problem state across steps "

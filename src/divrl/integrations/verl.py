@@ -68,7 +68,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import ADVANTAGES, advantage_is_stateful, advantage_needs, compute_advantages
+from divrl.core.advantages import (
+    ADVANTAGES,
+    advantage_is_stateful,
+    advantage_is_token_level,
+    advantage_needs,
+    compute_advantages,
+)
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import labels_tensor
 from divrl.core.losses import compute_loss, positive_entropy_loss
@@ -142,6 +148,11 @@ def _unsupported(name: str) -> str | None:
         return (
             "it keeps per-problem state across steps (GroupBatch.history), which verl's estimator hook (a function "
             "of one batch) can neither carry nor save in verl's checkpoints"
+        )
+    if advantage_is_token_level(name):  # ucas: one advantage per token from full-vocabulary statistics
+        return (
+            "it needs per-token statistics of the old-log-prob forward (GroupBatch.self_certainty, token_logits), "
+            "which verl 0.9's actor does not compute (UCAS ships its own verl fork for them); use divrl train"
         )
     missing = advantage_needs(name).missing(VERL_CAN_PROVIDE)
     if not missing:

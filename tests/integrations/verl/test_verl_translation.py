@@ -412,3 +412,14 @@ def test_a_stateful_estimator_is_refused_in_one_line():
     ):
         make_estimator("outcome_ucb")
     assert _unsupported("grpo") is None and "\n" not in str(_unsupported("outcome_ucb"))
+
+
+def test_a_token_level_estimator_is_refused_in_one_line_and_dsdr_is_served():
+    """ucas reads per-token full-vocabulary statistics that verl 0.9's actor does not compute; dsdr reads correctness
+    and the response texts, which the divrl_sync trainer provides."""
+    from divrl.integrations.verl import _unsupported, make_estimator
+
+    with pytest.raises(ValueError, match=r"^divrl estimator 'ucas' cannot run inside verl: .*self_certainty"):
+        make_estimator("ucas")
+    assert "\n" not in str(_unsupported("ucas"))
+    assert _unsupported("dsdr") is None
