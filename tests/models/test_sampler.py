@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerFast
 
 import divrl.rollout.sampler as sampler_module
 from divrl.models import build_char_tokenizer, build_policy
-from divrl.rollout import Rollouts, sample, token_logprobs
+from divrl.rollout import Rollouts, sample, token_logprobs, token_statistics
 from divrl.rollout._hf import cache_arg
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
@@ -540,3 +540,39 @@ def test_token_logprobs_length_buckets_match_one_pass(tok, prompts, buckets):
     want_shapes = [(len(c), r.completion_start + max(int(c.max()), 1)) for c in lengths.sort().values.chunk(buckets)]
     assert rec.shapes == want_shapes
     assert sum(a * b for a, b in want_shapes) < r.input_ids.numel() or buckets == 2  # 2: may be no saving
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_token_statistics_vocab_means_and_prompt_hidden_match_naive(tok, buckets):
+    """ROVER's ``mean_v log p_v`` and FlowRL's prompt representation come from the same forward as the log-probs and
+    equal the values of one unpadded forward per prefix (left-padded prompts, ragged completions)."""
+    model = sharp(tok, scale=5.0)
+    r = sample(model, tok, MIXED, num_samples=2, max_new_tokens=8, seed=1, stop=("a", "b", "c"))
+    n, lc = r.completion_ids.shape
+    want_means, want_hidden = torch.zeros(n, lc), []
+    with torch.no_grad():
+        for i in range(n):
+            prompt = r.prompt_ids[i][r.prompt_mask[i]]
+            out = model(prompt[None], output_hidden_states=True)
+            keep = len(prompt) - 1  # every prompt token but the last (the official pooling); none: zeros
+            hidden = out.hidden_states[-1][0, :keep]
+            want_hidden.append(hidden.mean(0) if keep else torch.zeros(hidden.shape[-1]))
+            for j in range(int(r.completion_mask[i].sum())):
+                z = model(torch.cat([prompt, r.completion_ids[i, :j]])[None]).logits[0, -1] / 0.7
+                want_means[i, j] = z.log_softmax(-1).mean()
+        stats = token_statistics(
+            model,
+            r.input_ids,
+            r.completion_start,
+            r.completion_mask,
+            0.7,
+            vocab_mean=True,
+            prompt_hidden=True,
+            attention_mask=r.attention_mask,
+            length_buckets=buckets,
+        )
+    assert stats.entropies is None
+    torch.testing.assert_close(stats.vocab_means, want_means, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(stats.prompt_hidden, torch.stack(want_hidden), atol=1e-4, rtol=1e-4)
+    lp, _ = token_logprobs(model, r.input_ids, r.completion_start, r.completion_mask, 0.7, False, r.attention_mask)
+    torch.testing.assert_close(stats.logprobs, lp, atol=1e-5, rtol=1e-5)

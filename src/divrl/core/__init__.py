@@ -77,3 +77,7 @@ __all__ += ["outcome_batch", "pkpo", "seed_grpo", "semantic_entropy"]
 from divrl.core import arm, dra  # noqa: E402  registers the estimators "arm" (ProGRPO's ARM) and "dra" (DRA-GRPO)
 
 __all__ += ["arm", "dra"]
+
+from divrl.core import flowrl, rover  # noqa: E402  registers the policy losses "flowrl" and "rover"
+
+__all__ += ["flowrl", "rover"]

@@ -21,7 +21,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_TOKEN_FIELDS = ("logprobs", "old_logprobs", "ref_logprobs", "mask", "entropies")
+_TOKEN_FIELDS = (
+    "logprobs",
+    "old_logprobs",
+    "ref_logprobs",
+    "mask",
+    "entropies",
+    "vocab_mean_logprobs",
+    "old_vocab_mean_logprobs",
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,13 @@ class GroupBatch:
         ref_logprobs: (P, G, T) frozen reference-policy log-probs, for the KL term.
         mask: (P, G, T) bool/0-1 response-token mask.
         entropies: (P, G, T) full-vocabulary token entropies of the current policy.
+        vocab_mean_logprobs: (P, G, T) ``mean_v log pi(v | s_t) = mean(z_t) - logsumexp(z_t)`` of the current policy
+            at the position that predicts response token t (temperature-scaled logits ``z``, the whole vocabulary):
+            the uniform-policy expectation of the log-probability (ROVER's next-state value). From the training
+            forward; used as a value (no grad is needed).
+        old_vocab_mean_logprobs: (P, G, T) the same under the old (behaviour) policy, no grad.
+        log_z: (P, G) learned log-partition ``log Z(x)`` of each rollout's prompt (FlowRL); carries grad into the
+            learned head. Equal within a group when the prompt is.
         embeddings: (P, G, D) one embedding per rollout (cosine kernels).
         partition: (P, G) int semantic-class labels per group (equal label = same class).
         problem_ids: P problem ids, one per group (:func:`divrl.tasks.base.problem_id`); two groups of one
@@ -59,6 +74,9 @@ class GroupBatch:
     ref_logprobs: Tensor | None = None
     mask: Tensor | None = None
     entropies: Tensor | None = None
+    vocab_mean_logprobs: Tensor | None = None
+    old_vocab_mean_logprobs: Tensor | None = None
+    log_z: Tensor | None = None
     embeddings: Tensor | None = None
     partition: Tensor | None = None
     problem_ids: list[str] | None = None
@@ -78,6 +96,10 @@ class GroupBatch:
             _check_tensor("correct", self.correct, pg, "(P, G)")
             if self.correct.dtype is not torch.bool:
                 raise ValueError(f"GroupBatch.correct must be a bool tensor, got dtype {self.correct.dtype}")
+        if self.log_z is not None:
+            _check_tensor("log_z", self.log_z, pg, "(P, G)")
+            if not torch.is_floating_point(self.log_z):
+                raise ValueError(f"GroupBatch.log_z must be a float tensor, got dtype {self.log_z.dtype}")
         if self.partition is not None:
             _check_tensor("partition", self.partition, pg, "(P, G)")
             if torch.is_floating_point(self.partition) or self.partition.dtype is torch.bool:
