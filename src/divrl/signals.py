@@ -179,7 +179,8 @@ def synthetic_group(
 
 def synthetic_loss_batch(rewards: Tensor, t: int = 3) -> GroupBatch:
     """Token-level inputs of a loss term for the synthetic group of :func:`synthetic_group` (rewards ``(1, G)``):
-    log-probs with a gradient, old and reference log-probs, mask and entropies, all ``(1, G, t)``."""
+    log-probs with a gradient, old and reference log-probs, mask, entropies and the current and old vocabulary
+    means, all ``(1, G, t)``, and a learned ``log_z`` ``(1, G)`` with a gradient."""
     g = rewards.shape[1]
     lp = torch.full((1, g, t), -0.7, requires_grad=True)  # (1, G, T)
     return GroupBatch(
@@ -190,6 +191,9 @@ def synthetic_loss_batch(rewards: Tensor, t: int = 3) -> GroupBatch:
         ref_logprobs=lp.detach() - 0.1,
         mask=torch.ones(1, g, t),
         entropies=torch.full((1, g, t), 0.5),
+        vocab_mean_logprobs=torch.full((1, g, t), -3.0),
+        old_vocab_mean_logprobs=torch.full((1, g, t), -3.1),
+        log_z=torch.zeros(1, g, requires_grad=True),
     )
 
 

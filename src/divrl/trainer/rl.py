@@ -24,7 +24,9 @@ from divrl.core.advantages import (
     compute_advantages_and_state,
 )
 from divrl.core.batch import GroupBatch
+from divrl.core.flowrl import flowrl_head_options
 from divrl.core.losses import compute_loss, loss_needs
+from divrl.core.needs import Needs
 from divrl.signals import (
     Scored,
     check_embed_rows,
@@ -121,12 +123,17 @@ TRAINER_PROVIDES = (
     "ref_logprobs",
     "mask",
     "entropies",
+    "vocab_mean_logprobs",
+    "old_vocab_mean_logprobs",
+    "log_z",
     "problem_ids",
     "history",
 )
 """GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it; ``history``:
-a stateful estimator's per-problem state, carried across steps and saved in every checkpoint); ``partition`` and
-``embeddings`` depend on ``partition.source`` and ``embedder``."""
+a stateful estimator's per-problem state, carried across steps and saved in every checkpoint; the vocabulary means
+from the training forward and the old-log-prob pass; ``log_z``: a learned head on the prompt's mean hidden state,
+optimised with the policy and saved in every checkpoint); ``partition`` and ``embeddings`` depend on
+``partition.source`` and ``embedder``."""
 
 _PROVIDE_HINTS = {
     "partition": "set partition.source: exact, answer, text or learned",
@@ -165,6 +172,9 @@ class RLTrainer:
         self.cfg = cfg
         self.needs = advantage_needs(cfg.advantage.name, cfg.advantage.options)  # what the estimator reads
         self.stateful = advantage_is_stateful(cfg.advantage.name)  # e.g. outcome_ucb: per-problem history
+        self.loss_reads = Needs()  # what the loss terms read together (e.g. rover: vocabulary means)
+        for term in cfg.loss:
+            self.loss_reads = self.loss_reads | loss_needs(term.name, term.options)
         self.advantage_state: dict[str, Any] = {}  # problem id -> the estimator's record; in every checkpoint
         self.progress = progress
         set_threads(cfg.threads)
@@ -213,9 +223,12 @@ class RLTrainer:
         self.train_model = torch.compile(self.model, dynamic=True) if cfg.compile else self.model
         self.ref_model = self._reference_model()
         self.vllm = self._vllm_sampler()
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.log_z_head = self._log_z_head()  # flowrl: log Z(x), optimised with the policy, in every checkpoint
+        self.optimizer = build_optimizer(self.model, cfg.optim, extra=self._head_parameters())
         self.scheduler = build_scheduler(self.optimizer, cfg.steps, cfg.optim)
         if state is not None:
+            if self.log_z_head is not None:
+                self._load_log_z_head(checkpoint, state)
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.scheduler.load_state_dict(state["scheduler"])
@@ -276,6 +289,37 @@ class RLTrainer:
             seed=self.cfg.seed,
         )
 
+    def _log_z_head(self) -> Any:
+        """FlowRL's learned log Z head (:class:`divrl.models.log_z.LogZHead`, float32) when a loss term declares it
+        reads ``log_z``, else ``None``. Its initial weights are seeded from the run seed (not the global stream)."""
+        terms = [t for t in self.cfg.loss if loss_needs(t.name, t.options).requires("log_z")]
+        if not terms:
+            return None
+        from divrl.models.log_z import LogZHead
+
+        with input_errors(f"loss {terms[0].name!r} (loss.options)", catch=(ValueError,)):
+            layers, dropout = flowrl_head_options(terms[0].options)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.seed, 4))
+            head = LogZHead(int(self.model.config.hidden_size), num_layers=layers, dropout=dropout)
+        return head.to(self.device).train()
+
+    def _head_parameters(self) -> list[torch.nn.Parameter]:
+        return [] if self.log_z_head is None else list(self.log_z_head.parameters())
+
+    def _load_log_z_head(self, checkpoint: Path | None, state: dict[str, Any]) -> None:
+        """The log Z head's weights from ``trainer_state.pt``; a checkpoint without them is a one-line RunFolderError."""
+        saved = state.get("log_z_head")
+        try:
+            if not isinstance(saved, dict):
+                raise KeyError("no 'log_z_head'")
+            self.log_z_head.load_state_dict(saved)
+        except (KeyError, RuntimeError) as exc:
+            raise RunFolderError(
+                f"{checkpoint}: holds no fitting log Z head for the flowrl loss ({str(exc).splitlines()[0]}); resume "
+                "with the run's own config, or --overwrite starts the run over"
+            ) from None
+
     def _reference_model(self) -> Any:
         """The frozen reference policy when a loss term declares it reads ``ref_logprobs`` (``kl``, ``ppo`` with
         ``beta > 0``), else ``None``."""
@@ -325,6 +369,8 @@ class RLTrainer:
         state = {"step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         if self.stateful:  # a stateful estimator's per-problem state, restored exactly by --resume
             state["advantage_state"] = {"estimator": self.cfg.advantage.name, "records": self.advantage_state}
+        if self.log_z_head is not None:  # flowrl's learned log Z: written atomically with the rest
+            state["log_z_head"] = self.log_z_head.state_dict()
         return save_checkpoint(self.run_dir, step, self.model, self.tokenizer, state, keep=self.cfg.keep_checkpoints)
 
     def _load_advantage_state(self, checkpoint: Path | None, state: dict[str, Any]) -> dict[str, Any]:
@@ -375,9 +421,9 @@ class RLTrainer:
 
         scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
-        old = mask = None
+        old = mask = old_means = None
         if self.needs.requires("old_logprobs"):  # declared, e.g. by unlikeliness (it ranks by likelihood)
-            old = self.old_logprobs(rollouts, len(problems), ro.group_size)  # (P, G, T)
+            old, old_means = self._old(rollouts, len(problems), ro.group_size)  # (P, G, T) each
             mask = rollouts.completion_mask.view(old.shape)  # (P, G, T)
         labels, partition_failures = partition_labels(
             cfg.partition.source, scored, texts, self.learned, cfg.partition.only_correct
@@ -404,7 +450,7 @@ class RLTrainer:
             advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (P, G)
         t_score = timer()
 
-        loss_metrics = self.optimize(batch, advantages, rollouts, old)
+        loss_metrics = self.optimize(batch, advantages, rollouts, old, old_means)
 
         lengths = rollouts.completion_mask.sum(-1).float()  # (N,)
         metrics = {
@@ -438,28 +484,38 @@ class RLTrainer:
         return [(i, min(p_count, i + chunk)) for i in range(0, p_count, chunk)]
 
     def _forward(
-        self, model: Any, rollouts: Any, lo: int, hi: int, g: int, grad: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token log-probs and entropies (p, G, T) each of the rollouts of prompts ``lo:hi``."""
-        from divrl.rollout import token_logprobs
+        self,
+        model: Any,
+        rollouts: Any,
+        lo: int,
+        hi: int,
+        g: int,
+        grad: bool,
+        vocab_mean: bool = False,
+        prompt_hidden: bool = False,
+    ) -> Any:
+        """:class:`~divrl.rollout.TokenStats` of the rollouts of prompts ``lo:hi`` from one forward: log-probs and
+        entropies (p, G, T); the vocabulary means (p, G, T) and the prompt's mean hidden state (p, G, H) when asked."""
+        from divrl.rollout import TokenStats, token_statistics
 
         rows = slice(lo * g, hi * g)
         input_ids = torch.cat([rollouts.prompt_ids[rows], rollouts.completion_ids[rows]], dim=1)  # (n, Lp+Lc)
         attention_mask = getattr(rollouts, "attention_mask", None)
         mask = rollouts.completion_mask[rows]  # (n, Lc)
         with torch.set_grad_enabled(grad):
-            lp, ent = token_logprobs(
+            stats = token_statistics(
                 model,
                 input_ids,
                 rollouts.prompt_ids.shape[1],
                 mask,
                 temperature=self.cfg.rollout.temperature,
-                with_entropy=True,
+                entropy=True,
+                vocab_mean=vocab_mean,
+                prompt_hidden=prompt_hidden,
                 attention_mask=attention_mask[rows] if attention_mask is not None else None,
                 length_buckets=self.cfg.length_buckets,
             )
-        t = mask.shape[1]
-        return lp.view(hi - lo, g, t), ent.view(hi - lo, g, t)  # (p, G, T) each
+        return TokenStats(*(None if v is None else v.view(hi - lo, g, *v.shape[1:]) for v in stats))
 
     def old_logprobs(self, rollouts: Any, p_count: int, g: int) -> torch.Tensor:
         """(P, G, T) log-probs of the sampled tokens under the current policy, without grad (PPO's old policy)."""
@@ -467,12 +523,27 @@ class RLTrainer:
             [self._forward(self.train_model, rollouts, lo, hi, g, False)[0] for lo, hi in self._chunks(p_count)]
         )
 
+    def _old(self, rollouts: Any, p_count: int, g: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The old-log-prob pass: (P, G, T) log-probs, and the (P, G, T) vocabulary means of the same forward when a
+        loss term reads ``old_vocab_mean_logprobs`` (ROVER), else None."""
+        if not self.loss_reads.uses("old_vocab_mean_logprobs"):
+            return self.old_logprobs(rollouts, p_count, g), None
+        stats = [self._forward(self.train_model, rollouts, lo, hi, g, False, True) for lo, hi in self._chunks(p_count)]
+        return torch.cat([s.logprobs for s in stats]), torch.cat([s.vocab_means for s in stats])
+
     def optimize(
-        self, batch: GroupBatch, advantages: torch.Tensor, rollouts: Any, old: torch.Tensor | None = None
+        self,
+        batch: GroupBatch,
+        advantages: torch.Tensor,
+        rollouts: Any,
+        old: torch.Tensor | None = None,
+        old_means: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """``num_iterations`` AdamW steps on one rollout batch, in micro-batches of whole groups.
 
-        ``old``: the (P, G, T) old log-probs when already computed (else computed here if ``num_iterations`` > 1).
+        ``old``: the (P, G, T) old log-probs when already computed (else computed here if ``num_iterations`` > 1);
+        ``old_means``: the old policy's (P, G, T) vocabulary means of the same pass, when a loss term reads them.
+        Without an old pass (one optimiser step per batch) the old values are the current ones, detached.
         With ``micro_batch_prompts`` set, each chunk's loss is aggregated within the chunk and the chunk
         losses are averaged (as verl does with gradient accumulation); for ``token-mean`` this weights
         chunks equally rather than by their token counts."""
@@ -485,12 +556,16 @@ class RLTrainer:
         t = mask.shape[1]
         chunks = self._chunks(p_count)
 
-        def forward(model: Any, lo: int, hi: int, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-            return self._forward(model, rollouts, lo, hi, g, grad)  # (p, G, T) each
+        reads = self.loss_reads
+        means = reads.uses("vocab_mean_logprobs") or reads.uses("old_vocab_mean_logprobs")
+        head = self.log_z_head
+
+        def forward(model: Any, lo: int, hi: int, grad: bool) -> Any:
+            return self._forward(model, rollouts, lo, hi, g, grad, means and grad, head is not None and grad)
 
         ref = None
         if old is None and cfg.num_iterations > 1:
-            old = self.old_logprobs(rollouts, p_count, g)  # (P, G, T)
+            old, old_means = self._old(rollouts, p_count, g)  # (P, G, T) each
         if self.ref_model is not None:
             ref = torch.cat([forward(self.ref_model, lo, hi, False)[0] for lo, hi in chunks])  # (P, G, T)
 
@@ -498,7 +573,17 @@ class RLTrainer:
         for _ in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for lo, hi in chunks:
-                lp, ent = forward(self.train_model, lo, hi, True)
+                stats = forward(self.train_model, lo, hi, True)
+                lp, ent = stats.logprobs, stats.entropies  # (p, G, T) each
+                extra: dict[str, torch.Tensor] = {}
+                if means:  # ROVER: the vocabulary means of this forward; the old ones from the old pass
+                    extra["vocab_mean_logprobs"] = stats.vocab_means  # (p, G, T)
+                    extra["old_vocab_mean_logprobs"] = (
+                        old_means[lo:hi] if old_means is not None else stats.vocab_means.detach()
+                    )  # (p, G, T)
+                if head is not None:  # FlowRL: log Z(x) from the prompt's mean hidden state
+                    hidden = stats.prompt_hidden.float()  # (p, G, H)
+                    extra["log_z"] = head(hidden.reshape(-1, hidden.shape[-1])).view(hi - lo, g)  # (p, G)
                 sub = GroupBatch(
                     rewards=rewards[lo:hi],
                     correct=correct[lo:hi] if correct is not None else None,
@@ -507,6 +592,7 @@ class RLTrainer:
                     ref_logprobs=ref[lo:hi] if ref is not None else None,
                     mask=mask[lo * g : hi * g].view(hi - lo, g, t),
                     entropies=ent,
+                    **extra,
                 )
                 total = torch.zeros((), device=dev)
                 for term in cfg.loss:
@@ -520,7 +606,8 @@ class RLTrainer:
                 sums["loss"] = sums.get("loss", 0.0) + total.item()
                 (total / len(chunks)).backward()
             if cfg.optim.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+                params = [*self.model.parameters(), *self._head_parameters()]
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * len(chunks)
             self.optimizer.step()
         self.scheduler.step()
