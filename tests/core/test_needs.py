@@ -26,6 +26,9 @@ def _full() -> dict[str, object]:
         "ref_logprobs": lp - 0.02,
         "mask": torch.ones(P, G, T),
         "entropies": torch.rand(P, G, T).requires_grad_(True),
+        "vocab_mean_logprobs": -torch.linspace(3.0, 4.0, P * G * T).view(P, G, T),  # no draw: the stream above stays
+        "old_vocab_mean_logprobs": -torch.linspace(3.1, 3.9, P * G * T).view(P, G, T),
+        "log_z": torch.zeros(P, G, requires_grad=True),
         "embeddings": torch.randn(P, G, D),
         "partition": torch.tensor([[0, 0, 1, 2], [0, 1, 1, 1]]),
         "problem_ids": ["p0", "p1"],
@@ -61,6 +64,10 @@ LOSS_CASES = [
     ("entropy_bonus", {}),
     ("clip_cov", {}),
     ("kl_cov", {}),
+    ("rover", {}),
+    ("rover", {"next_q_scale": 0.0}),
+    ("flowrl", {}),
+    ("flowrl", {"reference": False}),
 ]
 
 
