@@ -59,7 +59,20 @@ def _cfg(method: str, policy: str, steps: int = 2, extra: list[str] = ()) -> RLC
 
 @pytest.mark.parametrize(
     "method",
-    ["grpo", "r1_zero_div", "darling", "setpo", "unlikeliness", "pkpo", "outcome_batch", "seed_grpo", "dra", "arm"],
+    [
+        "grpo",
+        "r1_zero_div",
+        "darling",
+        "setpo",
+        "unlikeliness",
+        "pkpo",
+        "outcome_batch",
+        "seed_grpo",
+        "dra",
+        "arm",
+        "rover",
+        "flowrl",
+    ],
 )
 def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
     cfg = _cfg(method, tiny_policy, extra=["rollout.prompts_per_step=4"])
