@@ -85,7 +85,9 @@ def _flat(x):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize(("options", "official"), [({}, _official_recipe), ({"weight": "raw"}, _official_paper_repo)])
 def test_agrees_with_official_code_on_random_inputs(seed, options, official):
-    lp, old, ref, mask, rewards, adv, log_z = _case(seed, spread=-2.0 if seed == 3 else 0.3)  # seed 3: w > 10 somewhere
+    lp, old, ref, mask, rewards, adv, log_z = _case(
+        seed, spread=-2.0 if seed == 3 else 0.3
+    )  # seed 3: w > 10 somewhere
     raw = torch.exp(((lp - old) * mask).sum(-1))  # (P, G)
     assert (seed == 3) == bool((raw > 10).any())  # the cap is exercised in exactly one case
     x, z = lp.clone().requires_grad_(True), log_z.clone().requires_grad_(True)
@@ -121,8 +123,9 @@ def test_hand_computed_two_rollouts():
 def test_without_length_norm_and_weights_it_is_plain_trajectory_balance():
     """length_norm=False, weight=none: FoR's trajectory balance (log Z + sum log pi - beta r - sum log pi_ref)^2."""
     lp, old, ref, mask, rewards, adv, log_z = _case(5)
-    out = compute_loss("flowrl", _batch(lp, old, ref, mask, rewards, log_z), adv, length_norm=False, weight="none",
-                       beta=1.0)
+    out = compute_loss(
+        "flowrl", _batch(lp, old, ref, mask, rewards, log_z), adv, length_norm=False, weight="none", beta=1.0
+    )
     m = mask.float()
     tb = (log_z + (lp * m).sum(-1) - adv - (ref * m).sum(-1)) ** 2  # (P, G)
     assert out.loss.item() == pytest.approx(tb.mean().item(), rel=1e-6)
@@ -131,8 +134,14 @@ def test_without_length_norm_and_weights_it_is_plain_trajectory_balance():
 def test_weight_options():
     lp = torch.zeros(1, 2, 1, requires_grad=True)
     old = torch.tensor([[[-3.0], [1.0]]])  # w = e^3 (capped / clipped) and e^-1
-    batch = GroupBatch(rewards=torch.ones(1, 2), logprobs=lp, old_logprobs=old, mask=torch.ones(1, 2, 1),
-                       log_z=torch.ones(1, 2), ref_logprobs=torch.zeros(1, 2, 1))
+    batch = GroupBatch(
+        rewards=torch.ones(1, 2),
+        logprobs=lp,
+        old_logprobs=old,
+        mask=torch.ones(1, 2, 1),
+        log_z=torch.ones(1, 2),
+        ref_logprobs=torch.zeros(1, 2, 1),
+    )
     adv = torch.zeros(1, 2)  # d = 1 for both
     want = {
         "cap": (min(math.e**3, 10.0) + math.e**-1) / 2,
@@ -153,8 +162,9 @@ def test_permuting_a_group_permutes_the_gradient():
     perm = torch.tensor([4, 2, 0, 1, 3])
     x, y = lp.clone().requires_grad_(True), lp[:, perm].clone().requires_grad_(True)
     a = compute_loss("flowrl", _batch(x, old, ref, mask, rewards, log_z), adv)
-    b = compute_loss("flowrl", _batch(y, old[:, perm], ref[:, perm], mask[:, perm], rewards[:, perm],
-                                      log_z[:, perm]), adv[:, perm])
+    b = compute_loss(
+        "flowrl", _batch(y, old[:, perm], ref[:, perm], mask[:, perm], rewards[:, perm], log_z[:, perm]), adv[:, perm]
+    )
     assert a.loss.item() == pytest.approx(b.loss.item())
     torch.testing.assert_close(torch.autograd.grad(a.loss, x)[0][:, perm], torch.autograd.grad(b.loss, y)[0])
 
@@ -183,9 +193,15 @@ def test_needs_head_options_and_bad_options():
     assert flowrl_head_options({}) == (3, 0.1) and flowrl_head_options({"z_layers": 1, "z_dropout": 0}) == (1, 0.0)
     lp, old, ref, mask, rewards, adv, log_z = _case(8)
     batch = _batch(lp, old, ref, mask, rewards, log_z)
-    for bad, match in (({"weight": "x"}, "weight"), ({"beta": math.nan}, "beta"), ({"clip_eps": 1.0}, "clip_eps"),
-                       ({"z_layers": 0}, "z_layers"), ({"z_dropout": 1.0}, "z_dropout"),
-                       ({"length_norm": "yes"}, "length_norm"), ({"weight_cap": 0.0}, "weight_cap")):
+    for bad, match in (
+        ({"weight": "x"}, "weight"),
+        ({"beta": math.nan}, "beta"),
+        ({"clip_eps": 1.0}, "clip_eps"),
+        ({"z_layers": 0}, "z_layers"),
+        ({"z_dropout": 1.0}, "z_dropout"),
+        ({"length_norm": "yes"}, "length_norm"),
+        ({"weight_cap": 0.0}, "weight_cap"),
+    ):
         with pytest.raises(ValueError, match=match):
             compute_loss("flowrl", batch, adv, **bad)
     with pytest.raises(ValueError, match="log_z"):

@@ -45,7 +45,7 @@ def _official_rover(config, log_prob, old_log_prob, current_q, old_logits, respo
         target = low_var_reward
     else:
         next_q = config["rover_t"] * torch.cat(
-            [((current_q[:, 1:] - old_logits[:, 1:])) * response_mask[:, 1:], torch.zeros_like(response_mask[:, :1])],
+            [(current_q[:, 1:] - old_logits[:, 1:]) * response_mask[:, 1:], torch.zeros_like(response_mask[:, :1])],
             dim=1,
         )
         scaled_next_q = next_q * config["next_q_scale_factor"]
@@ -63,9 +63,7 @@ def _official_rover(config, log_prob, old_log_prob, current_q, old_logits, respo
     else:
         q_values = logIS * response_mask
     if config.get("response_level_rover_loss"):
-        rover_loss = (
-            ((q_values).sum(dim=-1) / response_mask.sum(dim=-1) - low_var_reward[:, 0].detach()) ** 2
-        ).mean()
+        rover_loss = (((q_values).sum(dim=-1) / response_mask.sum(dim=-1) - low_var_reward[:, 0].detach()) ** 2).mean()
     else:
         rover_loss = _official_compute_rover_loss(q_values, target, eos_mask=response_mask)
     return rover_loss
@@ -179,8 +177,9 @@ def test_permuting_a_group_permutes_the_gradient():
     perm = torch.tensor([3, 0, 4, 2, 1])
     x, y = lp.clone().requires_grad_(True), lp[:, perm].clone().requires_grad_(True)
     a = compute_loss("rover", _batch(x, old, mask, rewards, cur, prev), adv)
-    b = compute_loss("rover", _batch(y, old[:, perm], mask[:, perm], rewards[:, perm], cur[:, perm], prev[:, perm]),
-                     adv[:, perm])
+    b = compute_loss(
+        "rover", _batch(y, old[:, perm], mask[:, perm], rewards[:, perm], cur[:, perm], prev[:, perm]), adv[:, perm]
+    )
     assert a.loss.item() == pytest.approx(b.loss.item())
     torch.testing.assert_close(torch.autograd.grad(a.loss, x)[0][:, perm], torch.autograd.grad(b.loss, y)[0])
 
@@ -190,7 +189,9 @@ def test_unscorable_rollouts_carry_no_loss_but_count_in_the_denominator():
     old = torch.full((1, 3, 2), -1.5)
     cur, prev = torch.zeros(1, 3, 2), torch.zeros(1, 3, 2)
     rewards = torch.tensor([[1.0, math.nan, 0.0]])
-    out = compute_loss("rover", _batch(lp, old, torch.ones(1, 3, 2), rewards, cur, prev), torch.tensor([[0.5, 0.0, -0.5]]))
+    out = compute_loss(
+        "rover", _batch(lp, old, torch.ones(1, 3, 2), rewards, cur, prev), torch.tensor([[0.5, 0.0, -0.5]])
+    )
     # Q = 0.5 everywhere; scored rows: (0.5 - 0.5)^2 and (0.5 + 0.5)^2 per token; 6 tokens in the denominator
     assert out.loss.item() == pytest.approx((0 + 0 + 1 + 1) / 6)
     (grad,) = torch.autograd.grad(out.loss, lp)
@@ -218,7 +219,11 @@ def test_needs_and_bad_options():
     batch = _batch(lp, None, torch.ones(1, 2, 2), torch.ones(1, 2))
     with pytest.raises(ValueError, match="vocab_mean_logprobs"):
         compute_loss("rover", batch, torch.zeros(1, 2))
-    for bad, match in (({"rho": 0.0}, "rho"), ({"clip_eps": 1.5}, "clip_eps"), ({"level": "x"}, "level"),
-                       ({"next_q_scale": math.inf}, "next_q_scale")):
+    for bad, match in (
+        ({"rho": 0.0}, "rho"),
+        ({"clip_eps": 1.5}, "clip_eps"),
+        ({"level": "x"}, "level"),
+        ({"next_q_scale": math.inf}, "next_q_scale"),
+    ):
         with pytest.raises(ValueError, match=match):
             compute_loss("rover", batch, torch.zeros(1, 2), **{"next_q_scale": 0.0, **bad})

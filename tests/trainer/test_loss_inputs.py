@@ -81,7 +81,10 @@ def test_flowrl_refuses_a_checkpoint_without_its_head(tmp_path):
 
 def test_flowrl_loads_the_reference_model_and_rover_does_not(tmp_path):
     assert RLTrainer(_cfg("flowrl", 1), tmp_path / "f", progress=False).ref_model is not None
-    assert RLTrainer(_cfg("flowrl", 1, ["loss.0.options.reference=false"]), tmp_path / "g", progress=False).ref_model is None
+    assert (
+        RLTrainer(_cfg("flowrl", 1, ["loss.0.options.reference=false"]), tmp_path / "g", progress=False).ref_model
+        is None
+    )
     trainer = RLTrainer(_cfg("rover", 1), tmp_path / "r", progress=False)
     assert trainer.ref_model is None and trainer.log_z_head is None
     assert rl.loss_needs("rover").requires("old_vocab_mean_logprobs")

@@ -138,10 +138,8 @@ def flowrl_loss(
         seq_ref = ref.sum(-1) / denom  # (P, G)
     else:
         seq_ref = torch.zeros_like(seq_lp.detach())  # (P, G)
-    if advantages.dim() == 2:
-        seq_reward = advantages.detach().to(seq_lp.dtype)  # (P, G); exact also for rollouts without tokens
-    else:
-        seq_reward = adv.sum(-1) / lengths.clamp_min(1)  # (P, G): the token mean of the token advantages
+    # (P, G): A itself (exact also for a rollout without tokens), or the token mean of token-level advantages
+    seq_reward = advantages.detach().to(seq_lp.dtype) if advantages.dim() == 2 else adv.sum(-1) / lengths.clamp_min(1)
     seq_reward = torch.where(batch.scored, seq_reward, torch.zeros_like(seq_reward))  # (P, G)
     delta = log_z + seq_lp - beta * seq_reward - seq_ref  # (P, G)
 

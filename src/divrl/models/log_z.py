@@ -33,4 +33,5 @@ class LogZHead(torch.nn.Module):
         self.net = torch.nn.Sequential(*layers)
 
     def forward(self, prompt_hidden: Tensor) -> Tensor:
-        return self.net(prompt_hidden).squeeze(-1)  # (N,)
+        out: Tensor = self.net(prompt_hidden)  # (N, 1)
+        return out.squeeze(-1)  # (N,)

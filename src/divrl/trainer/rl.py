@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -515,7 +515,8 @@ class RLTrainer:
                 attention_mask=attention_mask[rows] if attention_mask is not None else None,
                 length_buckets=self.cfg.length_buckets,
             )
-        return TokenStats(*(None if v is None else v.view(hi - lo, g, *v.shape[1:]) for v in stats))
+        shaped = [None if v is None else v.view(hi - lo, g, *v.shape[1:]) for v in stats]  # (p, G, ...) each
+        return TokenStats(*shaped)  # type: ignore[arg-type]
 
     def old_logprobs(self, rollouts: Any, p_count: int, g: int) -> torch.Tensor:
         """(P, G, T) log-probs of the sampled tokens under the current policy, without grad (PPO's old policy)."""
@@ -575,14 +576,14 @@ class RLTrainer:
             for lo, hi in chunks:
                 stats = forward(self.train_model, lo, hi, True)
                 lp, ent = stats.logprobs, stats.entropies  # (p, G, T) each
-                extra: dict[str, torch.Tensor] = {}
+                extra: dict[str, Any] = {}
                 if means:  # ROVER: the vocabulary means of this forward; the old ones from the old pass
                     extra["vocab_mean_logprobs"] = stats.vocab_means  # (p, G, T)
                     extra["old_vocab_mean_logprobs"] = (
                         old_means[lo:hi] if old_means is not None else stats.vocab_means.detach()
                     )  # (p, G, T)
                 if head is not None:  # FlowRL: log Z(x) from the prompt's mean hidden state
-                    hidden = stats.prompt_hidden.float()  # (p, G, H)
+                    hidden = cast(torch.Tensor, stats.prompt_hidden).float()  # (p, G, H)
                     extra["log_z"] = head(hidden.reshape(-1, hidden.shape[-1])).view(hi - lo, g)  # (p, G)
                 sub = GroupBatch(
                     rewards=rewards[lo:hi],
