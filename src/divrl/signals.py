@@ -123,6 +123,9 @@ def group_batch(
     problem_ids: list[str] | None = None,
     self_certainty: Tensor | None = None,
     token_logits: Tensor | None = None,
+    vocab_mean_logprobs: Tensor | None = None,
+    old_vocab_mean_logprobs: Tensor | None = None,
+    log_z: Tensor | None = None,
 ) -> GroupBatch:
     """The ``GroupBatch`` (P, G) of an advantage computation from the gathered signals.
 
@@ -143,6 +146,9 @@ def group_batch(
         problem_ids=problem_ids,
         self_certainty=self_certainty,
         token_logits=token_logits,
+        vocab_mean_logprobs=vocab_mean_logprobs,
+        old_vocab_mean_logprobs=old_vocab_mean_logprobs,
+        log_z=log_z,
     )
     if needs is not None:
         present = [f for f in needs.reads if getattr(batch, f) is not None] + ["history"]
@@ -176,7 +182,8 @@ def synthetic_group(
     on its options before any model is loaded (``divrl train``'s ``check_methods``, ``DiversityGRPOTrainer``'s
     constructor): alternating 0/1 rewards, three answer classes, distinct texts, a problem id with an empty history
     (a stateful estimator's first step) and, as asked, partition labels, embeddings, old log-probs over ``t``
-    tokens (with ``token_level``, also UCAS's self-certainty and raw token logits) and mean hidden states."""
+    tokens (with ``token_level``, also UCAS's self-certainty and raw token logits and the old vocabulary means) and
+    mean hidden states."""
     rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
     return GroupBatch(
         rewards=rewards,
@@ -190,6 +197,7 @@ def synthetic_group(
         hidden=torch.eye(g, g + 2)[None] if hidden else None,  # (1, G, H)
         self_certainty=torch.linspace(1.0, 3.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
         token_logits=torch.linspace(-1.0, 4.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
+        old_vocab_mean_logprobs=torch.full((1, g, t), -3.1) if token_level else None,  # (1, G, T)
         problem_ids=["synthetic"],
         history={},
     )
@@ -199,8 +207,10 @@ def synthetic_loss_batch(
     rewards: Tensor, t: int = 3, texts: list[list[str]] | None = None, embeddings: Tensor | None = None
 ) -> GroupBatch:
     """Token-level inputs of a loss term for the synthetic group of :func:`synthetic_group` (rewards ``(1, G)``):
-    log-probs with a gradient, old and reference log-probs, mask and entropies, all ``(1, G, t)``; and the group's
-    ``texts`` and ``embeddings`` when given (a loss term that reads them, e.g. ``dsdr_entropy``)."""
+    log-probs with a gradient, old and reference log-probs, mask, entropies, the old pass's self-certainty and raw
+    token logits, the current and old vocabulary means, all ``(1, G, t)``, mean hidden states ``(1, G, H)``, a
+    learned ``log_z`` ``(1, G)`` with a gradient, and the group's ``texts`` and ``embeddings`` when given (a loss term
+    that reads them, e.g. ``dsdr_entropy``)."""
     g = rewards.shape[1]
     lp = torch.full((1, g, t), -0.7, requires_grad=True)  # (1, G, T)
     return GroupBatch(
@@ -213,6 +223,12 @@ def synthetic_loss_batch(
         ref_logprobs=lp.detach() - 0.1,
         mask=torch.ones(1, g, t),
         entropies=torch.full((1, g, t), 0.5),
+        self_certainty=torch.linspace(1.0, 3.0, g * t).view(1, g, t),  # (1, G, T)
+        token_logits=torch.linspace(-1.0, 4.0, g * t).view(1, g, t),  # (1, G, T)
+        hidden=torch.eye(g, g + 2)[None],  # (1, G, H)
+        vocab_mean_logprobs=torch.full((1, g, t), -3.0),
+        old_vocab_mean_logprobs=torch.full((1, g, t), -3.1),
+        log_z=torch.zeros(1, g, requires_grad=True),
     )
 
 

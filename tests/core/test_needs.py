@@ -28,6 +28,9 @@ def _full() -> dict[str, object]:
         "entropies": torch.rand(P, G, T).requires_grad_(True),
         "self_certainty": torch.rand(P, G, T) + 3.0,
         "token_logits": torch.randn(P, G, T),
+        "vocab_mean_logprobs": -torch.linspace(3.0, 4.0, P * G * T).view(P, G, T),  # no draw: the stream above stays
+        "old_vocab_mean_logprobs": -torch.linspace(3.1, 3.9, P * G * T).view(P, G, T),
+        "log_z": torch.zeros(P, G, requires_grad=True),
         "embeddings": torch.randn(P, G, D),
         "hidden": torch.randn(P, G, D),
         "partition": torch.tensor([[0, 0, 1, 2], [0, 1, 1, 1]]),
@@ -72,6 +75,10 @@ LOSS_CASES = [
     ("dsdr_entropy", {}),
     ("dsdr_entropy", {"kernel": "cosine"}),
     ("dsdr_entropy", {"coupling": "uniform"}),
+    ("rover", {}),
+    ("rover", {"next_q_scale": 0.0}),
+    ("flowrl", {}),
+    ("flowrl", {"reference": False}),
 ]
 
 

@@ -614,3 +614,42 @@ def test_mean_hidden_states_from_the_log_prob_forward(tok, prompts):
         bucketed = token_statistics(model, *args, ("hidden",), 0.7, r.attention_mask, 3)
     assert list(bucketed) == ["hidden"]  # only what was asked
     torch.testing.assert_close(bucketed["hidden"], hidden, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_token_statistics_vocab_means_and_prompt_hidden_match_naive(tok, buckets):
+    """ROVER's ``mean_v log p_v`` and FlowRL's prompt representation come from the same forward as the log-probs and
+    equal the values of one unpadded forward per prefix (left-padded prompts, ragged completions); only the asked
+    fields are computed."""
+    model = sharp(tok, scale=5.0)
+    r = sample(model, tok, MIXED, num_samples=2, max_new_tokens=8, seed=1, stop=("a", "b", "c"))
+    n, lc = r.completion_ids.shape
+    want_means, want_hidden = torch.zeros(n, lc), []
+    with torch.no_grad():
+        for i in range(n):
+            prompt = r.prompt_ids[i][r.prompt_mask[i]]
+            out = model(prompt[None], output_hidden_states=True)
+            keep = len(prompt) - 1  # every prompt token but the last (the official pooling); none: zeros
+            hidden = out.hidden_states[-1][0, :keep]
+            want_hidden.append(hidden.mean(0) if keep else torch.zeros(hidden.shape[-1]))
+            for j in range(int(r.completion_mask[i].sum())):
+                z = model(torch.cat([prompt, r.completion_ids[i, :j]])[None]).logits[0, -1] / 0.7
+                want_means[i, j] = z.log_softmax(-1).mean()
+        recorder = ShapeRecorder(model)
+        stats = token_statistics(
+            recorder,
+            r.input_ids,
+            r.completion_start,
+            r.completion_mask,
+            ("logprobs", "vocab_mean_logprobs", "prompt_hidden"),
+            temperature=0.7,
+            attention_mask=r.attention_mask,
+            length_buckets=buckets,
+        )
+    assert list(stats) == ["logprobs", "vocab_mean_logprobs", "prompt_hidden"]  # no entropies: not asked
+    assert len(recorder.shapes) == min(buckets, n)  # one forward (per length bucket)
+    torch.testing.assert_close(stats["vocab_mean_logprobs"], want_means, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(stats["prompt_hidden"], torch.stack(want_hidden), atol=1e-4, rtol=1e-4)
+    assert stats["prompt_hidden"].dtype == torch.float32
+    lp, _ = token_logprobs(model, r.input_ids, r.completion_start, r.completion_mask, 0.7, False, r.attention_mask)
+    torch.testing.assert_close(stats["logprobs"], lp, atol=1e-5, rtol=1e-5)

@@ -73,6 +73,8 @@ def _cfg(method: str, policy: str, steps: int = 2, extra: list[str] = ()) -> RLC
         "repexp",
         "ucas",
         "dsdr",
+        "rover",
+        "flowrl",
     ],
 )
 def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
@@ -420,6 +422,16 @@ FORWARDS = [  # (recipe, overrides, the no-grad forwards' fields, the training f
     ("repexp", [], [("logprobs", "hidden")], [("logprobs", "entropies")]),
     ("grpo", ["num_iterations=2"], [("logprobs",)], [("logprobs", "entropies")] * 2),
     ("repexp", ["num_iterations=2"], [("logprobs", "hidden")], [("logprobs", "entropies")] * 2),
+    ("rover", ["num_iterations=1"], [], [("logprobs", "entropies", "vocab_mean_logprobs")]),
+    ("rover", [], [("logprobs", "vocab_mean_logprobs")], [("logprobs", "entropies", "vocab_mean_logprobs")] * 2),
+    ("flowrl", [], [("logprobs",)], [("logprobs", "entropies", "prompt_hidden")]),  # no grad: the reference model
+    ("flowrl", ["loss.0.options.reference=false"], [], [("logprobs", "entropies", "prompt_hidden")]),
+    (
+        "rover",  # ucas's statistics and rover's old means from the one old pass, which ucas runs first
+        ["advantage.name=ucas", "advantage.options={}"],
+        [("logprobs", "self_certainty", "token_logits", "vocab_mean_logprobs")],
+        [("logprobs", "entropies", "vocab_mean_logprobs")] * 2,
+    ),
 ]
 
 
@@ -464,6 +476,14 @@ def test_forward_plan_by_hand():
     )
     plan = forward_plan(Needs(), ppo, num_iterations=2)
     assert (plan.before_advantage, plan.old, plan.train) == (False, ("old_logprobs",), ("logprobs", "entropies"))
+    rover = Needs.of(["logprobs", "mask", "vocab_mean_logprobs", "old_vocab_mean_logprobs"], ["old_logprobs"])
+    plan = forward_plan(Needs(), rover)  # on-policy: the old means are the training forward's, detached
+    assert (plan.old, plan.train) == ((), ("logprobs", "entropies", "vocab_mean_logprobs"))
+    plan = forward_plan(Needs(), rover, num_iterations=2)
+    assert plan.old == ("old_logprobs", "old_vocab_mean_logprobs")
+    assert plan.old_stats() == ["logprobs", "vocab_mean_logprobs"]
+    plan = forward_plan(Needs(), Needs.of(["logprobs", "log_z"]))  # flowrl: the head's input from the same forward
+    assert (plan.old, plan.train) == ((), ("logprobs", "entropies", "prompt_hidden"))
 
 
 def test_learned_partition_needs_a_checkpoint(tiny_policy, tmp_path):

@@ -85,3 +85,7 @@ __all__ += ["arm", "dra", "dsdr", "ucas"]
 from divrl.core import repexp  # noqa: E402  registers "repexp" (representation-based exploration)
 
 __all__ += ["repexp"]
+
+from divrl.core import flowrl, rover  # noqa: E402  registers the policy losses "flowrl" and "rover"
+
+__all__ += ["flowrl", "rover"]

@@ -1,5 +1,6 @@
 """Per-token log-probabilities of completions under a causal LM, and any other statistic of the same forward pass
-(entropies, UCAS's self-certainty and raw token logits, RepExp's mean hidden state): :func:`token_statistics`."""
+(entropies, UCAS's self-certainty and raw token logits, ROVER's vocabulary-mean log-prob, RepExp's mean completion
+and FlowRL's mean prompt hidden state): :func:`token_statistics`."""
 
 from __future__ import annotations
 
@@ -68,10 +69,10 @@ def token_logprobs(
     return out["logprobs"], out.get("entropies")
 
 
-TOKEN_FIELDS = ("logprobs", "entropies", "self_certainty", "token_logits")
+TOKEN_FIELDS = ("logprobs", "entropies", "self_certainty", "token_logits", "vocab_mean_logprobs")
 """The per-token statistics :func:`token_statistics` computes from one forward pass, (N, Lc) each."""
 
-ROW_FIELDS = ("hidden",)
+ROW_FIELDS = ("hidden", "prompt_hidden")
 """The per-completion statistics :func:`token_statistics` computes from the same forward pass, (N, H) each."""
 
 FIELDS = TOKEN_FIELDS + ROW_FIELDS
@@ -89,7 +90,8 @@ def token_statistics(
     attention_mask: Tensor | None = None,
     length_buckets: int = 1,
 ) -> dict[str, Tensor]:
-    """Statistics ``fields`` of the completions, all from **one** forward pass: (N, Lc) each, (N, H) for ``hidden``.
+    """Statistics ``fields`` of the completions, all from **one** forward pass: (N, Lc) per token (:data:`TOKEN_FIELDS`),
+    (N, H) per completion (:data:`ROW_FIELDS`).
 
     With ``z`` the logits at the position predicting completion token ``j`` and ``T`` the temperature:
 
@@ -100,12 +102,19 @@ def token_statistics(
       temperature-scaled logits as its ``dp_actor.py`` does);
     - ``token_logits``: the raw logit ``z[token]`` of the sampled token, **before** temperature (UCAS's
       ``actual_token_logits``);
+    - ``vocab_mean_logprobs``: ``mean_v log softmax(z / T)_v = mean(z / T) - logsumexp(z / T)``, the uniform-policy
+      expectation of the log-probability at each completion position (ROVER's ``sum_log_softmax`` / V);
     - ``hidden``: ``mean over the real completion tokens j of h_L(input_ids[n, :completion_start + j + 1])``, the
       final hidden state (after the model's final norm, ``output_hidden_states[-1]``, what ``AutoModel`` returns as
       ``last_hidden_state``) at each completion token's own position, float32, as RepExp's official recipe averages
       it (verl-recipe ``rep_exp/workers/elliptical_reward_model_worker.py``, ``_forward_micro_batch``); a
-      completion with no real token gets zeros. Asking for it makes the model return its hidden states
-      (``output_hidden_states``), which the forward computes anyway.
+      completion with no real token gets zeros;
+    - ``prompt_hidden``: the same last hidden layer averaged over the prompt's real positions except its last one,
+      float32 (FlowRL's representation of the prompt for its log Z head: the official pooling
+      ``hidden[:, : -response_length - 1]`` with the prompt's attention mask); a one-token prompt gets zeros.
+
+    Asking for ``hidden`` or ``prompt_hidden`` makes the model return its hidden states (``output_hidden_states``),
+    which the forward computes anyway.
 
     The full-vocabulary ones cost a reduction over the (N, Lc, V) logits the forward already produced; none takes
     a second pass. Masked positions get 0. Arguments as in :func:`token_logprobs`; ``fields`` must be a subset of
@@ -144,7 +153,7 @@ def token_statistics(
         kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
     if accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = lc + 1
-    if "hidden" in fields:
+    if "hidden" in fields or "prompt_hidden" in fields:
         kwargs["output_hidden_states"] = True
     output = model(**kwargs)
     mask = completion_mask.bool()
@@ -153,6 +162,8 @@ def token_statistics(
         states = output.hidden_states[-1][:, completion_start:, :].float()  # (N, Lc, H)  after the final norm
         weights = completion_mask.to(states.dtype)  # (N, Lc)
         out["hidden"] = (states * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)  # (N, H)
+    if "prompt_hidden" in fields:
+        out["prompt_hidden"] = _prompt_mean(output.hidden_states[-1], completion_start, attention_mask)  # (N, H)
     raw = output.logits[:, -(lc + 1) : -1, :].float()  # (N, Lc, V): position i predicts token i + 1
     targets = input_ids[:, completion_start:]  # (N, Lc)
     if "token_logits" in fields:
@@ -168,7 +179,23 @@ def token_statistics(
         out["entropies"] = entropy.masked_fill(~mask, 0.0)
     if "self_certainty" in fields:
         out["self_certainty"] = (lse - logits.mean(-1)).masked_fill(~mask, 0.0)  # (N, Lc)
+    if "vocab_mean_logprobs" in fields:
+        out["vocab_mean_logprobs"] = (logits.mean(-1) - lse).masked_fill(~mask, 0.0)  # (N, Lc): mean_v log p_v
     return {f: out[f] for f in fields}
+
+
+def _prompt_mean(last_hidden: Tensor, completion_start: int, attention_mask: Tensor | None) -> Tensor:
+    """(N, H) float32 mean of ``last_hidden`` (N, L, H) over the prompt's real positions ``0 .. completion_start - 2``:
+    the official FlowRL pooling (``hidden[:, : -response_length - 1]`` with the prompt's attention mask), which leaves
+    out the prompt's last token. A prompt of one token gets the zero vector (as in the official code)."""
+    stop = completion_start - 1
+    hidden = last_hidden[:, :stop].float()  # (N, Lp - 1, H)
+    if attention_mask is None:
+        keep = torch.ones(hidden.shape[:2], dtype=hidden.dtype, device=hidden.device)  # (N, Lp - 1)
+    else:
+        keep = attention_mask[:, :stop].to(hidden.dtype)  # (N, Lp - 1)
+    total = (hidden * keep.unsqueeze(-1)).sum(1)  # (N, H)
+    return total / keep.sum(1, keepdim=True).clamp_min(1)  # (N, H)
 
 
 def _bucketed(

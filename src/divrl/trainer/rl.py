@@ -25,6 +25,7 @@ from divrl.core.advantages import (
     compute_advantages_and_state,
 )
 from divrl.core.batch import GroupBatch
+from divrl.core.flowrl import flowrl_head_options
 from divrl.core.losses import compute_loss, loss_needs
 from divrl.core.needs import Needs
 from divrl.signals import (
@@ -92,8 +93,10 @@ def check_methods(cfg: RLConfig) -> None:
         available.append("partition")
     if cfg.embedder:
         available.append("embeddings")
+    before = [f for f in available if f not in TRAIN_PASS]  # the training forward runs after the advantage
+    hints = {**_PROVIDE_HINTS, **dict.fromkeys(TRAIN_PASS, "it comes from the training forward, after the advantage")}
     try:
-        check_provided(name, cfg.advantage.options, available, _PROVIDE_HINTS, "divrl train")
+        check_provided(name, cfg.advantage.options, before, hints, "divrl train")
     except ValueError as exc:
         raise ConfigError(f"{exc} (advantage.name / advantage.options)") from exc
     for i, term in enumerate(cfg.loss):
@@ -132,30 +135,43 @@ TRAINER_PROVIDES = (
     "hidden",
     "self_certainty",
     "token_logits",
+    "vocab_mean_logprobs",
+    "old_vocab_mean_logprobs",
+    "log_z",
     "problem_ids",
     "history",
 )
 """GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it, in the forwards
-:func:`forward_plan` decides; ``history``: a stateful estimator's per-problem state, carried across steps and saved in
-every checkpoint); ``partition`` and ``embeddings`` depend on ``partition.source`` and ``embedder``."""
+:func:`forward_plan` decides; ``log_z``: a learned head on the prompt's mean hidden state, optimised with the policy
+and saved in every checkpoint; ``history``: a stateful estimator's per-problem state, carried across steps and saved
+in every checkpoint); ``partition`` and ``embeddings`` depend on ``partition.source`` and ``embedder``. The fields
+of the training forward (:data:`TRAIN_PASS`) reach the loss terms only: an estimator runs before it."""
 
 OLD_PASS = {
     "old_logprobs": "logprobs",
     "self_certainty": "self_certainty",
     "token_logits": "token_logits",
     "hidden": "hidden",
+    "old_vocab_mean_logprobs": "vocab_mean_logprobs",
 }
 """GroupBatch field -> the :func:`divrl.rollout.token_statistics` field that gives it, for the fields of the behaviour
 policy that ``divrl train`` takes from its one no-grad forward of the current policy over all rollouts (the
 old-log-prob pass; PPO reuses its log-probs as the old ones)."""
 
-ON_POLICY = {"old_logprobs": "logprobs"}
+ON_POLICY = {"old_logprobs": "logprobs", "old_vocab_mean_logprobs": "vocab_mean_logprobs"}
 """Old-policy fields a loss term reads, and the training forward's statistic that stands for each when no old pass
 runs (one optimiser step per batch: the old policy is the current one, so the value is that statistic, detached)."""
 
-TRAIN_PASS = {"logprobs": "logprobs", "entropies": "entropies"}
+TRAIN_PASS = {
+    "logprobs": "logprobs",
+    "entropies": "entropies",
+    "vocab_mean_logprobs": "vocab_mean_logprobs",
+    "log_z": "prompt_hidden",
+}
 """GroupBatch field -> :func:`divrl.rollout.token_statistics` field of the training forward (with grad, per
-micro-batch); these two are always computed (the loss and the ``entropy`` metric)."""
+micro-batch): log-probs and entropies always (the loss and the ``entropy`` metric); ROVER's vocabulary means and
+the prompt's mean hidden state, the input of FlowRL's learned log Z head (``log_z = head(prompt_hidden)``), only
+when a loss term reads them."""
 
 
 @dataclass(frozen=True)
@@ -287,9 +303,12 @@ class RLTrainer:
         self.train_model = torch.compile(self.model, dynamic=True) if cfg.compile else self.model
         self.ref_model = self._reference_model()
         self.vllm = self._vllm_sampler()
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.log_z_head = self._log_z_head()  # flowrl: log Z(x), optimised with the policy, in every checkpoint
+        self.optimizer = build_optimizer(self.model, cfg.optim, extra=self._head_parameters())
         self.scheduler = build_scheduler(self.optimizer, cfg.steps, cfg.optim)
         if state is not None:
+            if self.log_z_head is not None:
+                self._load_log_z_head(checkpoint, state)
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.scheduler.load_state_dict(state["scheduler"])
@@ -350,6 +369,37 @@ class RLTrainer:
             seed=self.cfg.seed,
         )
 
+    def _log_z_head(self) -> Any:
+        """FlowRL's learned log Z head (:class:`divrl.models.log_z.LogZHead`, float32) when a loss term declares it
+        reads ``log_z``, else ``None``. Its initial weights are seeded from the run seed (not the global stream)."""
+        terms = [t for t in self.cfg.loss if loss_needs(t.name, t.options).requires("log_z")]
+        if not terms:
+            return None
+        from divrl.models.log_z import LogZHead
+
+        with input_errors(f"loss {terms[0].name!r} (loss.options)", catch=(ValueError,)):
+            layers, dropout = flowrl_head_options(terms[0].options)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.seed, 4))
+            head = LogZHead(int(self.model.config.hidden_size), num_layers=layers, dropout=dropout)
+        return head.to(self.device).train()
+
+    def _head_parameters(self) -> list[torch.nn.Parameter]:
+        return [] if self.log_z_head is None else list(self.log_z_head.parameters())
+
+    def _load_log_z_head(self, checkpoint: Path | None, state: dict[str, Any]) -> None:
+        """The log Z head's weights from ``trainer_state.pt``; a checkpoint without them is a one-line RunFolderError."""
+        saved = state.get("log_z_head")
+        try:
+            if not isinstance(saved, dict):
+                raise KeyError("no 'log_z_head'")
+            self.log_z_head.load_state_dict(saved)
+        except (KeyError, RuntimeError) as exc:
+            raise RunFolderError(
+                f"{checkpoint}: holds no fitting log Z head for the flowrl loss ({str(exc).splitlines()[0]}); resume "
+                "with the run's own config, or --overwrite starts the run over"
+            ) from None
+
     def _reference_model(self) -> Any:
         """The frozen reference policy when a loss term declares it reads ``ref_logprobs`` (``kl``, ``ppo`` with
         ``beta > 0``), else ``None``."""
@@ -399,6 +449,8 @@ class RLTrainer:
         state = {"step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         if self.stateful:  # a stateful estimator's per-problem state, restored exactly by --resume
             state["advantage_state"] = {"estimator": self.cfg.advantage.name, "records": self.advantage_state}
+        if self.log_z_head is not None:  # flowrl's learned log Z: written atomically with the rest
+            state["log_z_head"] = self.log_z_head.state_dict()
         return save_checkpoint(self.run_dir, step, self.model, self.tokenizer, state, keep=self.cfg.keep_checkpoints)
 
     def _load_advantage_state(self, checkpoint: Path | None, state: dict[str, Any]) -> dict[str, Any]:
@@ -576,6 +628,8 @@ class RLTrainer:
                     for lo, hi in chunks
                 ]
             )  # (P, G, T)
+        # training-forward fields the loss terms read besides log-probs and entropies (rover, flowrl)
+        loss_train = [f for f in TRAIN_PASS if f not in ("logprobs", "entropies") and self.loss_reads.uses(f)]
         # old-policy fields the loss terms read besides old_logprobs (from the old pass, else on-policy, detached)
         loss_old = [
             f for f in dict.fromkeys([*self.plan.old, *ON_POLICY]) if f != "old_logprobs" and self.loss_reads.uses(f)
@@ -587,7 +641,13 @@ class RLTrainer:
             for lo, hi in chunks:
                 stats = self._forward(self.train_model, rollouts, lo, hi, g, True, self.plan.train)
                 lp, ent = stats["logprobs"], stats["entropies"]  # (p, G, T) each
-                extra = {f: old[f][lo:hi] if f in old else stats[ON_POLICY[f]].detach() for f in loss_old}
+                extra: dict[str, Any] = {
+                    f: old[f][lo:hi] if f in old else stats[ON_POLICY[f]].detach() for f in loss_old
+                }
+                extra.update({f: stats[TRAIN_PASS[f]] for f in loss_train})  # (p, G, T) or (p, G, H)
+                if "log_z" in extra:  # FlowRL: log Z(x) from the prompt's mean hidden state
+                    hidden = extra["log_z"]  # (p, G, H)
+                    extra["log_z"] = self.log_z_head(hidden.reshape(-1, hidden.shape[-1])).view(hi - lo, g)  # (p, G)
                 sub = GroupBatch(
                     rewards=rewards[lo:hi],
                     correct=correct[lo:hi] if correct is not None else None,
@@ -612,7 +672,8 @@ class RLTrainer:
                 sums["loss"] = sums.get("loss", 0.0) + total.item()
                 (total / len(chunks)).backward()
             if cfg.optim.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+                params = [*self.model.parameters(), *self._head_parameters()]
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * len(chunks)
             self.optimizer.step()
         self.scheduler.step()
