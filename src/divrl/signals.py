@@ -121,6 +121,11 @@ def group_batch(
     mask: Tensor | None = None,
     hidden: Tensor | None = None,
     problem_ids: list[str] | None = None,
+    self_certainty: Tensor | None = None,
+    token_logits: Tensor | None = None,
+    vocab_mean_logprobs: Tensor | None = None,
+    old_vocab_mean_logprobs: Tensor | None = None,
+    log_z: Tensor | None = None,
 ) -> GroupBatch:
     """The ``GroupBatch`` (P, G) of an advantage computation from the gathered signals.
 
@@ -139,6 +144,11 @@ def group_batch(
         mask=mask,
         hidden=hidden,
         problem_ids=problem_ids,
+        self_certainty=self_certainty,
+        token_logits=token_logits,
+        vocab_mean_logprobs=vocab_mean_logprobs,
+        old_vocab_mean_logprobs=old_vocab_mean_logprobs,
+        log_z=log_z,
     )
     if needs is not None:
         present = [f for f in needs.reads if getattr(batch, f) is not None] + ["history"]
@@ -172,7 +182,8 @@ def synthetic_group(
     on its options before any model is loaded (``divrl train``'s ``check_methods``, ``DiversityGRPOTrainer``'s
     constructor): alternating 0/1 rewards, three answer classes, distinct texts, a problem id with an empty history
     (a stateful estimator's first step) and, as asked, partition labels, embeddings, old log-probs over ``t``
-    tokens and mean hidden states."""
+    tokens (with ``token_level``, also UCAS's self-certainty and raw token logits and the old vocabulary means) and
+    mean hidden states."""
     rewards = torch.tensor([[float(i % 2 == 0) for i in range(g)]])  # (1, G)
     return GroupBatch(
         rewards=rewards,
@@ -184,24 +195,40 @@ def synthetic_group(
         old_logprobs=-torch.linspace(0.1, 2.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
         mask=torch.ones(1, g, t) if token_level else None,  # (1, G, T)
         hidden=torch.eye(g, g + 2)[None] if hidden else None,  # (1, G, H)
+        self_certainty=torch.linspace(1.0, 3.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
+        token_logits=torch.linspace(-1.0, 4.0, g * t).view(1, g, t) if token_level else None,  # (1, G, T)
+        old_vocab_mean_logprobs=torch.full((1, g, t), -3.1) if token_level else None,  # (1, G, T)
         problem_ids=["synthetic"],
         history={},
     )
 
 
-def synthetic_loss_batch(rewards: Tensor, t: int = 3) -> GroupBatch:
+def synthetic_loss_batch(
+    rewards: Tensor, t: int = 3, texts: list[list[str]] | None = None, embeddings: Tensor | None = None
+) -> GroupBatch:
     """Token-level inputs of a loss term for the synthetic group of :func:`synthetic_group` (rewards ``(1, G)``):
-    log-probs with a gradient, old and reference log-probs, mask and entropies, all ``(1, G, t)``."""
+    log-probs with a gradient, old and reference log-probs, mask, entropies, the old pass's self-certainty and raw
+    token logits, the current and old vocabulary means, all ``(1, G, t)``, mean hidden states ``(1, G, H)``, a
+    learned ``log_z`` ``(1, G)`` with a gradient, and the group's ``texts`` and ``embeddings`` when given (a loss term
+    that reads them, e.g. ``dsdr_entropy``)."""
     g = rewards.shape[1]
     lp = torch.full((1, g, t), -0.7, requires_grad=True)  # (1, G, T)
     return GroupBatch(
         rewards=rewards,
         correct=rewards.bool(),
+        texts=texts,
+        embeddings=embeddings,
         logprobs=lp,
         old_logprobs=lp.detach(),
         ref_logprobs=lp.detach() - 0.1,
         mask=torch.ones(1, g, t),
         entropies=torch.full((1, g, t), 0.5),
+        self_certainty=torch.linspace(1.0, 3.0, g * t).view(1, g, t),  # (1, G, T)
+        token_logits=torch.linspace(-1.0, 4.0, g * t).view(1, g, t),  # (1, G, T)
+        hidden=torch.eye(g, g + 2)[None],  # (1, G, H)
+        vocab_mean_logprobs=torch.full((1, g, t), -3.0),
+        old_vocab_mean_logprobs=torch.full((1, g, t), -3.1),
+        log_z=torch.zeros(1, g, requires_grad=True),
     )
 
 
@@ -278,15 +305,22 @@ def signal_size(advantages: Tensor, batch: GroupBatch) -> dict[str, float]:
     GRPO's advantages; ``nan`` when either is all zero). The definition is ours (no paper): it is the "size relative to
     the advantage" issue 12 asks for, in one form for every estimator, whatever its own signal is (a multiplier, an
     added bonus, a reshaped reward). A method that acts through a loss term (e.g. ``positive_entropy``) leaves
-    ``A = A_grpo`` and reports 0; its term's size is in the loss metrics.
+    ``A = A_grpo`` and reports 0; its term's size is in the loss metrics. A token-level estimator's ``(P, G, T)``
+    advantages are compared token by token with GRPO's broadcast over the tokens, over the valid tokens
+    (``batch.mask``) of the scored rollouts.
     """
     from divrl.core.advantages import compute_advantages
 
     base = compute_advantages("grpo", batch)  # (P, G)
     scored = ~torch.isnan(batch.rewards)  # (P, G)
-    a = torch.where(scored, advantages.to(base.dtype), torch.zeros_like(base))  # (P, G)
-    b = torch.where(scored, base, torch.zeros_like(base))  # (P, G)
-    d = a - b  # (P, G)
+    if advantages.dim() == 3:  # token-level (ucas): GRPO's value on every valid token
+        if batch.mask is None:
+            raise ValueError("signal_size: token-level advantages (P, G, T) need GroupBatch.mask")
+        scored = scored[..., None] & batch.mask.to(scored.device).bool()  # (P, G, T)
+        base = base[..., None].expand(scored.shape)  # (P, G, T)
+    a = torch.where(scored, advantages.to(base.dtype), torch.zeros_like(base))  # (P, G) or (P, G, T)
+    b = torch.where(scored, base, torch.zeros_like(base))  # (P, G) or (P, G, T)
+    d = (a - b).flatten(1)  # (P, G) or (P, G * T)
     count = max(int(scored.sum()), 1)
     rms_b = math.sqrt(float((b * b).sum()) / count)
     rms_d = math.sqrt(float((d * d).sum()) / count)

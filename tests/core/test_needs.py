@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from divrl.core.advantages import ADVANTAGES, advantage_needs, compute_advantages
+from divrl.core.advantages import ADVANTAGES, advantage_is_token_level, advantage_needs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.losses import LOSSES, compute_loss, loss_needs
 from divrl.core.needs import FIELDS, Needs
@@ -26,6 +26,11 @@ def _full() -> dict[str, object]:
         "ref_logprobs": lp - 0.02,
         "mask": torch.ones(P, G, T),
         "entropies": torch.rand(P, G, T).requires_grad_(True),
+        "self_certainty": torch.rand(P, G, T) + 3.0,
+        "token_logits": torch.randn(P, G, T),
+        "vocab_mean_logprobs": -torch.linspace(3.0, 4.0, P * G * T).view(P, G, T),  # no draw: the stream above stays
+        "old_vocab_mean_logprobs": -torch.linspace(3.1, 3.9, P * G * T).view(P, G, T),
+        "log_z": torch.zeros(P, G, requires_grad=True),
         "embeddings": torch.randn(P, G, D),
         "hidden": torch.randn(P, G, D),
         "partition": torch.tensor([[0, 0, 1, 2], [0, 1, 1, 1]]),
@@ -54,6 +59,9 @@ ADVANTAGE_CASES = [
     ("outcome_ucb", {"gate": "correct", "base": "unlikeliness"}),
     ("repexp", {}),
     ("repexp", {"base": "unlikeliness", "sparse_dim": None}),
+    ("ucas", {}),
+    ("dsdr", {}),
+    ("dsdr", {"kernel": "cosine", "base": "unlikeliness"}),
 ]
 LOSS_CASES = [
     ("ppo", {}),
@@ -64,6 +72,13 @@ LOSS_CASES = [
     ("entropy_bonus", {}),
     ("clip_cov", {}),
     ("kl_cov", {}),
+    ("dsdr_entropy", {}),
+    ("dsdr_entropy", {"kernel": "cosine"}),
+    ("dsdr_entropy", {"coupling": "uniform"}),
+    ("rover", {}),
+    ("rover", {"next_q_scale": 0.0}),
+    ("flowrl", {}),
+    ("flowrl", {"reference": False}),
 ]
 
 
@@ -79,6 +94,10 @@ def test_hand_written_declarations():
     assert not loss_needs("ppo").requires("ref_logprobs") and loss_needs("ppo", {"beta": 0.1}).requires("ref_logprobs")
     assert loss_needs("positive_entropy", {"gate": "all"}).reads == {"logprobs", "mask"}
     assert loss_needs("positive_entropy", {"estimator": "exact"}).reads == {"mask", "entropies", "correct"}
+    assert advantage_needs("ucas").reads == {"mask", "self_certainty", "token_logits"}
+    assert advantage_needs("dsdr").reads == {"correct", "texts"} and advantage_needs("dsdr").embed_rows == "correct"
+    assert loss_needs("dsdr_entropy").reads == {"mask", "entropies", "correct", "texts"}
+    assert loss_needs("dsdr_entropy", {"coupling": "uniform"}).reads == {"mask", "entropies", "correct"}
     with pytest.raises(KeyError, match="unknown policy loss 'nope'"):
         loss_needs("nope")
     with pytest.raises(ValueError, match="unknown GroupBatch field"):
@@ -99,7 +118,8 @@ def test_estimator_runs_on_exactly_its_declared_fields(name, options):
     needs = advantage_needs(name, options)
     full = _full()
     given = {f: full[f] for f in needs.reads}
-    assert compute_advantages(name, GroupBatch(rewards=REWARDS, **given), **options).shape == (P, G)
+    expected = (P, G, T) if advantage_is_token_level(name) else (P, G)
+    assert compute_advantages(name, GroupBatch(rewards=REWARDS, **given), **options).shape == expected
     for field in needs.reads:
         rest = {f: v for f, v in given.items() if f != field}
         if field == "mask":

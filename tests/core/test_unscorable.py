@@ -61,6 +61,8 @@ PER_GROUP: list[tuple[str, dict[str, Any]]] = [
     ("repexp", {"projection_seed": 0, "sparse_dim": 2}),
     ("repexp", {"sparse_dim": None, "beta": 1.0, "bonus": "leave_one_out", "normalization": "z_score"}),
     ("repexp", {"sparse_dim": None, "normalization": "rnd", "off_if_none_correct": False, "base": "rloo"}),
+    ("dsdr", {}),
+    ("dsdr", {"kernel": "ngram", "lam": 0.7, "bonus_max": 0.3, "base": "rloo"}),
 ]
 BATCH_SCALE: list[tuple[str, dict[str, Any]]] = [
     ("grpo", {"scale": "batch"}),

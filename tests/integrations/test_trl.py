@@ -184,6 +184,9 @@ def test_trainer_rejects_bad_options(tmp_path: Path) -> None:
         DiversityGRPOTrainer(**common, prompt_selector="gdro")
     with pytest.raises(ValueError, match=r"unknown sampler 'beam'; known: \['latr', 'standard'\]"):
         DiversityGRPOTrainer(**common, sampler="beam")
+    with pytest.raises(ValueError, match=r"^DiversityGRPOTrainer: advantage 'ucas' gives one advantage per token .*"):
+        DiversityGRPOTrainer(**common, advantage="ucas")  # token-level, full-vocabulary statistics: one line
+    DiversityGRPOTrainer(**common, advantage="dsdr")  # supported: reads correct and texts only
     with pytest.raises(ValueError, match="correct_reward='acc' is not one of"):
         DiversityGRPOTrainer(**common, correct_reward="acc")
     # option values, not only names, fail at construction (a dry run on a synthetic group), naming the argument

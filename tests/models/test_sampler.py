@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerFast
 
 import divrl.rollout.sampler as sampler_module
 from divrl.models import build_char_tokenizer, build_policy
-from divrl.rollout import Rollouts, sample, token_logprobs, token_logprobs_and_hidden
+from divrl.rollout import Rollouts, sample, token_logprobs, token_statistics
 from divrl.rollout._hf import cache_arg
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
@@ -489,6 +489,50 @@ def test_token_logprobs_match_naive(tok, prompts, temperature):
     assert token_logprobs(model, r.input_ids, r.completion_start, r.completion_mask)[1] is None
 
 
+@pytest.mark.parametrize("prompts", [MIXED, ["1+2=", "3*4="]], ids=["left_padded", "equal_lengths"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_statistics_ucas_fields_from_one_forward(tok, prompts, temperature):
+    """UCAS's per-token self-certainty logsumexp(z/T) - mean(z/T) and the raw sampled-token logit z (before the
+    temperature) equal a naive per-position computation, come from the same single forward as the log-probs, and
+    survive length bucketing."""
+    model = build_policy("tiny", tokenizer=tok, seed=0, **TINY)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(5.0)
+    r = sample(model, tok, prompts, num_samples=2, max_new_tokens=6, seed=0, stop=("a", "b", "c"))
+    n, lc = r.completion_ids.shape
+    want_sc, want_z = torch.zeros(n, lc), torch.zeros(n, lc)
+    with torch.no_grad():
+        for i in range(n):
+            prompt = r.prompt_ids[i][r.prompt_mask[i]]
+            for j in range(int(r.completion_mask[i].sum())):
+                z = model(torch.cat([prompt, r.completion_ids[i, :j]])[None]).logits[0, -1]  # (V,)
+                want_sc[i, j] = (z / temperature).logsumexp(-1) - (z / temperature).mean()
+                want_z[i, j] = z[r.completion_ids[i, j]]
+    want_lp, want_ent = naive_logprobs(model, r, temperature)
+    fields = ("logprobs", "entropies", "self_certainty", "token_logits")
+    recorder = ShapeRecorder(model)
+    with torch.no_grad():
+        out = token_statistics(
+            recorder, r.input_ids, r.completion_start, r.completion_mask, fields, temperature, r.attention_mask
+        )
+        bucketed = token_statistics(
+            model, r.input_ids, r.completion_start, r.completion_mask, fields, temperature, r.attention_mask, 3
+        )
+    assert len(recorder.shapes) == 1  # one forward for all four
+    for got in (out, bucketed):
+        torch.testing.assert_close(got["self_certainty"], want_sc, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got["token_logits"], want_z, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got["logprobs"], want_lp, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got["entropies"], want_ent, atol=1e-4, rtol=1e-4)
+    vocab = model.config.vocab_size
+    assert (out["self_certainty"][r.completion_mask] >= math.log(vocab) - 1e-4).all()  # KL(U || p) + log |V|
+    assert list(out) == list(fields)
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['hiddens'\]; known: \['logprobs'"):
+        token_statistics(model, r.input_ids, r.completion_start, r.completion_mask, ("hiddens",))
+
+
 def test_token_logprobs_bad_input(tok):
     ids = torch.zeros(2, 5, dtype=torch.long)
     model = MockLM()
@@ -544,15 +588,18 @@ def test_token_logprobs_length_buckets_match_one_pass(tok, prompts, buckets):
 
 @pytest.mark.parametrize("prompts", [MIXED, ["1+2=", "3*4="]], ids=["left_padded", "equal_lengths"])
 def test_mean_hidden_states_from_the_log_prob_forward(tok, prompts):
-    """token_logprobs_and_hidden: the same log-probs and entropies as token_logprobs, plus each completion's mean
-    final hidden state (the base model's last_hidden_state at the completion tokens, RepExp's feature); length
-    buckets give the same values."""
+    """token_statistics' ``hidden``: the same log-probs and entropies as token_logprobs from the same one forward, plus
+    each completion's mean final hidden state (the base model's last_hidden_state at the completion tokens, RepExp's
+    feature); length buckets give the same values."""
     model = sharp(tok, scale=5.0)
     r = sample(model, tok, prompts, num_samples=3, max_new_tokens=8, seed=1, stop=("a", "b", "c"))
-    args = (r.input_ids, r.completion_start, r.completion_mask, 0.7, True, r.attention_mask)
-    want_lp, want_ent = token_logprobs(model, *args)
+    args = (r.input_ids, r.completion_start, r.completion_mask)
+    want_lp, want_ent = token_logprobs(model, *args, 0.7, True, r.attention_mask)
+    fields = ("logprobs", "entropies", "hidden")
+    recorder = ShapeRecorder(model)
     with torch.no_grad():
-        lp, ent, hidden = token_logprobs_and_hidden(model, *args)
+        out = token_statistics(recorder, *args, fields, 0.7, r.attention_mask)
+        lp, ent, hidden = out["logprobs"], out["entropies"], out["hidden"]
         am = r.attention_mask
         kwargs = {} if am is None else {"attention_mask": am, "position_ids": (am.long().cumsum(-1) - 1).clamp(min=0)}
         states = model.model(input_ids=r.input_ids, **kwargs).last_hidden_state[:, r.completion_start :]  # (N, Lc, H)
@@ -562,6 +609,47 @@ def test_mean_hidden_states_from_the_log_prob_forward(tok, prompts):
     want = (states * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)  # (N, H)
     torch.testing.assert_close(hidden, want, atol=1e-5, rtol=1e-5)
     assert hidden.shape == (r.input_ids.shape[0], model.config.hidden_size) and float(hidden.std(0).mean()) > 0
+    assert len(recorder.shapes) == 1 and hidden.dtype == torch.float32  # one forward for all three
     with torch.no_grad():
-        _, _, bucketed = token_logprobs_and_hidden(model, *args, length_buckets=3)
-    torch.testing.assert_close(bucketed, hidden, atol=1e-5, rtol=1e-5)
+        bucketed = token_statistics(model, *args, ("hidden",), 0.7, r.attention_mask, 3)
+    assert list(bucketed) == ["hidden"]  # only what was asked
+    torch.testing.assert_close(bucketed["hidden"], hidden, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_token_statistics_vocab_means_and_prompt_hidden_match_naive(tok, buckets):
+    """ROVER's ``mean_v log p_v`` and FlowRL's prompt representation come from the same forward as the log-probs and
+    equal the values of one unpadded forward per prefix (left-padded prompts, ragged completions); only the asked
+    fields are computed."""
+    model = sharp(tok, scale=5.0)
+    r = sample(model, tok, MIXED, num_samples=2, max_new_tokens=8, seed=1, stop=("a", "b", "c"))
+    n, lc = r.completion_ids.shape
+    want_means, want_hidden = torch.zeros(n, lc), []
+    with torch.no_grad():
+        for i in range(n):
+            prompt = r.prompt_ids[i][r.prompt_mask[i]]
+            out = model(prompt[None], output_hidden_states=True)
+            keep = len(prompt) - 1  # every prompt token but the last (the official pooling); none: zeros
+            hidden = out.hidden_states[-1][0, :keep]
+            want_hidden.append(hidden.mean(0) if keep else torch.zeros(hidden.shape[-1]))
+            for j in range(int(r.completion_mask[i].sum())):
+                z = model(torch.cat([prompt, r.completion_ids[i, :j]])[None]).logits[0, -1] / 0.7
+                want_means[i, j] = z.log_softmax(-1).mean()
+        recorder = ShapeRecorder(model)
+        stats = token_statistics(
+            recorder,
+            r.input_ids,
+            r.completion_start,
+            r.completion_mask,
+            ("logprobs", "vocab_mean_logprobs", "prompt_hidden"),
+            temperature=0.7,
+            attention_mask=r.attention_mask,
+            length_buckets=buckets,
+        )
+    assert list(stats) == ["logprobs", "vocab_mean_logprobs", "prompt_hidden"]  # no entropies: not asked
+    assert len(recorder.shapes) == min(buckets, n)  # one forward (per length bucket)
+    torch.testing.assert_close(stats["vocab_mean_logprobs"], want_means, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(stats["prompt_hidden"], torch.stack(want_hidden), atol=1e-4, rtol=1e-4)
+    assert stats["prompt_hidden"].dtype == torch.float32
+    lp, _ = token_logprobs(model, r.input_ids, r.completion_start, r.completion_mask, 0.7, False, r.attention_mask)
+    torch.testing.assert_close(stats["logprobs"], lp, atol=1e-5, rtol=1e-5)

@@ -73,6 +73,10 @@ def _cfg(method: str, policy: str, steps: int = 2, extra: list[str] = ()) -> RLC
         "repexp",
         "latr",
         "gdro",
+        "ucas",
+        "dsdr",
+        "rover",
+        "flowrl",
     ],
 )
 def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
@@ -94,6 +98,8 @@ def test_two_steps_each_recipe(method, tiny_policy, tmp_path):
         assert records[0]["signal/rms_ratio"] == 0.0 and records[0]["signal/corr"] == pytest.approx(1.0)
     if method == "r1_zero_div":
         assert "positive_entropy/div_term" in records[0]
+    if method == "dsdr":
+        assert records[0]["dsdr_entropy/div_term"] > 0 and records[0]["dsdr_entropy/correct_frac"] > 0
     ckpt = latest_checkpoint(tmp_path)
     assert ckpt is not None and ckpt.name == "checkpoint-000002"
     after = load_policy(str(ckpt))[0].state_dict()
@@ -316,6 +322,10 @@ def test_every_shipped_recipe_passes_the_method_check(path):
         ("setpo", ["embedder=char-ngram", "embed_rows=correct"], r"^embed_rows: .*members"),
         ("setpo", ["loss.0.options.agg=tokens"], r"loss 'ppo' \(loss.0.options\)"),
         ("darling", ["partition.source=none"], r"partition.*set partition.source"),
+        ("dsdr", ["loss.1.options.kernel=cosine"], r"^loss 'dsdr_entropy' \(loss.1\) needs GroupBatch.embeddings"),
+        ("dsdr", ["loss.1.options.coupling=hard"], r"loss 'dsdr_entropy' \(loss.1.options\): .*coupling"),
+        ("ucas", ["advantage.options.logit_scope=token"], r"advantage 'ucas' \(advantage.options\): .*logit_scope"),
+        ("ucas", ["advantage.name=setpo", "advantage.options={base: ucas}"], r"token-level advantages"),
     ],
 )
 def test_bad_method_options_fail_before_training(method, overrides, match):
@@ -330,15 +340,14 @@ def test_bad_method_options_fail_before_training(method, overrides, match):
 
 def test_unlikeliness_trains_on_the_policys_own_log_probs(tiny_policy, tmp_path, monkeypatch):
     """An estimator registered with needs_logprobs (unlikeliness) gets the rollouts' old log-probs and mask from a
-    no-grad pass before the advantage, and the PPO loss reuses them; other estimators skip that pass."""
+    no-grad pass before the advantage, and the PPO loss reuses them; other estimators skip that pass. UCAS's
+    self-certainty and raw token logits come from that same one pass (no second forward)."""
     import divrl.trainer.rl as rl
 
-    passes: list[torch.Tensor] = []
+    passes: list[dict[str, torch.Tensor]] = []
     seen: list[GroupBatch] = []
-    old_logprobs, compute = rl.RLTrainer.old_logprobs, rl.compute_advantages
-    monkeypatch.setattr(
-        rl.RLTrainer, "old_logprobs", lambda self, *a: passes.append(old_logprobs(self, *a)) or passes[-1]
-    )
+    old_pass, compute = rl.RLTrainer.old_pass, rl.compute_advantages
+    monkeypatch.setattr(rl.RLTrainer, "old_pass", lambda self, *a: passes.append(old_pass(self, *a)) or passes[-1])
     monkeypatch.setattr(
         rl, "compute_advantages", lambda name, batch, **o: seen.append(batch) or compute(name, batch, **o)
     )
@@ -346,8 +355,9 @@ def test_unlikeliness_trains_on_the_policys_own_log_probs(tiny_policy, tmp_path,
     train(cfg, tmp_path / "u", progress=False)
     record = read_metrics(tmp_path / "u")[0]
     assert len(passes) == 1 and len(seen) == 2  # seen[0]: check_methods' synthetic group
-    batch, old = seen[1], passes[0]
-    assert batch.old_logprobs is not None and batch.mask is not None
+    batch, old = seen[1], passes[0]["old_logprobs"]
+    assert set(passes[0]) == {"old_logprobs"}  # nothing else computed: unlikeliness declares no statistics
+    assert batch.old_logprobs is not None and batch.mask is not None and batch.self_certainty is None
     assert torch.equal(batch.old_logprobs, old.cpu()) and old.shape == (4, 4, batch.mask.shape[-1])
     lp = old[batch.mask.bool()]
     assert bool((lp <= 0).all()) and float(lp.std()) > 0  # real per-token log-probs, not a placeholder
@@ -355,6 +365,17 @@ def test_unlikeliness_trains_on_the_policys_own_log_probs(tiny_policy, tmp_path,
     passes.clear()
     train(_cfg("grpo", tiny_policy, steps=1), tmp_path / "g", progress=False)
     assert passes == []  # GRPO with one iteration needs no separate log-prob pass
+    seen.clear()
+    train(_cfg("ucas", tiny_policy, steps=1, extra=["rollout.prompts_per_step=4"]), tmp_path / "c", progress=False)
+    record = read_metrics(tmp_path / "c")[0]
+    assert len(passes) == 1 and set(passes[0]) == {"old_logprobs", "self_certainty", "token_logits"}  # one pass
+    batch, stats = seen[1], passes[0]
+    assert batch.old_logprobs is None  # not declared by ucas; PPO still reuses the pass's log-probs
+    assert torch.equal(batch.self_certainty, stats["self_certainty"].cpu())  # type: ignore[arg-type]
+    assert torch.equal(batch.token_logits, stats["token_logits"].cpu())  # type: ignore[arg-type]
+    valid = batch.mask.bool()  # type: ignore[union-attr]
+    assert float(batch.self_certainty[valid].min()) > 0 and float(batch.token_logits[valid].std()) > 0  # type: ignore[index]
+    assert record["ppo/approx_kl"] == pytest.approx(0.0, abs=1e-6) and record["adv_abs_mean"] > 0
 
 
 def test_repexp_reads_hidden_states_from_the_old_log_prob_pass(tiny_policy, tmp_path, monkeypatch):
@@ -363,15 +384,14 @@ def test_repexp_reads_hidden_states_from_the_old_log_prob_pass(tiny_policy, tmp_
     averaged over the completion tokens; the PPO loss reuses those old log-probs."""
     import divrl.trainer.rl as rl
 
-    passes: list[tuple[torch.Tensor, torch.Tensor]] = []
+    passes: list[dict[str, torch.Tensor]] = []
     seen: list[GroupBatch] = []
     rollouts_seen: list[object] = []
-    both, compute = rl.RLTrainer.old_logprobs_and_hidden, rl.compute_advantages
-    monkeypatch.setattr(rl.RLTrainer, "old_logprobs", lambda *a: pytest.fail("a second log-prob pass"))
+    old_pass, compute = rl.RLTrainer.old_pass, rl.compute_advantages
     monkeypatch.setattr(
         rl.RLTrainer,
-        "old_logprobs_and_hidden",
-        lambda self, r, *a: rollouts_seen.append(r) or passes.append(both(self, r, *a)) or passes[-1],
+        "old_pass",
+        lambda self, r, *a: rollouts_seen.append(r) or passes.append(old_pass(self, r, *a)) or passes[-1],
     )
     monkeypatch.setattr(
         rl, "compute_advantages", lambda name, batch, **o: seen.append(batch) or compute(name, batch, **o)
@@ -379,9 +399,9 @@ def test_repexp_reads_hidden_states_from_the_old_log_prob_pass(tiny_policy, tmp_
     cfg = _cfg("repexp", tiny_policy, steps=1, extra=["rollout.prompts_per_step=4"])
     train(cfg, tmp_path / "r", progress=False)
     assert len(passes) == 1 and len(seen) == 2  # seen[0]: check_methods' synthetic group
-    batch, (old, hidden) = seen[1], passes[0]
-    assert batch.hidden is not None and batch.old_logprobs is not None
-    assert torch.equal(batch.hidden, hidden.cpu()) and torch.equal(batch.old_logprobs, old.cpu())
+    batch, hidden = seen[1], passes[0]["hidden"]
+    assert set(passes[0]) == {"old_logprobs", "hidden"} and batch.old_logprobs is None  # not declared by repexp
+    assert batch.hidden is not None and torch.equal(batch.hidden, hidden.cpu())
     rollouts = rollouts_seen[0]
     model, _ = load_policy(resolve_model_path(tiny_policy))  # step 0's policy: the pass ran before the update
     assert hidden.shape == (4, 4, model.config.hidden_size) and bool(torch.isfinite(hidden).all())
@@ -395,6 +415,77 @@ def test_repexp_reads_hidden_states_from_the_old_log_prob_pass(tiny_policy, tmp_
     ref = (states[:, lp:] * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)  # (N, H)
     torch.testing.assert_close(hidden.view(16, -1).cpu(), ref, atol=1e-4, rtol=1e-4)
     assert float(hidden.view(16, -1).std(0).mean()) > 1e-3  # rollouts differ: a real signal, not a placeholder
+
+
+FORWARDS = [  # (recipe, overrides, the no-grad forwards' fields, the training forwards' fields, per step)
+    ("grpo", [], [], [("logprobs", "entropies")]),
+    ("unlikeliness", [], [("logprobs",)], [("logprobs", "entropies")]),
+    ("ucas", [], [("logprobs", "self_certainty", "token_logits")], [("logprobs", "entropies")]),
+    ("repexp", [], [("logprobs", "hidden")], [("logprobs", "entropies")]),
+    ("grpo", ["num_iterations=2"], [("logprobs",)], [("logprobs", "entropies")] * 2),
+    ("repexp", ["num_iterations=2"], [("logprobs", "hidden")], [("logprobs", "entropies")] * 2),
+    ("rover", ["num_iterations=1"], [], [("logprobs", "entropies", "vocab_mean_logprobs")]),
+    ("rover", [], [("logprobs", "vocab_mean_logprobs")], [("logprobs", "entropies", "vocab_mean_logprobs")] * 2),
+    ("flowrl", [], [("logprobs",)], [("logprobs", "entropies", "prompt_hidden")]),  # no grad: the reference model
+    ("flowrl", ["loss.0.options.reference=false"], [], [("logprobs", "entropies", "prompt_hidden")]),
+    (
+        "rover",  # ucas's statistics and rover's old means from the one old pass, which ucas runs first
+        ["advantage.name=ucas", "advantage.options={}"],
+        [("logprobs", "self_certainty", "token_logits", "vocab_mean_logprobs")],
+        [("logprobs", "entropies", "vocab_mean_logprobs")] * 2,
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "extra", "no_grad", "grad"), FORWARDS)
+def test_each_forward_computes_only_the_declared_statistics(method, extra, no_grad, grad, tiny_policy, tmp_path):
+    """trainer.rl.forward_plan is the one place that decides what each forward computes: every statistic comes from
+    a forward the trainer runs anyway (never a second old pass), and nothing undeclared is computed (plain GRPO:
+    the training forward's log-probs and entropies, no old pass)."""
+    import divrl.rollout
+
+    calls: list[tuple[bool, tuple[str, ...]]] = []
+    real = divrl.rollout.token_statistics
+
+    def recording(model, input_ids, start, mask, fields, *a, **k):
+        calls.append((torch.is_grad_enabled(), tuple(fields)))
+        return real(model, input_ids, start, mask, fields, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(divrl.rollout, "token_statistics", recording)
+        train(_cfg(method, tiny_policy, steps=1, extra=["rollout.prompts_per_step=4", *extra]), tmp_path, False)
+    assert [f for g, f in calls if not g] == no_grad
+    assert [f for g, f in calls if g] == grad
+
+
+def test_forward_plan_by_hand():
+    """The plan from declared needs alone: old-pass fields only when the estimator requires them (then before the
+    advantage) or num_iterations > 1, exactly the declared ones; the training forward's log-probs and entropies."""
+    from divrl.core.needs import Needs
+    from divrl.trainer.rl import forward_plan
+
+    ppo = Needs.of(["logprobs", "mask"], ["old_logprobs"])
+    plan = forward_plan(Needs.of(["correct"]), ppo)
+    assert (plan.before_advantage, plan.old, plan.train) == (False, (), ("logprobs", "entropies"))
+    plan = forward_plan(Needs.of(["mask", "self_certainty", "token_logits"]), ppo)
+    assert (plan.before_advantage, plan.old) == (True, ("old_logprobs", "self_certainty", "token_logits"))
+    assert plan.old_stats() == ["logprobs", "self_certainty", "token_logits"]
+    plan = forward_plan(Needs.of(["hidden"]), ppo, num_iterations=3)
+    assert (plan.before_advantage, plan.old, plan.old_stats()) == (
+        True,
+        ("old_logprobs", "hidden"),
+        ["logprobs", "hidden"],
+    )
+    plan = forward_plan(Needs(), ppo, num_iterations=2)
+    assert (plan.before_advantage, plan.old, plan.train) == (False, ("old_logprobs",), ("logprobs", "entropies"))
+    rover = Needs.of(["logprobs", "mask", "vocab_mean_logprobs", "old_vocab_mean_logprobs"], ["old_logprobs"])
+    plan = forward_plan(Needs(), rover)  # on-policy: the old means are the training forward's, detached
+    assert (plan.old, plan.train) == ((), ("logprobs", "entropies", "vocab_mean_logprobs"))
+    plan = forward_plan(Needs(), rover, num_iterations=2)
+    assert plan.old == ("old_logprobs", "old_vocab_mean_logprobs")
+    assert plan.old_stats() == ["logprobs", "vocab_mean_logprobs"]
+    plan = forward_plan(Needs(), Needs.of(["logprobs", "log_z"]))  # flowrl: the head's input from the same forward
+    assert (plan.old, plan.train) == ((), ("logprobs", "entropies", "prompt_hidden"))
 
 
 def test_learned_partition_needs_a_checkpoint(tiny_policy, tmp_path):

@@ -12,6 +12,7 @@ __all__ = ["GroupBatch", "Needs", "Registry", "UnknownNameError"]
 from divrl.core.advantages import (
     ADVANTAGES,
     advantage_is_stateful,
+    advantage_is_token_level,
     advantage_names,
     advantage_needs,
     advantage_needs_logprobs,
@@ -70,14 +71,21 @@ __all__ += ["ADVANTAGES", "advantage_names", "advantage_needs_logprobs", "comput
 __all__ += ["advantage_needs", "register_advantage"]
 __all__ += ["setpo_bonus"]
 __all__ += ["advantage_is_stateful", "compute_advantages_and_state", "outcome_ucb_bonus"]
+__all__ += ["advantage_is_token_level"]
 __all__ += ["cosine_kernel", "darling_diversity", "labels_tensor", "ngram_kernel", "partition", "partition_by_key"]
 __all__ += ["setpo_marginal_contributions"]
 __all__ += ["outcome_batch", "pkpo", "seed_grpo", "semantic_entropy"]
 
-from divrl.core import arm, dra  # noqa: E402  registers the estimators "arm" (ProGRPO's ARM) and "dra" (DRA-GRPO)
+# registers the estimators "arm" (ProGRPO's ARM), "dra" (DRA-GRPO), "dsdr" (with the loss "dsdr_entropy") and the
+# token-level "ucas"
+from divrl.core import arm, dra, dsdr, ucas  # noqa: E402
 
-__all__ += ["arm", "dra"]
+__all__ += ["arm", "dra", "dsdr", "ucas"]
 
 from divrl.core import repexp  # noqa: E402  registers "repexp" (representation-based exploration)
 
 __all__ += ["repexp"]
+
+from divrl.core import flowrl, rover  # noqa: E402  registers the policy losses "flowrl" and "rover"
+
+__all__ += ["flowrl", "rover"]

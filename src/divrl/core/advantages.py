@@ -1,7 +1,8 @@
 """Advantage estimators: one registry, one signature.
 
 Every estimator is ``fn(batch: GroupBatch, *, <keyword-only options with defaults>) -> Tensor  # (P, G)``
-and is looked up by name::
+(a *token-level* one, registered with ``token_level=True``, returns ``(P, G, T)`` aligned with ``batch.mask``;
+see :func:`register_advantage`) and is looked up by name::
 
     adv = compute_advantages("darling", batch, floor=0.1)  # (P, G)
 
@@ -73,6 +74,7 @@ __all__ = [
     "AdvantageFn",
     "advantage_handles_unscored",
     "advantage_is_stateful",
+    "advantage_is_token_level",
     "advantage_names",
     "advantage_needs",
     "advantage_needs_logprobs",
@@ -102,6 +104,7 @@ Scale = Literal["group", "batch", "none"]
 
 _HANDLES_UNSCORED: set[str] = set()
 _STATEFUL: set[str] = set()
+_TOKEN_LEVEL: set[str] = set()
 
 
 def register_advantage(
@@ -111,6 +114,7 @@ def register_advantage(
     needs_logprobs: bool = False,
     handles_unscored: bool = False,
     stateful: bool = False,
+    token_level: bool = False,
 ) -> Callable[[AdvantageFn], AdvantageFn]:
     """Decorator registering an estimator under ``name`` (a different function under a taken name raises).
 
@@ -129,7 +133,21 @@ def register_advantage(
     of the batch's problems from before this step in ``batch.history`` (keyed by ``batch.problem_ids``) and returns
     ``(advantages (P, G), updates)``, ``updates`` being the new records of the batch's problems; the caller keeps
     the state (:func:`compute_advantages_and_state`). Its ``needs`` must declare ``problem_ids`` and ``history``,
-    and it must handle unscorable rollouts itself (``handles_unscored=True``)."""
+    and it must handle unscorable rollouts itself (``handles_unscored=True``).
+
+    ``token_level``: the estimator returns one advantage per response token, ``(P, G, T)`` aligned with
+    ``batch.mask`` (UCAS), instead of one per rollout. Its ``needs`` must declare ``mask`` and it must handle
+    unscorable rollouts itself (``handles_unscored=True``). :func:`compute_advantages` then returns ``(P, G, T)``
+    with exactly 0 at every padding token and at every token of an unscorable rollout; every policy loss takes
+    ``(P, G)`` or ``(P, G, T)`` advantages (docs/architecture.md, "Token-level advantages")."""
+    if token_level:
+        if not handles_unscored:
+            raise ValueError(f"token-level estimator {name!r} must handle unscorable rollouts (handles_unscored=True)")
+        if needs is None or "mask" not in needs({}).reads:
+            raise ValueError(f"token-level estimator {name!r} must declare needs reading 'mask'")
+        if stateful:
+            raise ValueError(f"estimator {name!r}: a stateful token-level estimator is not supported")
+        _TOKEN_LEVEL.add(name)
     if stateful:
         if not handles_unscored:
             raise ValueError(f"stateful estimator {name!r} must handle unscorable rollouts (handles_unscored=True)")
@@ -181,6 +199,12 @@ def advantage_is_stateful(name: str) -> bool:
     return name in _STATEFUL
 
 
+def advantage_is_token_level(name: str) -> bool:
+    """Whether estimator ``name`` returns one advantage per response token, ``(P, G, T)`` (registered with
+    ``token_level=True``, e.g. ``ucas``), rather than one per rollout, ``(P, G)``."""
+    return name in _TOKEN_LEVEL
+
+
 def get_advantage(name: str) -> AdvantageFn:
     """The estimator registered under ``name``; an unknown name raises listing the known ones."""
     return ADVANTAGES.get(name)
@@ -192,7 +216,8 @@ def advantage_names() -> list[str]:
 
 
 def compute_advantages(name: str, batch: GroupBatch, **options: Any) -> Tensor:
-    """Advantages (P, G) from estimator ``name``, statistics over the scored rollouts only.
+    """Advantages (P, G) from estimator ``name`` (``(P, G, T)`` for a token-level one, :func:`advantage_is_token_level`),
+    statistics over the scored rollouts only.
 
     Unscorable (NaN-reward) rollouts get exactly 0 and take no part in any group statistic (see the module
     docstring for what that means per estimator). Unknown ``options`` raise ``ValueError`` naming them.
@@ -228,14 +253,24 @@ def compute_advantages_and_state(
 
 
 def _finish(name: str, batch: GroupBatch, adv: Tensor) -> Tensor:
-    """``adv`` (P, G) checked finite, with exactly 0 at every unscorable rollout."""
+    """``adv`` (P, G) checked finite, with exactly 0 at every unscorable rollout; a token-level ``adv`` (P, G, T)
+    also exactly 0 at every padding token."""
     if not bool(torch.isfinite(adv).all()):
         raise ValueError(f"advantage estimator {name!r} returned non-finite advantages")
+    if adv.dim() == 3:
+        assert batch.mask is not None  # _checked
+        keep = batch.mask.to(adv.device).bool() & batch.scored.to(adv.device)[..., None]  # (P, G, T)
+        return adv.masked_fill(~keep, 0.0)  # (P, G, T)
     return adv.masked_fill(~batch.scored, 0.0)  # (P, G)
 
 
 def _call(name: str, batch: GroupBatch, options: dict[str, Any]) -> Tensor:
-    """Estimator ``name`` on ``batch`` (its advantages only; a stateful one's updates are dropped)."""
+    """Estimator ``name`` on ``batch`` (its advantages only; a stateful one's updates are dropped): the base of a
+    composite estimator (``setpo``, ``dra``, ``dsdr``, ...), so it must give one advantage per rollout (P, G)."""
+    if name in _TOKEN_LEVEL:
+        raise ValueError(
+            f"base estimator {name!r} gives token-level advantages (P, G, T); a base must give one per rollout (P, G)"
+        )
     return _call_with_updates(name, batch, options)[0]
 
 
@@ -253,16 +288,22 @@ def _call_with_updates(name: str, batch: GroupBatch, options: dict[str, Any]) ->
             raise ValueError(f"stateful advantage estimator {name!r} must return (advantages, updates)")
         return _checked(name, out[0], batch), dict(out[1])
     if name in _HANDLES_UNSCORED or bool(batch.scored.all()):
-        return _checked(name, fn(batch, **options), batch), {}
+        return _checked(name, fn(batch, **options), batch, token_level=name in _TOKEN_LEVEL), {}
     return on_scored_rollouts(lambda sub: _checked(name, fn(sub, **options), sub), batch), {}
 
 
-def _checked(name: str, adv: object, batch: GroupBatch) -> Tensor:
-    """``adv`` if it is a tensor of ``batch``'s shape (P, G); else a ``ValueError`` naming the estimator."""
-    shape = tuple(batch.rewards.shape)
+def _checked(name: str, adv: object, batch: GroupBatch, token_level: bool = False) -> Tensor:
+    """``adv`` if it is a tensor of ``batch``'s shape (P, G), or of ``batch.mask``'s (P, G, T) for a token-level
+    estimator; else a ``ValueError`` naming the estimator."""
+    if token_level:
+        if batch.mask is None:
+            raise ValueError(f"token-level advantage estimator {name!r} needs GroupBatch.mask (P, G, T)")
+        shape, spec = tuple(batch.mask.shape), "(P, G, T)"
+    else:
+        shape, spec = tuple(batch.rewards.shape), "(P, G)"
     if not isinstance(adv, Tensor) or tuple(adv.shape) != shape:
         got = tuple(adv.shape) if isinstance(adv, Tensor) else type(adv).__name__
-        raise ValueError(f"advantage estimator {name!r} returned {got}, expected a tensor of shape (P, G) = {shape}")
+        raise ValueError(f"advantage estimator {name!r} returned {got}, expected a tensor of shape {spec} = {shape}")
     return adv
 
 
@@ -316,6 +357,8 @@ def _take(batch: GroupBatch, rows: Tensor, cols: Tensor) -> GroupBatch:
         ref_logprobs=tensor(batch.ref_logprobs),
         mask=tensor(batch.mask),
         entropies=tensor(batch.entropies),
+        self_certainty=tensor(batch.self_certainty),
+        token_logits=tensor(batch.token_logits),
         embeddings=tensor(batch.embeddings),
         hidden=tensor(batch.hidden),
         partition=tensor(batch.partition),

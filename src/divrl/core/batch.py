@@ -22,7 +22,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_TOKEN_FIELDS = ("logprobs", "old_logprobs", "ref_logprobs", "mask", "entropies")
+_TOKEN_FIELDS = (
+    "logprobs",
+    "old_logprobs",
+    "ref_logprobs",
+    "mask",
+    "entropies",
+    "self_certainty",
+    "token_logits",
+    "vocab_mean_logprobs",
+    "old_vocab_mean_logprobs",
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,16 @@ class GroupBatch:
         ref_logprobs: (P, G, T) frozen reference-policy log-probs, for the KL term.
         mask: (P, G, T) bool/0-1 response-token mask.
         entropies: (P, G, T) full-vocabulary token entropies of the current policy.
+        self_certainty: (P, G, T) behaviour-policy self-certainty per token, ``logsumexp(z) - mean(z)`` over the
+            full vocabulary of the temperature-scaled logits ``z`` (= ``KL(U || p) + log |V|``; UCAS), no grad.
+        token_logits: (P, G, T) raw logit of the sampled token (before temperature; UCAS), no grad.
+        vocab_mean_logprobs: (P, G, T) ``mean_v log pi(v | s_t) = mean(z_t) - logsumexp(z_t)`` of the current policy
+            at the position that predicts response token t (temperature-scaled logits ``z``, the whole vocabulary):
+            the uniform-policy expectation of the log-probability (ROVER's next-state value). From the training
+            forward; used as a value (no grad is needed).
+        old_vocab_mean_logprobs: (P, G, T) the same under the old (behaviour) policy, no grad.
+        log_z: (P, G) learned log-partition ``log Z(x)`` of each rollout's prompt (FlowRL); carries grad into the
+            learned head. Equal within a group when the prompt is.
         embeddings: (P, G, D) one embedding per rollout (cosine kernels).
         hidden: (P, G, H) the policy's last-layer hidden states averaged over each completion's tokens (RepExp's
             representation), from a forward the trainer already runs (the old-log-prob pass).
@@ -62,6 +82,11 @@ class GroupBatch:
     ref_logprobs: Tensor | None = None
     mask: Tensor | None = None
     entropies: Tensor | None = None
+    self_certainty: Tensor | None = None
+    token_logits: Tensor | None = None
+    vocab_mean_logprobs: Tensor | None = None
+    old_vocab_mean_logprobs: Tensor | None = None
+    log_z: Tensor | None = None
     embeddings: Tensor | None = None
     hidden: Tensor | None = None
     partition: Tensor | None = None
@@ -82,6 +107,10 @@ class GroupBatch:
             _check_tensor("correct", self.correct, pg, "(P, G)")
             if self.correct.dtype is not torch.bool:
                 raise ValueError(f"GroupBatch.correct must be a bool tensor, got dtype {self.correct.dtype}")
+        if self.log_z is not None:
+            _check_tensor("log_z", self.log_z, pg, "(P, G)")
+            if not torch.is_floating_point(self.log_z):
+                raise ValueError(f"GroupBatch.log_z must be a float tensor, got dtype {self.log_z.dtype}")
         if self.partition is not None:
             _check_tensor("partition", self.partition, pg, "(P, G)")
             if torch.is_floating_point(self.partition) or self.partition.dtype is torch.bool:

@@ -34,6 +34,11 @@ FIELDS = (
     "ref_logprobs",
     "mask",
     "entropies",
+    "self_certainty",
+    "token_logits",
+    "vocab_mean_logprobs",
+    "old_vocab_mean_logprobs",
+    "log_z",
     "embeddings",
     "hidden",
     "partition",
@@ -47,7 +52,15 @@ anyway (``divrl train``: the old-log-prob pass).
 
 ``history`` marks a *stateful* estimator: it reads the per-problem state of the batch's problems from before this
 step (``GroupBatch.history``, keyed by ``problem_ids``) and returns the updated records, which the caller keeps
-across steps and checkpoints (:func:`divrl.core.advantages.compute_advantages_and_state`)."""
+across steps and checkpoints (:func:`divrl.core.advantages.compute_advantages_and_state`).
+
+``self_certainty`` and ``token_logits`` are per-token full-vocabulary statistics of the behaviour policy (UCAS):
+a trainer computes them in its one old-log-prob forward, only when an entry declares them.
+
+``vocab_mean_logprobs`` / ``old_vocab_mean_logprobs`` are full-vocabulary statistics of the current / old policy at
+every response position (ROVER's uniform-policy value); a trainer computes them from the logits of the forward it
+already runs (the training forward, the old-log-prob pass). ``log_z`` is a learned per-prompt log-partition
+(FlowRL): a trainer that provides it owns the learned head, optimises it with the policy and checkpoints it."""
 
 
 @dataclass(frozen=True)

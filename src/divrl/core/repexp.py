@@ -38,8 +38,9 @@ Differences from the official code, each stated:
 
 - **Whose hidden states.** The official recipe runs a separate frozen copy of the *initial* model as a "reward
   model" (``reward_model.model.path`` = the actor's starting checkpoint), an extra forward over every rollout.
-  divrl reads them from the old-log-prob pass of the current policy (:func:`divrl.rollout.token_logprobs_and_hidden`
-  in ``divrl train``), a forward the trainer already runs for PPO's old log-probs; at the first step the two agree.
+  divrl reads them from the old-log-prob pass of the current policy (field ``hidden`` of
+  :func:`divrl.rollout.token_statistics` in ``divrl train``), a forward the trainer already runs for PPO's old
+  log-probs; at the first step the two agree.
   (ours, to avoid a second model copy and a second pass.)
 - **Projection randomness.** ``projection_seed=None`` draws the fresh matrix from torch's default generator
   (``divrl train`` seeds it from ``(seed, step)`` before every step, so a resumed run draws the same matrices);

@@ -63,10 +63,15 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import advantage_is_stateful, compute_advantages, get_advantage
+from divrl.core.advantages import (
+    advantage_is_stateful,
+    advantage_is_token_level,
+    compute_advantages,
+    get_advantage,
+)
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
-from divrl.core.losses import compute_loss, get_loss
+from divrl.core.losses import LOSSES, compute_loss, get_loss, loss_needs
 from divrl.core.metrics import distinct_correct_classes
 from divrl.core.registry import check_options
 from divrl.integrations.trl_callbacks import DivrlEvalCallback
@@ -109,6 +114,7 @@ __all__ = [
     "PartitionFn",
     "PartitionKey",
     "boxed_format_reward",
+    "check_loss",
     "completion_text",
     "countdown_dataset",
     "countdown_reward",
@@ -323,6 +329,27 @@ def _dry_run(
             raise ValueError(f"positive_entropy={dict(entropy_options)}: {exc}") from exc
 
 
+def check_loss(name: str, options: Mapping[str, Any] | None = None) -> None:
+    """Whether divrl policy loss ``name`` runs under :class:`DiversityGRPOTrainer`: ``positive_entropy`` does (its
+    ``positive_entropy=`` argument, added to TRL's loss); any other raises ValueError in one line saying why, read
+    from its declared needs. ``rover`` and ``flowrl`` replace the policy loss and need full-vocabulary means of the old
+    and current policy or a learned log Z head, which TRL's GRPOTrainer does not compute; the PPO-style losses are
+    TRL's own (``GRPOConfig.loss_type``, ``epsilon``, ``beta``)."""
+    if name not in LOSSES:
+        LOSSES.get(name)  # raises, listing the known names
+    if name == "positive_entropy":
+        check_options(get_loss(name), dict(options or {}), "policy loss 'positive_entropy'")
+        return
+    needs = loss_needs(name, options)
+    if needs.requires("vocab_mean_logprobs") or needs.requires("old_vocab_mean_logprobs"):
+        why = "it needs full-vocabulary means of the old and current policy, which TRL's GRPOTrainer does not compute"
+    elif needs.requires("log_z"):
+        why = "it needs a learned log Z head on the prompt's hidden states, which TRL's GRPOTrainer neither has nor saves"
+    else:
+        why = "the policy loss is TRL's own (GRPOConfig.loss_type, epsilon, beta)"
+    raise ValueError(f"DiversityGRPOTrainer: policy loss {name!r} is not supported: {why}; use divrl train")
+
+
 class DiversityGRPOTrainer(GRPOTrainer):
     """TRL ``GRPOTrainer`` whose advantages come from a divrl estimator over whole gathered groups, optionally with
     R1-zero-Div's positive-entropy term (Yao et al., arXiv 2505.23433, Eq. 12) added to TRL's loss.
@@ -401,6 +428,12 @@ class DiversityGRPOTrainer(GRPOTrainer):
         needs = None
         if advantage is not None:
             check_options(get_advantage(advantage), options, f"advantage estimator {advantage!r}")
+            if advantage_is_token_level(advantage):
+                raise ValueError(
+                    f"DiversityGRPOTrainer: advantage {advantage!r} gives one advantage per token from per-token "
+                    "statistics of an old-log-prob forward (GroupBatch.self_certainty, token_logits), which this "
+                    "trainer does not compute; use divrl train"
+                )
             if advantage_is_stateful(advantage):
                 raise ValueError(
                     f"DiversityGRPOTrainer: advantage {advantage!r} keeps per-problem state across steps "

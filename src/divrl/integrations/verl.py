@@ -68,10 +68,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import ADVANTAGES, advantage_is_stateful, advantage_needs, compute_advantages
+from divrl.core.advantages import (
+    ADVANTAGES,
+    advantage_is_stateful,
+    advantage_is_token_level,
+    advantage_needs,
+    compute_advantages,
+)
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import labels_tensor
-from divrl.core.losses import compute_loss, positive_entropy_loss
+from divrl.core.losses import LOSSES, compute_loss, loss_needs, positive_entropy_loss
 from divrl.core.metrics import correct_classes
 from divrl.core.registry import check_options
 from divrl.signals import check_embed_rows, embed_groups, group_batch, labels_from_keys, signal_size
@@ -87,6 +93,7 @@ __all__ = [
     "TRAINER_MODE",
     "DivrlAdvantageMixin",
     "SampleInfo",
+    "check_loss",
     "group_rows",
     "load_callable",
     "make_estimator",
@@ -143,6 +150,11 @@ def _unsupported(name: str) -> str | None:
             "it keeps per-problem state across steps (GroupBatch.history), which verl's estimator hook (a function "
             "of one batch) can neither carry nor save in verl's checkpoints"
         )
+    if advantage_is_token_level(name):  # ucas: one advantage per token from full-vocabulary statistics
+        return (
+            "it needs per-token statistics of the old-log-prob forward (GroupBatch.self_certainty, token_logits), "
+            "which verl 0.9's actor does not compute (UCAS ships its own verl fork for them); use divrl train"
+        )
     missing = advantage_needs(name).missing(VERL_CAN_PROVIDE)
     if not missing:
         return None
@@ -156,6 +168,37 @@ def _unsupported(name: str) -> str | None:
     if "answers" in missing:  # e.g. outcome_batch, seed_grpo with their default classes="answers"
         return "it needs GroupBatch.answers, which the verl adapter does not gather (final answers)"
     return f"it needs GroupBatch.{missing[0]}, which verl does not pass to estimators"
+
+
+_LOSS_REFUSALS = {
+    "vocab_mean_logprobs": (
+        "it replaces the policy loss with a regression on full-vocabulary means of the current and old policy at "
+        "every response position (GroupBatch.vocab_mean_logprobs, old_vocab_mean_logprobs), which verl's "
+        "PolicyLossFn does not receive (ROVER's official code ships its own verl actor)"
+    ),
+    "log_z": (
+        "it replaces the policy loss with trajectory balance on a learned log Z head over the prompt's hidden states "
+        "(GroupBatch.log_z), which verl's PolicyLossFn neither receives nor optimises or checkpoints (the official "
+        "verl-recipe flowrl/ replaces verl's actor and worker)"
+    ),
+}
+
+
+def check_loss(name: str, options: Mapping[str, Any] | None = None) -> None:
+    """Whether divrl policy loss ``name`` runs inside verl: ``positive_entropy`` does (registered as
+    ``divrl_positive_entropy``); any other raises ValueError in one line saying why, read from its declared needs
+    (``rover``, ``flowrl``: fields verl's PolicyLossFn does not receive; ``ppo``, ``kl``, ``clip_cov``, ``kl_cov``,
+    ``entropy_bonus``: verl's own ``actor.policy_loss.loss_mode`` and actor options provide them)."""
+    if name not in LOSSES:
+        LOSSES.get(name)  # raises, listing the known names
+    if name == "positive_entropy":
+        _check_term_options(dict(options or {}))
+        return
+    needs = loss_needs(name, options)
+    reason = next((why for field, why in _LOSS_REFUSALS.items() if needs.requires(field)), None)
+    if reason is None:
+        reason = "verl's own policy losses and actor options provide it (actor.policy_loss.loss_mode)"
+    raise ValueError(f"divrl policy loss {name!r} is not registered with verl: {reason}; use divrl train")
 
 
 def _verl_module(name: str) -> Any:

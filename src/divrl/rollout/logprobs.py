@@ -1,7 +1,10 @@
-"""Per-token log-probabilities (and entropies) of completions under a causal LM, in one forward pass."""
+"""Per-token log-probabilities of completions under a causal LM, and any other statistic of the same forward pass
+(entropies, UCAS's self-certainty and raw token logits, ROVER's vocabulary-mean log-prob, RepExp's mean completion
+and FlowRL's mean prompt hidden state): :func:`token_statistics`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -52,56 +55,74 @@ def token_logprobs(
     Returns:
         ``(logprobs, entropies)``: (N, Lc) float32 each; ``entropies`` is ``None`` unless ``with_entropy``.
     """
-    logp, entropy, _ = _pass(
-        model, input_ids, completion_start, completion_mask, temperature, with_entropy, attention_mask, length_buckets
-    )
-    return logp, entropy
-
-
-def token_logprobs_and_hidden(
-    model: Any,
-    input_ids: Tensor,
-    completion_start: int,
-    completion_mask: Tensor,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-    attention_mask: Tensor | None = None,
-    length_buckets: int = 1,
-) -> tuple[Tensor, Tensor | None, Tensor]:
-    """:func:`token_logprobs` plus each completion's mean last-layer hidden state, from the same forward.
-
-    ``hidden[n] = mean over the real completion tokens j of h_L(input_ids[n, :completion_start + j + 1])``: the
-    final hidden state (after the model's final norm, ``output_hidden_states[-1]``, what ``AutoModel`` returns as
-    ``last_hidden_state``) at each completion token's own position, as RepExp's official recipe averages it
-    (verl-recipe ``rep_exp/workers/elliptical_reward_model_worker.py``, ``_forward_micro_batch``). A completion with
-    no real token gets zeros. Returns ``(logprobs, entropies, hidden)``, ``hidden`` (N, H) float32."""
-    logp, entropy, hidden = _pass(
+    fields = ("logprobs", "entropies") if with_entropy else ("logprobs",)
+    out = token_statistics(
         model,
         input_ids,
         completion_start,
         completion_mask,
-        temperature,
-        with_entropy,
-        attention_mask,
-        length_buckets,
-        hidden=True,
+        fields,
+        temperature=temperature,
+        attention_mask=attention_mask,
+        length_buckets=length_buckets,
     )
-    assert hidden is not None
-    return logp, entropy, hidden
+    return out["logprobs"], out.get("entropies")
 
 
-def _pass(
+TOKEN_FIELDS = ("logprobs", "entropies", "self_certainty", "token_logits", "vocab_mean_logprobs")
+"""The per-token statistics :func:`token_statistics` computes from one forward pass, (N, Lc) each."""
+
+ROW_FIELDS = ("hidden", "prompt_hidden")
+"""The per-completion statistics :func:`token_statistics` computes from the same forward pass, (N, H) each."""
+
+FIELDS = TOKEN_FIELDS + ROW_FIELDS
+"""Every field :func:`token_statistics` can return. A new statistic of the forward is one more name here (and its
+lines below); a trainer maps them to ``GroupBatch`` fields (``divrl.trainer.rl.PASS_FIELDS``)."""
+
+
+def token_statistics(
     model: Any,
     input_ids: Tensor,
     completion_start: int,
     completion_mask: Tensor,
-    temperature: float,
-    with_entropy: bool,
-    attention_mask: Tensor | None,
-    length_buckets: int,
-    hidden: bool = False,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """One forward: log-probs, entropies (when asked) and mean completion hidden states (when asked)."""
+    fields: Sequence[str] = ("logprobs",),
+    temperature: float = 1.0,
+    attention_mask: Tensor | None = None,
+    length_buckets: int = 1,
+) -> dict[str, Tensor]:
+    """Statistics ``fields`` of the completions, all from **one** forward pass: (N, Lc) per token (:data:`TOKEN_FIELDS`),
+    (N, H) per completion (:data:`ROW_FIELDS`).
+
+    With ``z`` the logits at the position predicting completion token ``j`` and ``T`` the temperature:
+
+    - ``logprobs``: ``log softmax(z / T)[token]`` (see :func:`token_logprobs`);
+    - ``entropies``: ``-sum_v p_v log p_v`` of ``softmax(z / T)``;
+    - ``self_certainty``: ``logsumexp(z / T) - mean_v(z / T)`` (= ``KL(U || p) + log |V|``), UCAS's per-token
+      confidence (``xvolcano02/UCAS`` ``verl/utils/torch_functional.py::self_certainty_from_logits``, applied to the
+      temperature-scaled logits as its ``dp_actor.py`` does);
+    - ``token_logits``: the raw logit ``z[token]`` of the sampled token, **before** temperature (UCAS's
+      ``actual_token_logits``);
+    - ``vocab_mean_logprobs``: ``mean_v log softmax(z / T)_v = mean(z / T) - logsumexp(z / T)``, the uniform-policy
+      expectation of the log-probability at each completion position (ROVER's ``sum_log_softmax`` / V);
+    - ``hidden``: ``mean over the real completion tokens j of h_L(input_ids[n, :completion_start + j + 1])``, the
+      final hidden state (after the model's final norm, ``output_hidden_states[-1]``, what ``AutoModel`` returns as
+      ``last_hidden_state``) at each completion token's own position, float32, as RepExp's official recipe averages
+      it (verl-recipe ``rep_exp/workers/elliptical_reward_model_worker.py``, ``_forward_micro_batch``); a
+      completion with no real token gets zeros;
+    - ``prompt_hidden``: the same last hidden layer averaged over the prompt's real positions except its last one,
+      float32 (FlowRL's representation of the prompt for its log Z head: the official pooling
+      ``hidden[:, : -response_length - 1]`` with the prompt's attention mask); a one-token prompt gets zeros.
+
+    Asking for ``hidden`` or ``prompt_hidden`` makes the model return its hidden states (``output_hidden_states``),
+    which the forward computes anyway.
+
+    The full-vocabulary ones cost a reduction over the (N, Lc, V) logits the forward already produced; none takes
+    a second pass. Masked positions get 0. Arguments as in :func:`token_logprobs`; ``fields`` must be a subset of
+    :data:`FIELDS` (runs with grad unless called under ``torch.no_grad()``); the result has exactly ``fields``.
+    """
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"token_statistics: unknown field(s) {unknown}; known: {list(FIELDS)}")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (N, L), got shape {tuple(input_ids.shape)}")
     n, length = input_ids.shape
@@ -121,10 +142,9 @@ def _pass(
             completion_start,
             completion_mask,
             temperature,
-            with_entropy,
+            tuple(fields),
             attention_mask,
             min(length_buckets, n),
-            hidden,
         )
 
     kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
@@ -133,25 +153,49 @@ def _pass(
         kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
     if accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = lc + 1
-    if hidden:
+    if "hidden" in fields or "prompt_hidden" in fields:
         kwargs["output_hidden_states"] = True
-    out = model(**kwargs)
-    logits = out.logits  # (N, Lc + 1 or L, V)
-    mean_hidden = None
-    if hidden:
-        states = out.hidden_states[-1][:, completion_start:, :].float()  # (N, Lc, H)  after the final norm
-        weights = completion_mask.to(states.dtype)  # (N, Lc)
-        mean_hidden = (states * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)  # (N, H)
-    logits = logits[:, -(lc + 1) : -1, :].float() / temperature  # (N, Lc, V): position i predicts token i + 1
-    targets = input_ids[:, completion_start:]  # (N, Lc)
-    lse = logits.logsumexp(-1)  # (N, Lc)
-    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse  # (N, Lc)
+    output = model(**kwargs)
     mask = completion_mask.bool()
-    logp = logp.masked_fill(~mask, 0.0)
-    if not with_entropy:
-        return logp, None, mean_hidden
-    entropy = lse - (logits.softmax(-1) * logits).sum(-1)  # (N, Lc): -sum p log p with log p = z - lse
-    return logp, entropy.masked_fill(~mask, 0.0), mean_hidden
+    out: dict[str, Tensor] = {}
+    if "hidden" in fields:
+        states = output.hidden_states[-1][:, completion_start:, :].float()  # (N, Lc, H)  after the final norm
+        weights = completion_mask.to(states.dtype)  # (N, Lc)
+        out["hidden"] = (states * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)  # (N, H)
+    if "prompt_hidden" in fields:
+        out["prompt_hidden"] = _prompt_mean(output.hidden_states[-1], completion_start, attention_mask)  # (N, H)
+    raw = output.logits[:, -(lc + 1) : -1, :].float()  # (N, Lc, V): position i predicts token i + 1
+    targets = input_ids[:, completion_start:]  # (N, Lc)
+    if "token_logits" in fields:
+        out["token_logits"] = raw.gather(-1, targets.unsqueeze(-1)).squeeze(-1).masked_fill(~mask, 0.0)  # (N, Lc)
+    logits = raw / temperature  # (N, Lc, V)
+    del raw  # only the scaled logits are needed from here on (peak memory as before)
+    lse = logits.logsumexp(-1)  # (N, Lc)
+    if "logprobs" in fields:
+        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse  # (N, Lc)
+        out["logprobs"] = logp.masked_fill(~mask, 0.0)
+    if "entropies" in fields:
+        entropy = lse - (logits.softmax(-1) * logits).sum(-1)  # (N, Lc): -sum p log p with log p = z - lse
+        out["entropies"] = entropy.masked_fill(~mask, 0.0)
+    if "self_certainty" in fields:
+        out["self_certainty"] = (lse - logits.mean(-1)).masked_fill(~mask, 0.0)  # (N, Lc)
+    if "vocab_mean_logprobs" in fields:
+        out["vocab_mean_logprobs"] = (logits.mean(-1) - lse).masked_fill(~mask, 0.0)  # (N, Lc): mean_v log p_v
+    return {f: out[f] for f in fields}
+
+
+def _prompt_mean(last_hidden: Tensor, completion_start: int, attention_mask: Tensor | None) -> Tensor:
+    """(N, H) float32 mean of ``last_hidden`` (N, L, H) over the prompt's real positions ``0 .. completion_start - 2``:
+    the official FlowRL pooling (``hidden[:, : -response_length - 1]`` with the prompt's attention mask), which leaves
+    out the prompt's last token. A prompt of one token gets the zero vector (as in the official code)."""
+    stop = completion_start - 1
+    hidden = last_hidden[:, :stop].float()  # (N, Lp - 1, H)
+    if attention_mask is None:
+        keep = torch.ones(hidden.shape[:2], dtype=hidden.dtype, device=hidden.device)  # (N, Lp - 1)
+    else:
+        keep = attention_mask[:, :stop].to(hidden.dtype)  # (N, Lp - 1)
+    total = (hidden * keep.unsqueeze(-1)).sum(1)  # (N, H)
+    return total / keep.sum(1, keepdim=True).clamp_min(1)  # (N, H)
 
 
 def _bucketed(
@@ -160,37 +204,30 @@ def _bucketed(
     completion_start: int,
     completion_mask: Tensor,
     temperature: float,
-    with_entropy: bool,
+    fields: tuple[str, ...],
     attention_mask: Tensor | None,
     buckets: int,
-    hidden: bool = False,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """:func:`_pass` over length-sorted row buckets, each trimmed to its longest completion."""
+) -> dict[str, Tensor]:
+    """:func:`token_statistics` over length-sorted row buckets, each trimmed to its longest completion."""
     mask = completion_mask.bool()
     lc = mask.shape[1]
     columns = torch.arange(1, lc + 1, device=mask.device)  # (Lc,)
     ends = (mask * columns).amax(-1)  # (N,) one past the last real completion token (0 = empty)
     order = torch.argsort(ends, stable=True)  # (N,)
-    lps, ents, hids = [], [], []
+    parts: dict[str, list[Tensor]] = {f: [] for f in fields}
     for rows in order.chunk(buckets):  # (n_b,) each
         width = max(int(ends[rows].max()), 1)
         cut = completion_start + width
-        lp, ent, hid = _pass(
+        out = token_statistics(
             model,
             input_ids[rows, :cut],  # (n_b, Ls + width)
             completion_start,
             mask[rows, :width],
-            temperature,
-            with_entropy,
-            attention_mask[rows, :cut] if attention_mask is not None else None,
-            1,
-            hidden,
+            fields,
+            temperature=temperature,
+            attention_mask=attention_mask[rows, :cut] if attention_mask is not None else None,
         )
-        if hid is not None:
-            hids.append(hid)  # (n_b, H)
-        lps.append(F.pad(lp, (0, lc - width)))  # (n_b, Lc)
-        if ent is not None:
-            ents.append(F.pad(ent, (0, lc - width)))  # (n_b, Lc)
+        for f in fields:
+            parts[f].append(out[f] if f in ROW_FIELDS else F.pad(out[f], (0, lc - width)))  # (n_b, H) or (n_b, Lc)
     inverse = torch.argsort(order)  # (N,)
-    logp = torch.cat(lps)[inverse]  # (N, Lc)
-    return logp, (torch.cat(ents)[inverse] if with_entropy else None), (torch.cat(hids)[inverse] if hidden else None)
+    return {f: torch.cat(parts[f])[inverse] for f in fields}  # (N, Lc) or (N, H) each

@@ -83,8 +83,11 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(
+    model: torch.nn.Module, cfg: OptimConfig, extra: Iterable[torch.nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    """AdamW over the model's trainable parameters, then ``extra`` ones (e.g. FlowRL's log Z head), one group."""
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 

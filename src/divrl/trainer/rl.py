@@ -10,6 +10,7 @@ resumed from a checkpoint reproduces the uninterrupted run exactly (on the same 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from divrl.core.advantages import (
     compute_advantages_and_state,
 )
 from divrl.core.batch import GroupBatch
+from divrl.core.flowrl import flowrl_head_options
 from divrl.core.losses import compute_loss, loss_needs
+from divrl.core.needs import Needs
 from divrl.signals import (
     Scored,
     check_embed_rows,
@@ -91,23 +94,29 @@ def check_methods(cfg: RLConfig) -> None:
         available.append("partition")
     if cfg.embedder:
         available.append("embeddings")
+    before = [f for f in available if f not in TRAIN_PASS]  # the training forward runs after the advantage
+    hints = {**_PROVIDE_HINTS, **dict.fromkeys(TRAIN_PASS, "it comes from the training forward, after the advantage")}
     try:
-        check_provided(name, cfg.advantage.options, available, _PROVIDE_HINTS, "divrl train")
+        check_provided(name, cfg.advantage.options, before, hints, "divrl train")
     except ValueError as exc:
         raise ConfigError(f"{exc} (advantage.name / advantage.options)") from exc
-    token_level = needs.requires("old_logprobs")  # the trainer then runs a log-prob pass first
+    for i, term in enumerate(cfg.loss):
+        for field in loss_needs(term.name, term.options).missing(available):
+            hint = _PROVIDE_HINTS.get(field, "divrl train does not provide it")
+            raise ConfigError(f"loss {term.name!r} (loss.{i}) needs GroupBatch.{field}: {hint}")
+    plan = forward_plan(needs, Needs(), cfg.num_iterations)  # the estimator's side of the trainer's forwards
     batch = synthetic_group(
         cfg.rollout.group_size,
         partition=cfg.partition.source != "none",
         embeddings=bool(cfg.embedder),
-        token_level=token_level,
-        hidden=needs.requires("hidden"),
+        token_level=plan.before_advantage,  # the old pass then runs first and gives the token fields and the mask
+        hidden="hidden" in plan.old,
     )
     try:
         advantages = compute_advantages(cfg.advantage.name, batch, **cfg.advantage.options)  # (1, G)
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"advantage {cfg.advantage.name!r} (advantage.options): {exc}") from exc
-    sub = synthetic_loss_batch(batch.rewards)
+    sub = synthetic_loss_batch(batch.rewards, texts=batch.texts, embeddings=batch.embeddings)
     for i, term in enumerate(cfg.loss):
         try:
             compute_loss(term.name, sub, advantages, **term.options)
@@ -141,13 +150,86 @@ TRAINER_PROVIDES = (
     "mask",
     "entropies",
     "hidden",
+    "self_certainty",
+    "token_logits",
+    "vocab_mean_logprobs",
+    "old_vocab_mean_logprobs",
+    "log_z",
     "problem_ids",
     "history",
 )
-"""GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it; ``hidden``: from
-the old-log-prob pass; ``history``: a stateful estimator's per-problem state, carried across steps and saved in every
-checkpoint); ``partition`` and
-``embeddings`` depend on ``partition.source`` and ``embedder``."""
+"""GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it, in the forwards
+:func:`forward_plan` decides; ``log_z``: a learned head on the prompt's mean hidden state, optimised with the policy
+and saved in every checkpoint; ``history``: a stateful estimator's per-problem state, carried across steps and saved
+in every checkpoint); ``partition`` and ``embeddings`` depend on ``partition.source`` and ``embedder``. The fields
+of the training forward (:data:`TRAIN_PASS`) reach the loss terms only: an estimator runs before it."""
+
+OLD_PASS = {
+    "old_logprobs": "logprobs",
+    "self_certainty": "self_certainty",
+    "token_logits": "token_logits",
+    "hidden": "hidden",
+    "old_vocab_mean_logprobs": "vocab_mean_logprobs",
+}
+"""GroupBatch field -> the :func:`divrl.rollout.token_statistics` field that gives it, for the fields of the behaviour
+policy that ``divrl train`` takes from its one no-grad forward of the current policy over all rollouts (the
+old-log-prob pass; PPO reuses its log-probs as the old ones)."""
+
+ON_POLICY = {"old_logprobs": "logprobs", "old_vocab_mean_logprobs": "vocab_mean_logprobs"}
+"""Old-policy fields a loss term reads, and the training forward's statistic that stands for each when no old pass
+runs (one optimiser step per batch: the old policy is the current one, so the value is that statistic, detached)."""
+
+TRAIN_PASS = {
+    "logprobs": "logprobs",
+    "entropies": "entropies",
+    "vocab_mean_logprobs": "vocab_mean_logprobs",
+    "log_z": "prompt_hidden",
+}
+"""GroupBatch field -> :func:`divrl.rollout.token_statistics` field of the training forward (with grad, per
+micro-batch): log-probs and entropies always (the loss and the ``entropy`` metric); ROVER's vocabulary means and
+the prompt's mean hidden state, the input of FlowRL's learned log Z head (``log_z = head(prompt_hidden)``), only
+when a loss term reads them."""
+
+
+@dataclass(frozen=True)
+class ForwardPlan:
+    """Which statistics each forward of ``divrl train`` computes, decided in one place (:func:`forward_plan`) from the
+    declared needs: nothing is computed unless an entry declares it, and no statistic takes a pass of its own.
+
+    Attributes:
+        before_advantage: the estimator requires a field of the old pass, which then runs before the advantage
+            (its log-probs are PPO's old ones); otherwise it runs only when ``num_iterations`` > 1, in ``optimize``.
+        old: GroupBatch fields of the old pass (``old_logprobs`` first), keys of :data:`OLD_PASS`; empty when no old
+            pass runs.
+        train: :func:`divrl.rollout.token_statistics` fields of the training forward.
+    """
+
+    before_advantage: bool
+    old: tuple[str, ...]
+    train: tuple[str, ...]
+
+    def old_stats(self) -> list[str]:
+        """The :func:`divrl.rollout.token_statistics` fields of the old pass."""
+        return [OLD_PASS[f] for f in self.old]
+
+
+def forward_plan(estimator: Needs, losses: Needs, num_iterations: int = 1) -> ForwardPlan:
+    """The statistics of ``divrl train``'s forwards for an estimator and loss terms (their united needs ``losses``).
+
+    The old pass runs when the estimator requires one of its :data:`OLD_PASS` fields (before the advantage), or when
+    ``num_iterations`` > 1 (PPO's old log-probs) or a loss term requires an old field without an on-policy stand-in
+    (both in ``optimize``); it computes ``old_logprobs`` and every other
+    :data:`OLD_PASS` field the estimator requires or a loss term reads. The training forward computes log-probs and
+    entropies, every :data:`TRAIN_PASS` field a loss term reads, and the on-policy stand-in (:data:`ON_POLICY`) of an
+    old field a loss term reads when no old pass gives it. Plain GRPO (``ppo`` loss, one iteration): no old pass, the
+    training forward's log-probs and entropies only."""
+    early = [f for f in OLD_PASS if estimator.requires(f)]
+    runs = bool(early) or num_iterations > 1 or any(losses.requires(f) for f in OLD_PASS if f not in ON_POLICY)
+    old = tuple(f for f in OLD_PASS if f == "old_logprobs" or f in early or losses.uses(f)) if runs else ()
+    train = [TRAIN_PASS[f] for f in TRAIN_PASS if f in ("logprobs", "entropies") or losses.uses(f)]
+    train += [ON_POLICY[f] for f in ON_POLICY if losses.uses(f) and f not in old]
+    return ForwardPlan(bool(early), old, tuple(dict.fromkeys(train)))
+
 
 _PROVIDE_HINTS = {
     "partition": "set partition.source: exact, answer, text or learned",
@@ -187,6 +269,10 @@ class RLTrainer:
         self.cfg = cfg
         self.needs = advantage_needs(cfg.advantage.name, cfg.advantage.options)  # what the estimator reads
         self.stateful = advantage_is_stateful(cfg.advantage.name)  # e.g. outcome_ucb: per-problem history
+        self.loss_reads = Needs()  # what the loss terms read together (e.g. dsdr_entropy: texts or embeddings)
+        for term in cfg.loss:
+            self.loss_reads = self.loss_reads | loss_needs(term.name, term.options)
+        self.plan = forward_plan(self.needs, self.loss_reads, cfg.num_iterations)  # what each forward computes
         self.advantage_state: dict[str, Any] = {}  # problem id -> the estimator's record; in every checkpoint
         self.progress = progress
         set_threads(cfg.threads)
@@ -241,9 +327,12 @@ class RLTrainer:
         self.train_model = torch.compile(self.model, dynamic=True) if cfg.compile else self.model
         self.ref_model = self._reference_model()
         self.vllm = self._vllm_sampler()
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.log_z_head = self._log_z_head()  # flowrl: log Z(x), optimised with the policy, in every checkpoint
+        self.optimizer = build_optimizer(self.model, cfg.optim, extra=self._head_parameters())
         self.scheduler = build_scheduler(self.optimizer, cfg.steps, cfg.optim)
         if state is not None:
+            if self.log_z_head is not None:
+                self._load_log_z_head(checkpoint, state)
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.scheduler.load_state_dict(state["scheduler"])
@@ -306,6 +395,37 @@ class RLTrainer:
             seed=self.cfg.seed,
         )
 
+    def _log_z_head(self) -> Any:
+        """FlowRL's learned log Z head (:class:`divrl.models.log_z.LogZHead`, float32) when a loss term declares it
+        reads ``log_z``, else ``None``. Its initial weights are seeded from the run seed (not the global stream)."""
+        terms = [t for t in self.cfg.loss if loss_needs(t.name, t.options).requires("log_z")]
+        if not terms:
+            return None
+        from divrl.models.log_z import LogZHead
+
+        with input_errors(f"loss {terms[0].name!r} (loss.options)", catch=(ValueError,)):
+            layers, dropout = flowrl_head_options(terms[0].options)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.seed, 4))
+            head = LogZHead(int(self.model.config.hidden_size), num_layers=layers, dropout=dropout)
+        return head.to(self.device).train()
+
+    def _head_parameters(self) -> list[torch.nn.Parameter]:
+        return [] if self.log_z_head is None else list(self.log_z_head.parameters())
+
+    def _load_log_z_head(self, checkpoint: Path | None, state: dict[str, Any]) -> None:
+        """The log Z head's weights from ``trainer_state.pt``; a checkpoint without them is a one-line RunFolderError."""
+        saved = state.get("log_z_head")
+        try:
+            if not isinstance(saved, dict):
+                raise KeyError("no 'log_z_head'")
+            self.log_z_head.load_state_dict(saved)
+        except (KeyError, RuntimeError) as exc:
+            raise RunFolderError(
+                f"{checkpoint}: holds no fitting log Z head for the flowrl loss ({str(exc).splitlines()[0]}); resume "
+                "with the run's own config, or --overwrite starts the run over"
+            ) from None
+
     def _reference_model(self) -> Any:
         """The frozen reference policy when a loss term declares it reads ``ref_logprobs`` (``kl``, ``ppo`` with
         ``beta > 0``), else ``None``."""
@@ -357,6 +477,8 @@ class RLTrainer:
             state["advantage_state"] = {"estimator": self.cfg.advantage.name, "records": self.advantage_state}
         if self.selector.stateful:  # a stateful prompt selector's state (gdro), restored exactly by --resume
             state["prompt_selector_state"] = {"selector": self.cfg.prompt_selector.name, "state": self.selector_state}
+        if self.log_z_head is not None:  # flowrl's learned log Z: written atomically with the rest
+            state["log_z_head"] = self.log_z_head.state_dict()
         return save_checkpoint(self.run_dir, step, self.model, self.tokenizer, state, keep=self.cfg.keep_checkpoints)
 
     def _load_advantage_state(self, checkpoint: Path | None, state: dict[str, Any]) -> dict[str, Any]:
@@ -440,13 +562,11 @@ class RLTrainer:
 
         scored = score(self.task, problems, rollouts.texts, ro.group_size)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
-        old = mask = hidden = None
-        if self.needs.requires("hidden"):  # declared by repexp: the same no-grad pass also returns hidden states
-            old, hidden = self.old_logprobs_and_hidden(rollouts, len(problems), ro.group_size)  # (P, G, T), (P, G, H)
-            mask = rollouts.completion_mask.view(old.shape)  # (P, G, T)
-        elif self.needs.requires("old_logprobs"):  # declared, e.g. by unlikeliness (it ranks by likelihood)
-            old = self.old_logprobs(rollouts, len(problems), ro.group_size)  # (P, G, T)
-            mask = rollouts.completion_mask.view(old.shape)  # (P, G, T)
+        old: dict[str, torch.Tensor] = {}  # GroupBatch field of the behaviour policy -> (P, G, T) or (P, G, H)
+        mask = None
+        if self.plan.before_advantage:  # e.g. unlikeliness: old log-probs; ucas: self-certainty; repexp: hidden
+            old = self.old_pass(rollouts, len(problems), ro.group_size)
+            mask = rollouts.completion_mask.view(old["old_logprobs"].shape)  # (P, G, T)
         labels, partition_failures = partition_labels(
             cfg.partition.source, scored, texts, self.learned, cfg.partition.only_correct
         )
@@ -458,9 +578,8 @@ class RLTrainer:
             answers=scored.answers,
             partition=labels,
             embeddings=self._embeddings(texts, scored),
-            old_logprobs=None if old is None else old.cpu(),
             mask=None if mask is None else mask.cpu(),
-            hidden=None if hidden is None else hidden.cpu(),
+            **{f: v.cpu() for f, v in old.items() if self.needs.uses(f)},  # what the estimator reads of the old pass
             problem_ids=[problem_id(p) for p in problems] if self.needs.uses("problem_ids") else None,
         )
         state_metrics = {f"sampler/{k}": float(v) for k, v in getattr(rollouts, "stats", {}).items()}
@@ -491,7 +610,7 @@ class RLTrainer:
             "partition_failures": float(partition_failures),
             "response_len": float(lengths.mean()),
             "finished_frac": float(rollouts.finished.float().mean()),
-            "adv_abs_mean": float(advantages.abs().mean()),
+            "adv_abs_mean": _abs_mean(advantages, batch.mask),
             **signal_size(advantages, batch),
             "lr": self.scheduler.get_last_lr()[0],
             "time_sample_s": t_sample,
@@ -515,64 +634,45 @@ class RLTrainer:
         return [(i, min(p_count, i + chunk)) for i in range(0, p_count, chunk)]
 
     def _forward(
-        self, model: Any, rollouts: Any, lo: int, hi: int, g: int, grad: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token log-probs and entropies (p, G, T) each of the rollouts of prompts ``lo:hi``."""
-        lp, ent, _ = self._forward_hidden(model, rollouts, lo, hi, g, grad, hidden=False)
-        return lp, ent
-
-    def _forward_hidden(
-        self, model: Any, rollouts: Any, lo: int, hi: int, g: int, grad: bool, hidden: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """:meth:`_forward` plus, with ``hidden``, each rollout's mean last-layer hidden state (p, G, H) from the
-        same forward."""
-        from divrl.rollout import token_logprobs, token_logprobs_and_hidden
+        self, model: Any, rollouts: Any, lo: int, hi: int, g: int, grad: bool, fields: tuple[str, ...] | list[str]
+    ) -> dict[str, torch.Tensor]:
+        """:func:`divrl.rollout.token_statistics` ``fields`` of the rollouts of prompts ``lo:hi`` from one forward of
+        ``model``: (p, G, T) per token, (p, G, H) per rollout."""
+        from divrl.rollout import token_statistics
 
         rows = slice(lo * g, hi * g)
         input_ids = torch.cat([rollouts.prompt_ids[rows], rollouts.completion_ids[rows]], dim=1)  # (n, Lp+Lc)
         attention_mask = getattr(rollouts, "attention_mask", None)
-        mask = rollouts.completion_mask[rows]  # (n, Lc)
-        args = (
-            model,
-            input_ids,
-            rollouts.prompt_ids.shape[1],
-            mask,
-            self.cfg.rollout.temperature,
-            True,  # with_entropy
-            attention_mask[rows] if attention_mask is not None else None,
-            self.cfg.length_buckets,
-        )
-        h = None
         with torch.set_grad_enabled(grad):
-            if hidden:
-                lp, ent, h = token_logprobs_and_hidden(*args)
-                h = h.view(hi - lo, g, h.shape[-1])  # (p, G, H)
-            else:
-                lp, ent = token_logprobs(*args)
-        t = mask.shape[1]
-        assert ent is not None
-        return lp.view(hi - lo, g, t), ent.view(hi - lo, g, t), h  # (p, G, T) each, (p, G, H) or None
+            out = token_statistics(
+                model,
+                input_ids,
+                rollouts.prompt_ids.shape[1],
+                rollouts.completion_mask[rows],
+                fields,
+                temperature=self.cfg.rollout.temperature,
+                attention_mask=attention_mask[rows] if attention_mask is not None else None,
+                length_buckets=self.cfg.length_buckets,
+            )
+        return {f: v.view(hi - lo, g, *v.shape[1:]) for f, v in out.items()}  # (p, G, T) or (p, G, H) each
 
-    def old_logprobs(self, rollouts: Any, p_count: int, g: int) -> torch.Tensor:
-        """(P, G, T) log-probs of the sampled tokens under the current policy, without grad (PPO's old policy)."""
-        return torch.cat(
-            [self._forward(self.train_model, rollouts, lo, hi, g, False)[0] for lo, hi in self._chunks(p_count)]
-        )
-
-    def old_logprobs_and_hidden(self, rollouts: Any, p_count: int, g: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`old_logprobs` (P, G, T) and, from the same no-grad forward, each rollout's mean last-layer hidden
-        state (P, G, H) under the current policy (``GroupBatch.hidden``, RepExp's representation)."""
+    def old_pass(self, rollouts: Any, p_count: int, g: int) -> dict[str, torch.Tensor]:
+        """The old-log-prob pass: one no-grad forward of the current (behaviour) policy over every rollout, giving the
+        GroupBatch fields ``self.plan.old`` (``old_logprobs`` and what the estimator and the loss terms declare of
+        :data:`OLD_PASS`), (P, G, T) or (P, G, H) each."""
+        stats = self.plan.old_stats()
         parts = [
-            self._forward_hidden(self.train_model, rollouts, lo, hi, g, False) for lo, hi in self._chunks(p_count)
+            self._forward(self.train_model, rollouts, lo, hi, g, False, stats) for lo, hi in self._chunks(p_count)
         ]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts])  # type: ignore[misc]
+        return {f: torch.cat([p[OLD_PASS[f]] for p in parts]) for f in self.plan.old}
 
     def optimize(
-        self, batch: GroupBatch, advantages: torch.Tensor, rollouts: Any, old: torch.Tensor | None = None
+        self, batch: GroupBatch, advantages: torch.Tensor, rollouts: Any, old: dict[str, torch.Tensor] | None = None
     ) -> dict[str, float]:
         """``num_iterations`` AdamW steps on one rollout batch, in micro-batches of whole groups.
 
-        ``old``: the (P, G, T) old log-probs when already computed (else computed here if ``num_iterations`` > 1).
+        ``old``: the old pass's fields (``old_logprobs`` (P, G, T), ...) when it already ran before the advantage
+        (else it runs here if ``num_iterations`` > 1; without it the old values are the current ones, detached).
         With ``micro_batch_prompts`` set, each chunk's loss is aggregated within the chunk and the chunk
         losses are averaged (as verl does with gradient accumulation); for ``token-mean`` this weights
         chunks equally rather than by their token counts."""
@@ -585,28 +685,48 @@ class RLTrainer:
         t = mask.shape[1]
         chunks = self._chunks(p_count)
 
-        def forward(model: Any, lo: int, hi: int, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-            return self._forward(model, rollouts, lo, hi, g, grad)  # (p, G, T) each
-
         ref = None
-        if old is None and cfg.num_iterations > 1:
-            old = self.old_logprobs(rollouts, p_count, g)  # (P, G, T)
+        if not old and self.plan.old:  # num_iterations > 1 and no old pass before the advantage
+            old = self.old_pass(rollouts, p_count, g)
+        old = old or {}
         if self.ref_model is not None:
-            ref = torch.cat([forward(self.ref_model, lo, hi, False)[0] for lo, hi in chunks])  # (P, G, T)
+            ref = torch.cat(
+                [
+                    self._forward(self.ref_model, rollouts, lo, hi, g, False, ["logprobs"])["logprobs"]
+                    for lo, hi in chunks
+                ]
+            )  # (P, G, T)
+        # training-forward fields the loss terms read besides log-probs and entropies (rover, flowrl)
+        loss_train = [f for f in TRAIN_PASS if f not in ("logprobs", "entropies") and self.loss_reads.uses(f)]
+        # old-policy fields the loss terms read besides old_logprobs (from the old pass, else on-policy, detached)
+        loss_old = [
+            f for f in dict.fromkeys([*self.plan.old, *ON_POLICY]) if f != "old_logprobs" and self.loss_reads.uses(f)
+        ]
 
         sums: dict[str, float] = {}
         for _ in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for lo, hi in chunks:
-                lp, ent = forward(self.train_model, lo, hi, True)
+                stats = self._forward(self.train_model, rollouts, lo, hi, g, True, self.plan.train)
+                lp, ent = stats["logprobs"], stats["entropies"]  # (p, G, T) each
+                extra: dict[str, Any] = {
+                    f: old[f][lo:hi] if f in old else stats[ON_POLICY[f]].detach() for f in loss_old
+                }
+                extra.update({f: stats[TRAIN_PASS[f]] for f in loss_train})  # (p, G, T) or (p, G, H)
+                if "log_z" in extra:  # FlowRL: log Z(x) from the prompt's mean hidden state
+                    hidden = extra["log_z"]  # (p, G, H)
+                    extra["log_z"] = self.log_z_head(hidden.reshape(-1, hidden.shape[-1])).view(hi - lo, g)  # (p, G)
                 sub = GroupBatch(
                     rewards=rewards[lo:hi],
                     correct=correct[lo:hi] if correct is not None else None,
+                    texts=batch.texts[lo:hi] if batch.texts is not None else None,  # e.g. dsdr_entropy's kernel
+                    embeddings=batch.embeddings[lo:hi].to(dev) if batch.embeddings is not None else None,
                     logprobs=lp,
-                    old_logprobs=old[lo:hi] if old is not None else lp.detach(),
+                    old_logprobs=old["old_logprobs"][lo:hi] if old else lp.detach(),
                     ref_logprobs=ref[lo:hi] if ref is not None else None,
                     mask=mask[lo * g : hi * g].view(hi - lo, g, t),
                     entropies=ent,
+                    **extra,
                 )
                 total = torch.zeros((), device=dev)
                 for term in cfg.loss:
@@ -620,12 +740,21 @@ class RLTrainer:
                 sums["loss"] = sums.get("loss", 0.0) + total.item()
                 (total / len(chunks)).backward()
             if cfg.optim.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+                params = [*self.model.parameters(), *self._head_parameters()]
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * len(chunks)
             self.optimizer.step()
         self.scheduler.step()
         n = len(chunks) * cfg.num_iterations
         return {k: v / n for k, v in sums.items()}
+
+
+def _abs_mean(advantages: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """Mean |A| over rollouts (P, G), or over valid response tokens for token-level advantages (P, G, T)."""
+    if advantages.dim() == 3 and mask is not None:
+        keep = mask.to(advantages.device).bool()  # (P, G, T)
+        return float(advantages.abs()[keep].mean()) if bool(keep.any()) else 0.0
+    return float(advantages.abs().mean())
 
 
 def train(

@@ -45,7 +45,7 @@ from divrl.core.batch import GroupBatch  # noqa: E402
 from divrl.core.diversity import labels_tensor, partition_by_key  # noqa: E402
 from divrl.integrations import verl as divrl_verl  # noqa: E402
 
-SUPPORTED = ["darling", "dr_grpo", "dra", "grpo", "passk", "pkpo", "rloo", "setpo"]
+SUPPORTED = ["darling", "dr_grpo", "dra", "dsdr", "grpo", "passk", "pkpo", "rloo", "setpo"]
 
 
 # ---------------------------------------------------------------------------------------------

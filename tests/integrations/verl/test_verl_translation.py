@@ -124,7 +124,13 @@ def test_darling_with_keys_hand_computed_on_shuffled_rows():
         expected += [expected_g[member], 0.0]
     adv, stats = group_advantages("darling", torch.tensor(scores), index, keys=keys)
     torch.testing.assert_close(adv, torch.tensor(expected))
-    assert stats == {"classes_per_group": pytest.approx((3 + 4) / 2)}
+    # signal sizes against GRPO (g: 1/2, 1/2, 1/2, -3/2; h: 0): d = -5/12, -5/12, -1/12, 11/12 in group g only
+    assert stats == {
+        "classes_per_group": pytest.approx((3 + 4) / 2),
+        "signal/rms_ratio": pytest.approx(math.sqrt((172 / 144) / 3), rel=1e-5),  # RMS(d) / RMS(A_grpo), float32
+        "signal/groups_changed": pytest.approx(0.5),
+        "signal/corr": pytest.approx(14 / math.sqrt(228), rel=1e-5),  # (7/6) / sqrt(76/144 * 3)
+    }
     correct = [s == 1.0 for s in scores]  # group g: correct x, x, y -> 2 classes; group h: none correct -> 0
     _, stats = group_advantages("darling", torch.tensor(scores), index, keys=keys, correct=correct)
     assert stats["distinct_correct_classes"] == pytest.approx((2 + 0) / 2)
@@ -428,3 +434,14 @@ def test_divrl_sync_refuses_the_rollout_side_entries_in_one_line():
         trainer({"divrl": {"sampler": "latr"}})
     with pytest.raises(ValueError, match=r"^the divrl_sync verl trainer: prompt selector 'gdro' .*use divrl train$"):
         trainer({"divrl": {"prompt_selector": "gdro"}})
+
+
+def test_a_token_level_estimator_is_refused_in_one_line_and_dsdr_is_served():
+    """ucas reads per-token full-vocabulary statistics that verl 0.9's actor does not compute; dsdr reads correctness
+    and the response texts, which the divrl_sync trainer provides."""
+    from divrl.integrations.verl import _unsupported, make_estimator
+
+    with pytest.raises(ValueError, match=r"^divrl estimator 'ucas' cannot run inside verl: .*self_certainty"):
+        make_estimator("ucas")
+    assert "\n" not in str(_unsupported("ucas"))
+    assert _unsupported("dsdr") is None
