@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from divrl.core.advantages import ADVANTAGES, _call, _setpo_kernel, advantage_needs, kernel_needs, register_advantage
+from divrl.core.advantages import _call, _setpo_kernel, kernel_needs, register_advantage, with_base_needs
 from divrl.core.batch import GroupBatch
 from divrl.core.losses import LossOutput, _mask, _require, _where, aggregate, register_loss
 from divrl.core.needs import Needs
@@ -80,12 +80,7 @@ def dsdr_needs(options: Mapping[str, Any]) -> Needs:
     """``dsdr`` reads ``correct``, the kernel's field (``texts``; ``embeddings`` with ``kernel="cosine"`` and, when
     set, with ``"auto"``) of correct rollouts only, and its base estimator's needs."""
     reads, optional = _kernel_options(options)
-    own = Needs.of(reads, optional, "correct")
-    base = options.get("base", "grpo")
-    if base == "dsdr" or base not in ADVANTAGES:
-        return own  # the call itself raises, naming the base
-    base_options = options.get("base_options") or {}
-    return own | advantage_needs(base, base_options if isinstance(base_options, Mapping) else {})
+    return with_base_needs(Needs.of(reads, optional, "correct"), "dsdr", options)
 
 
 def _finite_nonneg(value: Any, option: str, who: str) -> float:
