@@ -411,7 +411,7 @@ def compare(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for runs, report.md and plots."),
     quick: bool = typer.Option(
-        False, "--quick", help="A smaller budget: 20 RL steps, 100 test and 50 ood problems, 16 samples each."
+        False, "--quick", help="A smaller budget: 10 RL steps, 80 test and 40 ood problems, 16 samples each."
     ),
     seeds: int = typer.Option(
         1,
