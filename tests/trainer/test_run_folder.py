@@ -309,7 +309,7 @@ def test_demo_out_that_holds_a_demo_is_refused(tmp_path):
     before = snapshot(out)
     with pytest.raises(RunFolderError, match="already holds a demo .*use --resume to continue it or --overwrite"):
         run_demo(out, methods=["grpo"])
-    with pytest.raises(RunFolderError, match=r"other settings \(budget: .*'steps': 80.*'steps': 20"):
+    with pytest.raises(RunFolderError, match=r"other settings \(budget: .*'steps': 80.*'steps': 10"):
         run_demo(out, quick=True, methods=["grpo"], resume=True)
     with pytest.raises(RunFolderError, match="overrides: \\[\\] there, \\['seed=3'\\] now"):
         run_demo(out, methods=["grpo"], resume=True, overrides=["seed=3"])

@@ -242,5 +242,8 @@ def repexp(
         off_if_all_correct=off_if_all_correct,
         off_if_rollout_incorrect=off_if_rollout_incorrect,
     )  # (P, G)
-    shaped = alpha * batch.rewards + beta * b  # (P, G)  NaN stays NaN at unscorable rollouts
-    return _call(base, batch.replace(rewards=shaped), dict(base_options or {}))  # (P, G)
+    # in float64: with equal rewards the base's std division magnifies float32 rounding of r + beta b (a group of
+    # G and the same group's c scored rollouts then disagree by ~1e-4); NaN stays NaN at unscorable rollouts
+    shaped = alpha * batch.rewards.double() + beta * b.double()  # (P, G)
+    adv = _call(base, batch.replace(rewards=shaped), dict(base_options or {}))  # (P, G)
+    return adv.to(batch.rewards.dtype)
