@@ -27,7 +27,7 @@ from divrl.core.advantages import (
 from divrl.core.batch import GroupBatch
 from divrl.core.flowrl import flowrl_head_options
 from divrl.core.losses import compute_loss, loss_needs
-from divrl.core.needs import Needs
+from divrl.core.needs import FIELDS, Needs
 from divrl.signals import (
     Scored,
     check_embed_rows,
@@ -140,24 +140,7 @@ def check_rollout_side(cfg: RLConfig) -> tuple[Any, Any, Any, Any]:
     return sampler, sampler_options, selector, selector_options
 
 
-TRAINER_PROVIDES = (
-    "correct",
-    "texts",
-    "answers",
-    "logprobs",
-    "old_logprobs",
-    "ref_logprobs",
-    "mask",
-    "entropies",
-    "hidden",
-    "self_certainty",
-    "token_logits",
-    "vocab_mean_logprobs",
-    "old_vocab_mean_logprobs",
-    "log_z",
-    "problem_ids",
-    "history",
-)
+TRAINER_PROVIDES = tuple(f for f in FIELDS if f not in ("partition", "embeddings"))
 """GroupBatch fields ``divrl train`` can always provide (each computed only when a term declares it, in the forwards
 :func:`forward_plan` decides; ``log_z``: a learned head on the prompt's mean hidden state, optimised with the policy
 and saved in every checkpoint; ``history``: a stateful estimator's per-problem state, carried across steps and saved
