@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
 SMOKED = {
     "embed_speed.py", "gpu_check.py", "logprob_forward.py", "partition_cost.py", "sweep_countdown.py", "trainer_vs_trl.py",
+    "recipe_fingerprint.py",
     "fuzz_cli.py",  # smoke-tested in tests/test_cli_fuzz.py
 }  # fmt: skip
 
@@ -120,6 +121,29 @@ def test_sweep_countdown(tmp_path: Path) -> None:
     assert list(run["at"]) == ["1", "2"] and run["pass@1"] == run["at"]["2"]["pass@1"]  # staged: evaluated twice
     assert len(run["reward_windows"]) == 1 and len(run["at"]["2"]["per_problem"]) == 3
     assert len(re.findall(r"^\| ", out, re.M)) == 3  # header + base + the one setting
+
+
+def test_recipe_fingerprint(tmp_path: Path) -> None:
+    """Two runs of one recipe at one step are identical; another seed is reported as a difference and exits 1."""
+    small = ("--steps", "1", "--recipes", "grpo,r1_zero_div_gsm8k", "--set", "rollout.prompts_per_step=2", "--set", "rollout.group_size=2",
+             "--set", "rollout.max_new_tokens=8")  # fmt: skip
+    out = run_script("recipe_fingerprint.py", "--out", str(tmp_path / "a.json"), *small, cwd=tmp_path)
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert set(a) == {"countdown/grpo", "math/r1_zero_div_gsm8k"}
+    assert "skipped" in a["math/r1_zero_div_gsm8k"] and "time_step_s" not in a["countdown/grpo"]["metrics"][0]
+    assert re.search(r"countdown/grpo: reward@1 ", out)
+    out = run_script("recipe_fingerprint.py", "--out", str(tmp_path / "b.json"), "--against", str(tmp_path / "a.json"),
+                     *small, cwd=tmp_path)  # fmt: skip
+    assert "countdown/grpo: identical" in out
+    other_seed = ("--set", "seed=1")
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "recipe_fingerprint.py"), "--out", str(tmp_path / "c.json"),
+         "--against", str(tmp_path / "a.json"), *small, *other_seed],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(divrl.__file__).resolve().parents[1]), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 1 and re.search(r"countdown/grpo: DIFFERS: .*entropy max", proc.stdout)
+    assert "math/r1_zero_div_gsm8k: not compared (skipped on one side)" in proc.stdout
 
 
 def test_gpu_check(tmp_path: Path) -> None:
