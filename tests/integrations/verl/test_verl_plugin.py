@@ -274,9 +274,10 @@ def verl_term(x: dict[str, Any], config: ActorConfig, lam: float, gate: str) -> 
 
 
 @pytest.mark.parametrize("global_info", [{}, {"dp_size": 2, "global_batch_size": 16, "batch_num_tokens": 40}])
-def test_positive_entropy_loss_is_vanilla_plus_the_term(global_info: dict[str, Any]):
+def test_positive_entropy_loss_is_vanilla_plus_the_term(global_info: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
     x = loss_inputs()
     config = actor_config()
+    monkeypatch.setenv(divrl_verl.POSITIVE_ENTROPY_ENV, "gate=positive_advantage")  # lam: core's 0.01
     config.global_batch_info.update(global_info)
     fn = core_algos.get_policy_loss_fn("divrl_positive_entropy")
     loss, metrics = fn(loss_agg_mode="token-mean", config=config, rollout_is_weights=None, **x)
@@ -285,6 +286,16 @@ def test_positive_entropy_loss_is_vanilla_plus_the_term(global_info: dict[str, A
     assert {"actor/pg_clipfrac", "actor/divrl_div_term", "actor/divrl_div_gate_frac"} <= set(metrics)
     loss.backward()
     assert x["log_prob"].grad is not None and bool(torch.isfinite(x["log_prob"].grad).all())
+
+
+def test_the_registered_term_refuses_a_gate_set_nowhere_at_its_first_call(monkeypatch: pytest.MonkeyPatch):
+    """The plugin registers divrl_positive_entropy without options: its gate is core's default 'correct' unless
+    DIVRL_VERL_POSITIVE_ENTROPY sets one, and verl's ppo_loss passes no correctness: one line, at the first call
+    (under a trainer other than divrl_sync, which refuses it earlier)."""
+    monkeypatch.delenv(divrl_verl.POSITIVE_ENTROPY_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: no gate is set, .*gate=positive_advantage"):
+        core_algos.get_policy_loss_fn("divrl_positive_entropy")(config=actor_config(), **loss_inputs())
+    assert divrl_verl.policy_loss._TERMS["divrl_positive_entropy"] == {}  # what the plugin registered
 
 
 def test_environment_variable_overrides_the_term_options(monkeypatch: pytest.MonkeyPatch):
@@ -452,5 +463,28 @@ def test_divrl_sync_runs_as_verls_sync_mode(monkeypatch: pytest.MonkeyPatch):
     )
     config = OmegaConf.create({"trainer": {"v1": {"trainer_mode": "divrl_sync"}}})
     OmegaConf.set_struct(config, True)
+    get_trainer_cls("divrl_sync")(config)
+    assert seen == ["sync"]
+
+
+def test_divrl_sync_checks_the_divrl_loss_options_before_verls_trainer(monkeypatch: pytest.MonkeyPatch):
+    """With loss_mode=divrl_positive_entropy, __init__ reads the term's options (registration + environment) before
+    verl's PPOTrainer.__init__ builds anything: refused without a gate, accepted with one."""
+    seen: list[str] = []
+    monkeypatch.setattr(
+        verl_trainer_base.PPOTrainer, "__init__", lambda self, config: seen.append(config.trainer.v1.trainer_mode)
+    )
+    config = OmegaConf.create(
+        {
+            "trainer": {"v1": {"trainer_mode": "divrl_sync"}},
+            "actor_rollout_ref": {"actor": {"policy_loss": {"loss_mode": "divrl_positive_entropy"}}},
+        }
+    )
+    OmegaConf.set_struct(config, True)
+    monkeypatch.delenv(divrl_verl.POSITIVE_ENTROPY_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: no gate is set"):
+        get_trainer_cls("divrl_sync")(config)
+    assert seen == []
+    monkeypatch.setenv(divrl_verl.POSITIVE_ENTROPY_ENV, "gate=positive_advantage")
     get_trainer_cls("divrl_sync")(config)
     assert seen == ["sync"]

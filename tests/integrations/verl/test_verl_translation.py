@@ -331,7 +331,9 @@ def term_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_positive_entropy_term_hand_computed():
     # on-policy: h = -logp -> row means 1.5 and 0.5; gate A > 0 keeps row 0 -> J = (1.5 + 0) / 2 = 0.75
     log_prob, advantages, mask = term_inputs()
-    loss, metrics = positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, lam=0.01)
+    loss, metrics = positive_entropy_term(
+        log_prob, log_prob.detach(), advantages, mask, lam=0.01, gate="positive_advantage"
+    )
     torch.testing.assert_close(loss, torch.tensor(-0.0075))
     assert metrics == {"div_term": pytest.approx(0.75), "div_gate_frac": pytest.approx(0.5)}
     loss.backward()
@@ -355,15 +357,76 @@ def test_positive_entropy_term_global_scaling_and_gate_all():
     ("options", "match"),
     [
         ({"gate": "correct"}, "gate='correct' is not available inside verl"),
-        ({"estimator": "exact"}, "only estimator='surrogate'"),
-        ({"beta": 1.0}, "unknown option"),
-        ({"dp_size": 2}, "global_batch_size is required"),
+        ({}, "no gate is set, and divrl.core's default gate='correct' is not available inside verl"),
+        ({"lam": 0.02}, "no gate is set"),
+        ({"gate": "all", "estimator": "exact"}, "only estimator='surrogate'"),
+        ({"gate": "all", "beta": 1.0}, "unknown option"),
+        ({"gate": "all", "dp_size": 2}, "global_batch_size is required"),
     ],
 )
 def test_positive_entropy_term_rejects(options: dict[str, Any], match: str):
     log_prob, advantages, mask = term_inputs()
     with pytest.raises(ValueError, match=match):
         positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, **options)
+
+
+def test_the_term_has_cores_defaults_and_refuses_cores_gate_in_one_line():
+    """The verl term's defaults are divrl.core's: its gate defaults to 'correct', which verl's ppo_loss cannot serve
+    (it passes the policy loss only log-probs, advantages and the mask), so an unset gate is refused like an explicit
+    'correct', in one line saying why and what to set; the other options default as in core (lam=0.01)."""
+    import inspect
+
+    from divrl.core.losses import positive_entropy_loss
+    from divrl.integrations.verl import check_loss, make_positive_entropy_loss
+
+    assert inspect.signature(positive_entropy_loss).parameters["gate"].default == "correct"
+    log_prob, advantages, mask = term_inputs()
+    for options in ({}, {"gate": "correct"}):
+        with pytest.raises(ValueError) as info:
+            positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, **options)
+        message = str(info.value)
+        assert "\n" not in message and message.startswith("divrl_positive_entropy: ")
+        assert "only log-probs, advantages and the response mask" in message
+        assert "set gate=positive_advantage (A > 0) or gate=all" in message
+        assert "DIVRL_VERL_POSITIVE_ENTROPY=gate=positive_advantage" in message
+    # lam left to core's default (0.01): the hand-computed value of test_positive_entropy_term_hand_computed
+    loss, _ = positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, gate="positive_advantage")
+    torch.testing.assert_close(loss, torch.tensor(-0.0075))
+    # check_loss reads the options as complete: no gate = core's 'correct' = refused
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: no gate is set"):
+        check_loss("positive_entropy", {"lam": 0.02})
+    check_loss("positive_entropy", {"lam": 0.02, "gate": "all"})
+    # registration options are a part the environment variable may complete: an explicit 'correct' is refused at
+    # once (no verl needed), no gate is accepted (the plugin registers divrl_positive_entropy without options)
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: gate='correct' is not available inside verl"):
+        make_positive_entropy_loss(gate="correct")
+    with pytest.raises(ValueError, match="unknown option"):
+        make_positive_entropy_loss(gat="all")
+    assert callable(make_positive_entropy_loss()) and callable(make_positive_entropy_loss(lam=0.02))
+
+
+def test_divrl_sync_refuses_a_gate_set_nowhere_before_verl_builds_its_workers(monkeypatch: pytest.MonkeyPatch):
+    """With loss_mode=divrl_positive_entropy (registered by the plugin without options), the divrl_sync trainer
+    reads DIVRL_VERL_POSITIVE_ENTROPY as its process sees it: no gate there is core's 'correct', refused in __init__
+    (verl's trainer, which builds the workers, is never reached); a gate=correct there too."""
+    from divrl.integrations.verl import POSITIVE_ENTROPY_ENV, DivrlAdvantageMixin, policy_loss
+
+    class Base:
+        def __init__(self, config: Any) -> None:
+            raise AssertionError("verl's trainer was built")
+
+    trainer = type("Trainer", (DivrlAdvantageMixin, Base), {})
+    monkeypatch.setitem(policy_loss._TERMS, "divrl_positive_entropy", {})  # as register() leaves it
+    config = {"actor_rollout_ref": {"actor": {"policy_loss": {"loss_mode": "divrl_positive_entropy"}}}}
+    monkeypatch.delenv(POSITIVE_ENTROPY_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: no gate is set, .*gate=all"):
+        trainer(config)
+    monkeypatch.setenv(POSITIVE_ENTROPY_ENV, "lam=0.02,gate=correct")
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: gate='correct' is not available inside verl"):
+        trainer(config)
+    monkeypatch.setenv(POSITIVE_ENTROPY_ENV, "gate=all")
+    assert policy_loss.term_options("divrl_positive_entropy") == {"gate": "all"}
+    assert policy_loss.term_options("vanilla") is None  # not a divrl loss: verl's own, nothing to check
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,9 @@ Three ways in, all loaded with ``import verl`` in every process verl starts (dri
                                     embeds with ``+algorithm.divrl_embedder=all-MiniLM-L6-v2`` (optionally
                                     ``+algorithm.divrl_embed_rows=correct``).
 ``actor_rollout_ref.actor.policy_   ``divrl_positive_entropy``: verl's ``vanilla`` PPO loss plus R1-zero-Div's term
-loss.loss_mode=``                   (:func:`positive_entropy_term`)
+loss.loss_mode=``                   (:func:`positive_entropy_term`). Its gate must be set, e.g.
+                                    ``DIVRL_VERL_POSITIVE_ENTROPY=gate=positive_advantage``: verl cannot serve
+                                    divrl.core's default ``gate=correct``
 ``trainer.v1.trainer_mode=``        ``divrl_sync``: verl's sync trainer, which also hands each estimator call the
                                     rows' response texts and reward extra info (:class:`DivrlAdvantageMixin`).
                                     DARLING's partition and SetPO's n-gram kernel need it
@@ -86,6 +88,7 @@ from divrl.integrations.verl.policy_loss import (
     make_positive_entropy_loss,
     positive_entropy_term,
     register_positive_entropy_loss,
+    term_options,
 )
 from divrl.integrations.verl.side_info import (
     EXTRA_CORRECT,
@@ -96,7 +99,7 @@ from divrl.integrations.verl.side_info import (
     sample_info_from_rows,
     use_sample_info,
 )
-from divrl.integrations.verl.trainer import DivrlAdvantageMixin, register_trainer
+from divrl.integrations.verl.trainer import DivrlAdvantageMixin, check_config, register_trainer
 
 __all__ = [
     "ESTIMATOR_PREFIX",
@@ -112,6 +115,7 @@ __all__ = [
     "DivrlAdvantageMixin",
     "PartitionFn",
     "SampleInfo",
+    "check_config",
     "check_loss",
     "group_advantages",
     "group_rows",
@@ -124,6 +128,7 @@ __all__ = [
     "register_positive_entropy_loss",
     "register_trainer",
     "sample_info_from_rows",
+    "term_options",
     "token_advantages",
     "use_sample_info",
 ]

@@ -9,6 +9,7 @@ for what verl can serve; overridden at call time by the environment variable ``D
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -45,8 +46,9 @@ _LOSS_REFUSALS = {
 
 
 def check_loss(name: str, options: Mapping[str, Any] | None = None) -> None:
-    """Whether divrl policy loss ``name`` runs inside verl: ``positive_entropy`` does (registered as
-    ``divrl_positive_entropy``); any other raises ValueError in one line saying why, read from its declared needs
+    """Whether divrl policy loss ``name`` runs inside verl with ``options``: ``positive_entropy`` does (registered as
+    ``divrl_positive_entropy``) with ``gate`` ``positive_advantage`` or ``all`` (an unset gate is core's default
+    ``correct``, refused); any other raises ValueError in one line saying why, read from its declared needs
     (``rover``, ``flowrl``: fields verl's PolicyLossFn does not receive; ``ppo``, ``kl``, ``clip_cov``, ``kl_cov``,
     ``entropy_bonus``: verl's own ``actor.policy_loss.loss_mode`` and actor options provide them)."""
     if name not in LOSSES:
@@ -61,17 +63,30 @@ def check_loss(name: str, options: Mapping[str, Any] | None = None) -> None:
     raise ValueError(f"divrl policy loss {name!r} is not registered with verl: {reason}; use divrl train")
 
 
-_TERM_DEFAULTS: dict[str, Any] = {"gate": "positive_advantage"}
+def _core_default(option: str) -> Any:
+    """The default of option ``option`` of divrl.core's ``positive_entropy`` (read from its signature, so the verl
+    term's defaults are core's)."""
+    return inspect.signature(positive_entropy_loss).parameters[option].default
 
 
-def _check_term_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    opts = {**_TERM_DEFAULTS, **options}
+def _gate_refusal(given: bool) -> str:
+    which = "gate='correct'" if given else f"no gate is set, and divrl.core's default gate={_core_default('gate')!r}"
+    return (
+        f"{POSITIVE_ENTROPY_LOSS}: {which} is not available inside verl: verl's ppo_loss passes the policy loss only "
+        "log-probs, advantages and the response mask (no correctness); set gate=positive_advantage (A > 0) or "
+        f"gate=all, e.g. {POSITIVE_ENTROPY_ENV}=gate=positive_advantage"
+    )
+
+
+def _check_term_options(options: Mapping[str, Any], *, complete: bool = True) -> dict[str, Any]:
+    """The term's ``options`` checked for verl, unchanged: unknown names, ``estimator`` other than ``surrogate`` and
+    ``gate="correct"`` are refused in one line. ``complete``: these are all the options (a missing ``gate`` is
+    core's default ``"correct"``, refused too); else a part (registration defaults, the environment variable) that
+    others may complete, and only what it sets is checked."""
+    opts = dict(options)
     check_options(positive_entropy_loss, opts, f"verl policy loss {POSITIVE_ENTROPY_LOSS!r}")
-    if opts["gate"] == "correct":
-        raise ValueError(
-            f"{POSITIVE_ENTROPY_LOSS}: gate='correct' is not available inside verl: its ppo_loss passes the policy "
-            "loss only log-probs, advantages and the response mask. Use gate='positive_advantage' (A > 0) or 'all'"
-        )
+    if (complete or "gate" in opts) and opts.get("gate", _core_default("gate")) == "correct":
+        raise ValueError(_gate_refusal(given="gate" in opts))
     if opts.get("estimator", "surrogate") != "surrogate":
         raise ValueError(
             f"{POSITIVE_ENTROPY_LOSS}: only estimator='surrogate' is available inside verl (its policy loss receives "
@@ -102,7 +117,8 @@ def positive_entropy_term(
     Args:
         log_prob, old_log_prob, advantages, response_mask: ``(B, T)`` as verl's policy loss receives them.
         dp_size, global_batch_size: ``config.global_batch_info`` of verl's actor.
-        options: ``lam``, ``gate`` (``positive_advantage`` or ``all``), ``ratio``.
+        options: ``lam``, ``gate`` (``positive_advantage`` or ``all``; required: an unset gate is core's default
+            ``correct``, refused), ``ratio``.
     """
     opts = _check_term_options(options)
     if global_batch_size is None and dp_size > 1:
@@ -137,8 +153,23 @@ def _env_options(raw: str) -> dict[str, Any]:
             options[key.strip()] = number if math.isfinite(number) else value.strip()
         except ValueError:
             options[key.strip()] = value.strip()
-    _check_term_options(options)
+    _check_term_options(options, complete=False)
     return options
+
+
+_TERMS: dict[str, dict[str, Any]] = {}
+"""verl policy-loss name -> the term options it was registered with (:func:`register_positive_entropy_loss`)."""
+
+
+def term_options(name: str, environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The options the term of registered loss ``name`` runs with: its registration options, overridden by
+    ``DIVRL_VERL_POSITIVE_ENTROPY`` in ``environ`` (default ``os.environ``), checked as a whole
+    (:func:`_check_term_options`: a gate neither sets is refused, core's default ``correct`` being one verl cannot
+    serve). None when ``name`` is not a divrl loss registered in this process."""
+    if name not in _TERMS:
+        return None
+    env = os.environ if environ is None else environ
+    return _check_term_options({**_TERMS[name], **_env_options(env.get(POSITIVE_ENTROPY_ENV, ""))})
 
 
 def make_positive_entropy_loss(
@@ -148,12 +179,17 @@ def make_positive_entropy_loss(
 
     The signature is verl 0.9's ``PolicyLossFn`` as ``ppo_loss`` calls it (keywords ``old_log_prob``, ``log_prob``,
     ``advantages``, ``response_mask``, ``loss_agg_mode``, ``config``, ``rollout_is_weights``). ``options`` are the
-    term's defaults (``lam=0.01``, ``gate="positive_advantage"``). The environment variable
-    ``DIVRL_VERL_POSITIVE_ENTROPY`` (e.g. ``lam=0.02,gate=all``), read in the worker at call time, overrides them.
-    verl's ActorConfig accepts no extra keys, so options cannot come from the actor config. Metrics:
+    term's defaults over divrl.core's (``lam=0.01``, ``gate="correct"``, ``ratio="old"``). The environment variable
+    ``DIVRL_VERL_POSITIVE_ENTROPY`` (e.g. ``gate=positive_advantage,lam=0.02``), read in the worker at call time,
+    overrides them. verl's ActorConfig accepts no extra keys, so options cannot come from the actor config.
+
+    The gate must be set, here or in the environment variable, to ``positive_advantage`` or ``all``: core's default
+    ``gate="correct"`` reads correctness, which verl's ``ppo_loss`` does not pass. ``gate="correct"`` given here is
+    refused at once; a gate set nowhere is refused by the ``divrl_sync`` trainer before verl builds its workers
+    (:class:`~divrl.integrations.verl.trainer.DivrlAdvantageMixin`) and, under any trainer, at the first call. Metrics:
     ``actor/divrl_div_term``, ``actor/divrl_div_gate_frac``.
     """
-    defaults = _check_term_options(options)
+    defaults = _check_term_options(options, complete=False)
 
     def loss_fn(
         old_log_prob: Tensor,
@@ -164,6 +200,7 @@ def make_positive_entropy_loss(
         config: Any = None,
         rollout_is_weights: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
+        opts = {**defaults, **_env_options(os.environ.get(POSITIVE_ENTROPY_ENV, ""))}
         core_algos = _verl_module("verl.trainer.ppo.core_algos")
         pg_loss, metrics = core_algos.get_policy_loss_fn(base)(
             old_log_prob=old_log_prob,
@@ -174,7 +211,6 @@ def make_positive_entropy_loss(
             config=config,
             rollout_is_weights=rollout_is_weights,
         )
-        opts = {**defaults, **_env_options(os.environ.get(POSITIVE_ENTROPY_ENV, ""))}
         info = dict(getattr(config, "global_batch_info", None) or {})
         term, term_metrics = positive_entropy_term(
             log_prob,
@@ -197,9 +233,10 @@ def register_positive_entropy_loss(name: str = POSITIVE_ENTROPY_LOSS, *, base: s
     """Register :func:`make_positive_entropy_loss` in verl's policy-loss registry under ``name``.
 
     For a variant with other defaults, call this from your own plugin module, e.g.
-    ``register_positive_entropy_loss("my_div", base="gspo", lam=0.02, gate="all")``.
+    ``register_positive_entropy_loss("my_div", base="gspo", lam=0.02, gate="all")``. The plugin registers
+    ``divrl_positive_entropy`` with no options: its gate comes from ``DIVRL_VERL_POSITIVE_ENTROPY``.
     """
     core_algos = _verl_module("verl.trainer.ppo.core_algos")
     core_algos.register_policy_loss(name)(make_positive_entropy_loss(base=base, **options))
+    _TERMS[name] = dict(options)
     return name
-

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from divrl.integrations.verl.config import ESTIMATOR_PREFIX, TRAINER_MODE, _cfg_get, _verl_module
+from divrl.integrations.verl.policy_loss import term_options
 from divrl.integrations.verl.side_info import SampleInfo, sample_info_from_rows, use_sample_info
 
 
@@ -26,6 +27,18 @@ def _reward_extra_info(extra_fields: Any) -> dict[str, Any]:
     return dict(info) if isinstance(info, Mapping) else {}
 
 
+def check_config(config: Any) -> None:
+    """Refuse, in one line and before verl builds its workers, what a divrl piece named in verl's ``config`` would
+    refuse only when first called: the term options of a divrl policy loss
+    (``actor_rollout_ref.actor.policy_loss.loss_mode``: its registration options and ``DIVRL_VERL_POSITIVE_ENTROPY``
+    as this process sees it, :func:`~divrl.integrations.verl.policy_loss.term_options`; e.g. a gate set nowhere,
+    core's default ``correct``, which verl cannot serve). The ``divrl_sync`` trainer calls it in ``__init__``."""
+    actor = _cfg_get(_cfg_get(config, "actor_rollout_ref", None), "actor", None)
+    loss_mode = _cfg_get(_cfg_get(actor, "policy_loss", None), "loss_mode", None)
+    if loss_mode is not None:
+        term_options(str(loss_mode))
+
+
 class DivrlAdvantageMixin:
     """Mixin for a verl 0.9 v1 ``PPOTrainer``: divrl estimators receive per-sample texts and reward extra info.
 
@@ -38,8 +51,9 @@ class DivrlAdvantageMixin:
 
     ``__init__`` refuses ``+divrl.sampler=latr`` / ``+divrl.prompt_selector=gdro`` in one line (divrl train's
     rollout-side entries, :mod:`divrl.rollout.strategies`: verl samples with its own rollout engine and draws
-    prompts with its own data sampler), then rewrites ``config.trainer.v1.trainer_mode`` to ``divrl_base_mode``: verl compares the mode string
-    with ``"sync"`` in several places (replay buffer, refill), so ``divrl_sync`` must behave as ``sync`` exactly.
+    prompts with its own data sampler) and what :func:`check_config` refuses, then rewrites
+    ``config.trainer.v1.trainer_mode`` to ``divrl_base_mode``: verl compares the mode string with ``"sync"`` in
+    several places (replay buffer, refill), so ``divrl_sync`` must behave as ``sync`` exactly.
 
     ``_compute_advantage`` (verl internal) is wrapped when ``algorithm.adv_estimator`` is a ``divrl_*`` name. First it
     reads ``uid``, ``responses`` and ``extra_fields`` for ``batch.keys`` from TransferQueue, decodes the responses
@@ -61,6 +75,7 @@ class DivrlAdvantageMixin:
         )
         if refusal is not None:  # verl samples with its own rollout engine and draws prompts with its own sampler
             raise ValueError(refusal)
+        check_config(config)
         from omegaconf import open_dict
 
         with open_dict(config):
