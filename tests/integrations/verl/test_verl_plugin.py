@@ -199,14 +199,15 @@ def test_darling_with_sample_info_matches_core_and_checks_alignment():
 
 
 def test_setpo_embedder_comes_from_the_algorithm_config():
-    """+algorithm.divrl_embedder / divrl_embed_rows reach SetPO's cosine kernel through verl's own call."""
+    """+algorithm.divrl_embedder reaches SetPO's cosine kernel through verl's own call (only the correct rows embedded:
+    members=correct declares it); divrl_embed_rows and an embedder the estimator does not read are refused."""
     from divrl.semantic import CharNgramEmbedder, embed_texts
 
     b = verl_batch(seed=4)
     texts = [f"{k} answer {i % 3}" for i, k in enumerate(b["keys"])]
     info = divrl_verl.SampleInfo(uids=b["index"].copy(), texts=texts)
     options = {"kernel": "cosine", "members": "correct", "lam": 3.0}
-    algorithm = {"divrl_options": options, "divrl_embedder": "char-ngram:3:64", "divrl_embed_rows": "correct"}
+    algorithm = {"divrl_options": options, "divrl_embedder": "char-ngram:3:64"}
     with divrl_verl.use_sample_info(info):
         out = run_compute_advantage("divrl_setpo", b, algorithm).batch["advantages"]
     expected = torch.zeros(len(b["index"]))
@@ -217,8 +218,10 @@ def test_setpo_embedder_comes_from_the_algorithm_config():
         expected[rows] = compute_advantages("setpo", GroupBatch(rewards=r, correct=r == 1, embeddings=e), **options)[0]
     torch.testing.assert_close(out, expected[:, None] * b["mask"])
     assert not torch.allclose(out, per_group_expected("grpo", b))  # the bonus is there
-    with divrl_verl.use_sample_info(info), pytest.raises(ValueError, match="members"):
-        run_compute_advantage("divrl_setpo", b, {**algorithm, "divrl_options": {"kernel": "cosine"}})
+    with divrl_verl.use_sample_info(info), pytest.raises(ValueError, match=r"divrl_embed_rows is no longer read"):
+        run_compute_advantage("divrl_setpo", b, {**algorithm, "divrl_embed_rows": "correct"})
+    with divrl_verl.use_sample_info(info), pytest.raises(ValueError, match=r"reads no embeddings"):
+        run_compute_advantage("divrl_setpo", b, {**algorithm, "divrl_options": {"kernel": "ngram"}})
 
 
 def test_estimator_reads_non_tensor_batch_when_verl_passes_it():

@@ -29,9 +29,10 @@ Three ways in, all loaded with ``import verl`` in every process verl starts (dri
 =================================  =================================================================================
 ``algorithm.adv_estimator=``        ``divrl_<name>`` for every divrl estimator (``divrl_grpo``, ``divrl_dr_grpo``,
                                     ``divrl_rloo``, ``divrl_passk``, ``divrl_darling``, ``divrl_setpo``, ...).
-                                    Options come from ``+algorithm.divrl_options.<key>=...``; SetPO's cosine kernel
-                                    embeds with ``+algorithm.divrl_embedder=all-MiniLM-L6-v2`` (optionally
-                                    ``+algorithm.divrl_embed_rows=correct``).
+                                    Options come from ``+algorithm.divrl_options.<key>=...``; a cosine kernel
+                                    (``kernel=cosine``: setpo, dra, dsdr) embeds with
+                                    ``+algorithm.divrl_embedder=all-MiniLM-L6-v2``, only the rows the estimator
+                                    declares it reads (the correct ones for setpo ``members=correct`` and dsdr).
 ``actor_rollout_ref.actor.policy_   ``divrl_positive_entropy``: verl's ``vanilla`` PPO loss plus R1-zero-Div's term
 loss.loss_mode=``                   (:func:`positive_entropy_term`). Its gate must be set, e.g.
                                     ``DIVRL_VERL_POSITIVE_ENTROPY=gate=positive_advantage``: verl cannot serve
@@ -76,7 +77,10 @@ from divrl.integrations.verl.config import (
     INSTALL_HINT,
     TESTED_VERL,
     TRAINER_MODE,
+    EstimatorConfig,
+    embedding_rows,
     load_callable,
+    read_estimator_config,
 )
 from divrl.integrations.verl.estimators import _unsupported as _unsupported  # tests and checks read it
 from divrl.integrations.verl.estimators import make_estimator, register_estimator
@@ -113,16 +117,19 @@ __all__ = [
     "TRAINER_MODE",
     "VERL_CAN_PROVIDE",
     "DivrlAdvantageMixin",
+    "EstimatorConfig",
     "PartitionFn",
     "SampleInfo",
     "check_config",
     "check_loss",
+    "embedding_rows",
     "group_advantages",
     "group_rows",
     "load_callable",
     "make_estimator",
     "make_positive_entropy_loss",
     "positive_entropy_term",
+    "read_estimator_config",
     "register",
     "register_estimator",
     "register_positive_entropy_loss",

@@ -20,8 +20,7 @@ from divrl.core.advantages import (
     advantage_is_token_level,
     advantage_needs,
 )
-from divrl.core.registry import check_options
-from divrl.integrations.verl.config import ESTIMATOR_PREFIX, _cfg_get, _plain, _verl_module, load_callable
+from divrl.integrations.verl.config import ESTIMATOR_PREFIX, _verl_module, load_callable, read_estimator_config
 from divrl.integrations.verl.groups import token_advantages
 from divrl.integrations.verl.side_info import (
     _SAMPLE_INFO,
@@ -68,11 +67,13 @@ def make_estimator(name: str) -> Callable[..., tuple[Tensor, Tensor]]:
     """verl advantage estimator running divrl.core estimator ``name``; the same object on every call.
 
     The returned function follows verl 0.9's call in ``ray_trainer.compute_advantage``:
-    ``fn(token_level_rewards, response_mask, index, config, **other)``. It reads the estimator options from
+    ``fn(token_level_rewards, response_mask, index, config, **other)``. It reads ``config`` (verl's ``algorithm``)
+    with :func:`~divrl.integrations.verl.config.read_estimator_config`: the estimator options from
     ``config.divrl_options`` (``+algorithm.divrl_options.<key>=...``), the correctness threshold from
     ``config.divrl_correct_threshold`` (default 1.0: ``correct = score >= 1``; overridden per sample by the reward
     extra info ``divrl_correct``), an optional ``config.divrl_partition_fn`` and an optional ``config.divrl_embedder``
-    (with ``config.divrl_embed_rows``). For ``grpo`` without an explicit
+    (refused when the estimator reads no embeddings; it embeds the rows the estimator's declared needs read: only
+    the correct ones for ``setpo`` with ``members="correct"`` and for ``dsdr``). For ``grpo`` without an explicit
     ``scale`` option, ``algorithm.norm_adv_by_std_in_grpo=False`` gives ``scale="none"``, as in verl's GRPO.
 
     Per-sample side information comes from ``non_tensor_batch`` when verl passes it (only for estimators it
@@ -98,17 +99,10 @@ def make_estimator(name: str) -> Callable[..., tuple[Tensor, Tensor]]:
         if index is None:
             raise ValueError(f"{verl_name} needs the per-sample 'uid' (verl passes it as index=) to form groups")
         bs = token_level_rewards.shape[0]
-        options = _plain(_cfg_get(config, "divrl_options", {}))
-        if not isinstance(options, dict):
-            raise ValueError(f"algorithm.divrl_options must be a mapping of {name} options, got {options!r}")
-        if name == "grpo" and "scale" not in options and _cfg_get(config, "norm_adv_by_std_in_grpo", True) is False:
-            options["scale"] = "none"
-        check_options(ADVANTAGES.get(name), options, f"{verl_name} (algorithm.divrl_options)")
-        threshold = float(_cfg_get(config, "divrl_correct_threshold", 1.0))
-        fn_spec = _cfg_get(config, "divrl_partition_fn", None)
-        partition_fn = load_callable(str(fn_spec)) if fn_spec else None
-        embedder = _embedder(_cfg_get(config, "divrl_embedder", None))
-        embed_rows = str(_cfg_get(config, "divrl_embed_rows", "all"))
+        cfg = read_estimator_config(name, config)
+        options = cfg.options
+        partition_fn = load_callable(cfg.partition_fn) if cfg.partition_fn else None
+        embedder = _embedder(cfg.embedder)
 
         info = _info_from_non_tensor_batch(non_tensor_batch, bs) if non_tensor_batch is not None else None
         if info is None:
@@ -117,7 +111,7 @@ def make_estimator(name: str) -> Callable[..., tuple[Tensor, Tensor]]:
                 _check_alignment(info, index, verl_name)
         check_side_info(verl_name, name, options, info, partition_fn=partition_fn, embedder=embedder)
         scores = token_level_rewards.sum(dim=-1)  # (bs,)
-        correct: np.ndarray | Tensor = (scores >= threshold).cpu()  # (bs,)
+        correct: np.ndarray | Tensor = (scores >= cfg.correct_threshold).cpu()  # (bs,)
         if info is not None and info.correct is not None:
             correct = info.correct
         adv, returns, stats = token_advantages(
@@ -131,7 +125,6 @@ def make_estimator(name: str) -> Callable[..., tuple[Tensor, Tensor]]:
             keys=None if info is None else info.keys,
             partition_fn=partition_fn,
             embedder=embedder,
-            embed_rows=embed_rows,
         )
         if info is not None:
             info.stats.update(stats)

@@ -19,7 +19,9 @@ from torch import Tensor
 from divrl.core.advantages import compute_advantages
 from divrl.core.diversity import labels_tensor
 from divrl.core.metrics import correct_classes
-from divrl.signals import check_embed_rows, embed_groups, group_batch, labels_from_keys, signal_size
+from divrl.integrations.verl.config import embedding_rows
+from divrl.signals import embed_groups, group_batch, labels_from_keys, signal_size
+
 
 def group_rows(index: Sequence[Hashable] | np.ndarray) -> list[np.ndarray]:
     """The row indices of each group: rows sharing a uid, in batch order.
@@ -72,7 +74,6 @@ def group_advantages(
     keys: Sequence[Hashable | None] | None = None,
     partition_fn: PartitionFn | None = None,
     embedder: Any = None,
-    embed_rows: str = "all",
 ) -> tuple[Tensor, dict[str, float]]:
     """``(bs,)`` advantages of divrl estimator ``name`` for flat per-row ``scores`` grouped by ``index``.
 
@@ -85,10 +86,11 @@ def group_advantages(
         texts: bs texts (``GroupBatch.texts``; a partition function's input).
         keys: bs partition keys: equal keys within a group share a class (``GroupBatch.partition``).
         partition_fn: ``fn(group_texts) -> labels``, used when ``keys`` is None and ``texts`` is given.
-        embedder: a :class:`divrl.semantic.Embedder` (or spec) for ``GroupBatch.embeddings`` (SetPO's cosine
-            kernel); needs ``texts``.
-        embed_rows: ``"all"``, or ``"correct"`` (only correct rows are embedded; see
-            :func:`divrl.signals.check_embed_rows`).
+        embedder: a :class:`divrl.semantic.Embedder` (or spec) for ``GroupBatch.embeddings`` (a cosine kernel);
+            needs ``texts``, and an estimator that reads embeddings (else ValueError). It embeds the rows the
+            estimator's declared needs read (:func:`divrl.integrations.verl.config.embedding_rows`): only the
+            correct ones (then ``correct`` is needed) for ``setpo`` with ``members="correct"`` and ``dsdr``, else
+            every row.
 
     Returns:
         The advantages ``(bs,)`` in ``scores``' dtype, and stats: ``classes_per_group`` when a partition was built,
@@ -105,12 +107,15 @@ def group_advantages(
         if value is not None and len(value) != bs:
             raise ValueError(f"{what} has {len(value)} entries for {bs} rows")
     opts = dict(options or {})
+    embed_rows = "all"
     if embedder is not None:
-        check_embed_rows(embed_rows, name, opts)
+        embed_rows = embedding_rows(name, opts, "an embedder (embedder=)")
         if texts is None:
             raise ValueError("an embedder needs the response texts (texts=)")
         if embed_rows == "correct" and correct is None:
-            raise ValueError("embed_rows='correct' needs correct=")
+            raise ValueError(
+                f"divrl estimator {name!r} reads only correct rollouts' embeddings: the embedder needs correct="
+            )
     buckets = _buckets(groups)
     if len(buckets) > 1 and _uses_batch_scale(opts):
         sizes = sorted({int(b.shape[1]) for b in buckets})
@@ -193,5 +198,3 @@ def token_advantages(
         adv, stats = group_advantages(name, scores, index, **kwargs)  # (bs,)
         token_adv = adv.unsqueeze(-1) * response_mask.to(adv.dtype)  # (bs, T)
     return token_adv, token_adv, stats
-
-

@@ -182,4 +182,3 @@ def _embedder(spec: Any) -> Any:
 
         _EMBEDDERS[key] = load_embedder(key)
     return _EMBEDDERS[key]
-

@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from divrl.integrations.verl.config import ESTIMATOR_PREFIX, TRAINER_MODE, _cfg_get, _verl_module
+from divrl.core.advantages import ADVANTAGES
+from divrl.integrations.verl.config import (
+    ESTIMATOR_PREFIX,
+    TRAINER_MODE,
+    _cfg_get,
+    _verl_module,
+    read_estimator_config,
+)
 from divrl.integrations.verl.policy_loss import term_options
 from divrl.integrations.verl.side_info import SampleInfo, sample_info_from_rows, use_sample_info
 
@@ -29,10 +36,16 @@ def _reward_extra_info(extra_fields: Any) -> dict[str, Any]:
 
 def check_config(config: Any) -> None:
     """Refuse, in one line and before verl builds its workers, what a divrl piece named in verl's ``config`` would
-    refuse only when first called: the term options of a divrl policy loss
+    refuse only when first called: the ``algorithm.divrl_*`` keys of a divrl estimator (``algorithm.adv_estimator``
+    ``divrl_<name>``: :func:`~divrl.integrations.verl.config.read_estimator_config`; e.g. the removed
+    ``divrl_embed_rows``, an embedder the estimator does not read) and the term options of a divrl policy loss
     (``actor_rollout_ref.actor.policy_loss.loss_mode``: its registration options and ``DIVRL_VERL_POSITIVE_ENTROPY``
     as this process sees it, :func:`~divrl.integrations.verl.policy_loss.term_options`; e.g. a gate set nowhere,
     core's default ``correct``, which verl cannot serve). The ``divrl_sync`` trainer calls it in ``__init__``."""
+    algorithm = _cfg_get(config, "algorithm", None)
+    estimator = str(_cfg_get(algorithm, "adv_estimator", ""))
+    if estimator.startswith(ESTIMATOR_PREFIX) and estimator[len(ESTIMATOR_PREFIX) :] in ADVANTAGES:
+        read_estimator_config(estimator[len(ESTIMATOR_PREFIX) :], algorithm)
     actor = _cfg_get(_cfg_get(config, "actor_rollout_ref", None), "actor", None)
     loss_mode = _cfg_get(_cfg_get(actor, "policy_loss", None), "loss_mode", None)
     if loss_mode is not None:
@@ -119,4 +132,3 @@ def register_trainer(name: str = TRAINER_MODE) -> type:
     trainer_sync.register_trainer(name)(cls)
     _TRAINERS[name] = cls
     return cls
-
