@@ -118,9 +118,9 @@ def group_advantages(
             )
     buckets = _buckets(groups)
     if len(buckets) > 1 and _uses_batch_scale(opts):
-        sizes = sorted({int(b.shape[1]) for b in buckets})
+        unequal = sorted({int(b.shape[1]) for b in buckets})
         raise ValueError(
-            f"scale='batch' takes statistics over the whole batch, but the groups have unequal sizes {sizes} and are "
+            f"scale='batch' takes statistics over the whole batch, but the groups have unequal sizes {unequal} and are "
             "computed per size; use scale='group' or 'none', or keep group sizes equal"
         )
     correct_t = None if correct is None else torch.as_tensor(np.asarray(correct, dtype=bool))  # (bs,)
