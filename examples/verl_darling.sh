@@ -5,6 +5,9 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DATA="${DATA:?set DATA to the folder with train.parquet and test.parquet}"
+# The positive-entropy term's gate, read by the actor workers (Ray workers inherit it). It must be set: verl cannot
+# serve divrl.core's default gate=correct (its policy loss receives no correctness). gate=all is the other choice.
+export DIVRL_VERL_POSITIVE_ENTROPY="${DIVRL_VERL_POSITIVE_ENTROPY:-gate=positive_advantage}"
 
 python -m verl.trainer.main_ppo \
     data.train_files="$DATA/train.parquet" data.val_files="$DATA/test.parquet" \

@@ -39,7 +39,7 @@ def test_refused_in_one_line(name, options, match):
 
 def test_positive_entropy_is_served_and_unknown_names_list_the_known_ones():
     for _, check in _adapters():
-        check("positive_entropy", {"lam": 0.02})
+        check("positive_entropy", {"lam": 0.02, "gate": "positive_advantage"})  # verl: core's gate=correct is refused
         with pytest.raises(KeyError, match="rover"):
             check("nope")
     assert {"rover", "flowrl"} <= set(loss_names())

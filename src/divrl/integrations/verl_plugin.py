@@ -9,7 +9,7 @@ Importing this module registers, in verl's registries of the importing process:
 
 - the advantage estimators ``divrl_grpo``, ``divrl_dr_grpo``, ``divrl_rloo``, ``divrl_passk``, ``divrl_darling``,
   ``divrl_setpo`` (every supported divrl.core estimator, as ``divrl_<name>``);
-- the policy loss ``divrl_positive_entropy``;
+- the policy loss ``divrl_positive_entropy`` (without options: set its gate in ``DIVRL_VERL_POSITIVE_ENTROPY``);
 - the trainer ``trainer.v1.trainer_mode=divrl_sync``.
 
 See :mod:`divrl.integrations.verl`.

@@ -199,14 +199,15 @@ def test_darling_with_sample_info_matches_core_and_checks_alignment():
 
 
 def test_setpo_embedder_comes_from_the_algorithm_config():
-    """+algorithm.divrl_embedder / divrl_embed_rows reach SetPO's cosine kernel through verl's own call."""
+    """+algorithm.divrl_embedder reaches SetPO's cosine kernel through verl's own call (only the correct rows embedded:
+    members=correct declares it); divrl_embed_rows and an embedder the estimator does not read are refused."""
     from divrl.semantic import CharNgramEmbedder, embed_texts
 
     b = verl_batch(seed=4)
     texts = [f"{k} answer {i % 3}" for i, k in enumerate(b["keys"])]
     info = divrl_verl.SampleInfo(uids=b["index"].copy(), texts=texts)
     options = {"kernel": "cosine", "members": "correct", "lam": 3.0}
-    algorithm = {"divrl_options": options, "divrl_embedder": "char-ngram:3:64", "divrl_embed_rows": "correct"}
+    algorithm = {"divrl_options": options, "divrl_embedder": "char-ngram:3:64"}
     with divrl_verl.use_sample_info(info):
         out = run_compute_advantage("divrl_setpo", b, algorithm).batch["advantages"]
     expected = torch.zeros(len(b["index"]))
@@ -217,8 +218,10 @@ def test_setpo_embedder_comes_from_the_algorithm_config():
         expected[rows] = compute_advantages("setpo", GroupBatch(rewards=r, correct=r == 1, embeddings=e), **options)[0]
     torch.testing.assert_close(out, expected[:, None] * b["mask"])
     assert not torch.allclose(out, per_group_expected("grpo", b))  # the bonus is there
-    with divrl_verl.use_sample_info(info), pytest.raises(ValueError, match="members"):
-        run_compute_advantage("divrl_setpo", b, {**algorithm, "divrl_options": {"kernel": "cosine"}})
+    with divrl_verl.use_sample_info(info), pytest.raises(ValueError, match=r"divrl_embed_rows is no longer read"):
+        run_compute_advantage("divrl_setpo", b, {**algorithm, "divrl_embed_rows": "correct"})
+    with divrl_verl.use_sample_info(info), pytest.raises(ValueError, match=r"reads no embeddings"):
+        run_compute_advantage("divrl_setpo", b, {**algorithm, "divrl_options": {"kernel": "ngram"}})
 
 
 def test_estimator_reads_non_tensor_batch_when_verl_passes_it():
@@ -274,9 +277,10 @@ def verl_term(x: dict[str, Any], config: ActorConfig, lam: float, gate: str) -> 
 
 
 @pytest.mark.parametrize("global_info", [{}, {"dp_size": 2, "global_batch_size": 16, "batch_num_tokens": 40}])
-def test_positive_entropy_loss_is_vanilla_plus_the_term(global_info: dict[str, Any]):
+def test_positive_entropy_loss_is_vanilla_plus_the_term(global_info: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
     x = loss_inputs()
     config = actor_config()
+    monkeypatch.setenv(divrl_verl.POSITIVE_ENTROPY_ENV, "gate=positive_advantage")  # lam: core's 0.01
     config.global_batch_info.update(global_info)
     fn = core_algos.get_policy_loss_fn("divrl_positive_entropy")
     loss, metrics = fn(loss_agg_mode="token-mean", config=config, rollout_is_weights=None, **x)
@@ -285,6 +289,16 @@ def test_positive_entropy_loss_is_vanilla_plus_the_term(global_info: dict[str, A
     assert {"actor/pg_clipfrac", "actor/divrl_div_term", "actor/divrl_div_gate_frac"} <= set(metrics)
     loss.backward()
     assert x["log_prob"].grad is not None and bool(torch.isfinite(x["log_prob"].grad).all())
+
+
+def test_the_registered_term_refuses_a_gate_set_nowhere_at_its_first_call(monkeypatch: pytest.MonkeyPatch):
+    """The plugin registers divrl_positive_entropy without options: its gate is core's default 'correct' unless
+    DIVRL_VERL_POSITIVE_ENTROPY sets one, and verl's ppo_loss passes no correctness: one line, at the first call
+    (under a trainer other than divrl_sync, which refuses it earlier)."""
+    monkeypatch.delenv(divrl_verl.POSITIVE_ENTROPY_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: no gate is set, .*gate=positive_advantage"):
+        core_algos.get_policy_loss_fn("divrl_positive_entropy")(config=actor_config(), **loss_inputs())
+    assert divrl_verl.policy_loss._TERMS["divrl_positive_entropy"] == {}  # what the plugin registered
 
 
 def test_environment_variable_overrides_the_term_options(monkeypatch: pytest.MonkeyPatch):
@@ -452,5 +466,28 @@ def test_divrl_sync_runs_as_verls_sync_mode(monkeypatch: pytest.MonkeyPatch):
     )
     config = OmegaConf.create({"trainer": {"v1": {"trainer_mode": "divrl_sync"}}})
     OmegaConf.set_struct(config, True)
+    get_trainer_cls("divrl_sync")(config)
+    assert seen == ["sync"]
+
+
+def test_divrl_sync_checks_the_divrl_loss_options_before_verls_trainer(monkeypatch: pytest.MonkeyPatch):
+    """With loss_mode=divrl_positive_entropy, __init__ reads the term's options (registration + environment) before
+    verl's PPOTrainer.__init__ builds anything: refused without a gate, accepted with one."""
+    seen: list[str] = []
+    monkeypatch.setattr(
+        verl_trainer_base.PPOTrainer, "__init__", lambda self, config: seen.append(config.trainer.v1.trainer_mode)
+    )
+    config = OmegaConf.create(
+        {
+            "trainer": {"v1": {"trainer_mode": "divrl_sync"}},
+            "actor_rollout_ref": {"actor": {"policy_loss": {"loss_mode": "divrl_positive_entropy"}}},
+        }
+    )
+    OmegaConf.set_struct(config, True)
+    monkeypatch.delenv(divrl_verl.POSITIVE_ENTROPY_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: no gate is set"):
+        get_trainer_cls("divrl_sync")(config)
+    assert seen == []
+    monkeypatch.setenv(divrl_verl.POSITIVE_ENTROPY_ENV, "gate=positive_advantage")
     get_trainer_cls("divrl_sync")(config)
     assert seen == ["sync"]

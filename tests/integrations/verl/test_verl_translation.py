@@ -231,9 +231,12 @@ def test_setpo_texts_follow_their_rows():
     assert adv[2] > adv[0] == adv[3]
 
 
-def test_setpo_embedding_kernel_follows_rows_and_embeds_only_correct_ones():
-    """An embedder feeds SetPO's cosine kernel per uid group; with embed_rows='correct' only correct rows are embedded
-    and SetPO with members='correct' gives the same advantages as with every row embedded."""
+def test_the_embedded_rows_come_from_the_estimators_declared_needs():
+    """An embedder feeds a cosine kernel per uid group. Which rows it embeds is read from the estimator's declared
+    needs (divrl.core.needs Needs.embed_rows), not from a setting: setpo with members='correct' and dsdr read only
+    correct rollouts' embeddings, so only the correct rows are embedded, and the values equal divrl.core's on every
+    row embedded; setpo with members='all' embeds every row."""
+    from divrl.core.advantages import advantage_needs
     from divrl.semantic import CharNgramEmbedder, embed_texts
 
     texts = ["same words here", "other", "completely different thing", "same words here", "other", "x y z", "a b"]
@@ -244,28 +247,93 @@ def test_setpo_embedding_kernel_follows_rows_and_embeds_only_correct_ones():
     seen: list[str] = []
     encode = emb.encode
     emb.encode = lambda t: seen.extend(t) or encode(t)  # type: ignore[method-assign]
-    options = {"kernel": "cosine", "members": "correct", "lam": 2.0}
-    full, _ = group_advantages("setpo", scores, index, texts=texts, correct=correct, options=options, embedder=emb)
-    seen.clear()
-    adv, _ = group_advantages(
-        "setpo", scores, index, texts=texts, correct=correct, options=options, embedder=emb, embed_rows="correct"
-    )
-    assert sorted(seen) == sorted(t for t, c in zip(texts, correct, strict=True) if c)
-    torch.testing.assert_close(adv, full)
-    rows = [0, 2, 3, 5]  # group "a", in batch order
-    group = [[texts[i] for i in rows]]
-    core = compute_advantages(
-        "setpo",
-        GroupBatch(rewards=scores[rows][None], correct=torch.as_tensor(correct[rows])[None],
-                   embeddings=embed_texts(group, CharNgramEmbedder(3, 64))),
-        **options,
-    )[0]  # fmt: skip
-    torch.testing.assert_close(adv[rows], core)
-    assert adv[2] > adv[0] == adv[3]  # the odd correct one out gets the larger bonus
-    with pytest.raises(ValueError, match="members"):
-        group_advantages("setpo", scores, index, texts=texts, correct=correct, embedder=emb, embed_rows="correct")
+    only_correct = sorted(t for t, c in zip(texts, correct, strict=True) if c)
+    cases = [
+        ("setpo", {"kernel": "cosine", "members": "correct", "lam": 2.0}, "correct"),
+        ("dsdr", {"kernel": "cosine", "lam": 1.0}, "correct"),
+        ("setpo", {"kernel": "cosine", "members": "all", "lam": 2.0}, "all"),
+    ]
+    for name, options, rows_read in cases:
+        assert advantage_needs(name, options).embed_rows == rows_read
+        seen.clear()
+        adv, _ = group_advantages(name, scores, index, texts=texts, correct=correct, options=options, embedder=emb)
+        assert sorted(seen) == (only_correct if rows_read == "correct" else sorted(texts)), name
+        for rows in ([0, 2, 3, 5], [1, 4, 6]):  # groups "a" and "b", in batch order, every row embedded
+            group = [[texts[i] for i in rows]]
+            batch = GroupBatch(
+                rewards=scores[rows][None],
+                correct=torch.as_tensor(correct[rows])[None],
+                texts=group,
+                embeddings=embed_texts(group, CharNgramEmbedder(3, 64)),
+            )
+            torch.testing.assert_close(adv[rows], compute_advantages(name, batch, **options)[0])
+        if name == "setpo" and rows_read == "correct":
+            assert adv[2] > adv[0] == adv[3]  # the odd correct one out gets the larger bonus
+    options = cases[0][1]
+    with pytest.raises(
+        ValueError, match=r"^divrl estimator 'setpo' reads only correct rollouts' embeddings: .*correct="
+    ):
+        group_advantages("setpo", scores, index, texts=texts, options=options, embedder=emb)
     with pytest.raises(ValueError, match="texts"):
-        group_advantages("setpo", scores, index, options=options, embedder=emb)
+        group_advantages("setpo", scores, index, correct=correct, options=options, embedder=emb)
+
+
+@pytest.mark.parametrize(("name", "options"), [("darling", {}), ("grpo", {}), ("setpo", {"kernel": "ngram"})])
+def test_an_embedder_the_estimator_does_not_read_is_refused_in_one_line(name: str, options: dict[str, Any]):
+    """An embedder is a setting for a cosine kernel: given to an estimator whose declared needs read no embeddings
+    (required or optional) it is a mistake, refused in one line naming the setting, before anything is embedded."""
+    from divrl.semantic import CharNgramEmbedder
+
+    emb = CharNgramEmbedder(3, 64, cache_size=0)
+    emb.encode = lambda t: pytest.fail("embedded")  # type: ignore[method-assign]
+    with pytest.raises(ValueError) as info:
+        group_advantages(
+            name,
+            torch.tensor([1.0, 0.0]),
+            ["a", "a"],
+            texts=["x", "y"],
+            keys=["x", "y"],
+            options=options,
+            embedder=emb,
+        )
+    message = str(info.value)
+    assert message.startswith(f"an embedder (embedder=) is set, but divrl estimator {name!r} with options {options}")
+    assert "reads no embeddings" in message and "\n" not in message
+
+
+def test_the_algorithm_config_refuses_divrl_embed_rows_and_an_embedder_nothing_reads():
+    """algorithm.divrl_embed_rows is gone (the rows come from the declared needs): a config that still sets it gets one
+    line naming the replacement behaviour; so does divrl_embedder for an estimator that reads no embeddings. The
+    divrl_sync trainer refuses both in __init__, before verl's trainer (and its workers) is built."""
+    from divrl.integrations.verl import DivrlAdvantageMixin, EstimatorConfig, read_estimator_config
+
+    old = {"divrl_embed_rows": "correct", "divrl_embedder": "char-ngram:3:64"}
+    old["divrl_options"] = {"kernel": "cosine", "members": "correct"}
+    removed = (
+        r"^divrl_setpo: algorithm.divrl_embed_rows is no longer read: divrl embeds exactly the rows the estimator "
+        r"declares it reads \(.*only the correct responses for setpo with divrl_options.members=correct and for "
+        r"dsdr, every response otherwise\); remove it$"
+    )
+    with pytest.raises(ValueError, match=removed):
+        read_estimator_config("setpo", old)
+    unread = r"^divrl_darling: algorithm.divrl_embedder is set, but divrl estimator 'darling' .*reads no embeddings"
+    with pytest.raises(ValueError, match=unread):
+        read_estimator_config("darling", {"divrl_embedder": "char-ngram:3:64"})
+    cfg = read_estimator_config(
+        "setpo",
+        {"divrl_options": {"kernel": "cosine"}, "divrl_embedder": "char-ngram:3:64", "divrl_correct_threshold": 0.5},
+    )
+    assert cfg == EstimatorConfig(options={"kernel": "cosine"}, correct_threshold=0.5, embedder="char-ngram:3:64")
+
+    class Base:
+        def __init__(self, config: Any) -> None:
+            raise AssertionError("verl's trainer was built")
+
+    trainer = type("Trainer", (DivrlAdvantageMixin, Base), {})
+    with pytest.raises(ValueError, match=removed):
+        trainer({"algorithm": {"adv_estimator": "divrl_setpo", **old}})
+    with pytest.raises(ValueError, match=unread):
+        trainer({"algorithm": {"adv_estimator": "divrl_darling", "divrl_embedder": "char-ngram:3:64"}})
 
 
 def test_partition_fn_runs_per_group_on_texts():
@@ -331,7 +399,9 @@ def term_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_positive_entropy_term_hand_computed():
     # on-policy: h = -logp -> row means 1.5 and 0.5; gate A > 0 keeps row 0 -> J = (1.5 + 0) / 2 = 0.75
     log_prob, advantages, mask = term_inputs()
-    loss, metrics = positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, lam=0.01)
+    loss, metrics = positive_entropy_term(
+        log_prob, log_prob.detach(), advantages, mask, lam=0.01, gate="positive_advantage"
+    )
     torch.testing.assert_close(loss, torch.tensor(-0.0075))
     assert metrics == {"div_term": pytest.approx(0.75), "div_gate_frac": pytest.approx(0.5)}
     loss.backward()
@@ -355,15 +425,76 @@ def test_positive_entropy_term_global_scaling_and_gate_all():
     ("options", "match"),
     [
         ({"gate": "correct"}, "gate='correct' is not available inside verl"),
-        ({"estimator": "exact"}, "only estimator='surrogate'"),
-        ({"beta": 1.0}, "unknown option"),
-        ({"dp_size": 2}, "global_batch_size is required"),
+        ({}, "no gate is set, and divrl.core's default gate='correct' is not available inside verl"),
+        ({"lam": 0.02}, "no gate is set"),
+        ({"gate": "all", "estimator": "exact"}, "only estimator='surrogate'"),
+        ({"gate": "all", "beta": 1.0}, "unknown option"),
+        ({"gate": "all", "dp_size": 2}, "global_batch_size is required"),
     ],
 )
 def test_positive_entropy_term_rejects(options: dict[str, Any], match: str):
     log_prob, advantages, mask = term_inputs()
     with pytest.raises(ValueError, match=match):
         positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, **options)
+
+
+def test_the_term_has_cores_defaults_and_refuses_cores_gate_in_one_line():
+    """The verl term's defaults are divrl.core's: its gate defaults to 'correct', which verl's ppo_loss cannot serve
+    (it passes the policy loss only log-probs, advantages and the mask), so an unset gate is refused like an explicit
+    'correct', in one line saying why and what to set; the other options default as in core (lam=0.01)."""
+    import inspect
+
+    from divrl.core.losses import positive_entropy_loss
+    from divrl.integrations.verl import check_loss, make_positive_entropy_loss
+
+    assert inspect.signature(positive_entropy_loss).parameters["gate"].default == "correct"
+    log_prob, advantages, mask = term_inputs()
+    for options in ({}, {"gate": "correct"}):
+        with pytest.raises(ValueError) as info:
+            positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, **options)
+        message = str(info.value)
+        assert "\n" not in message and message.startswith("divrl_positive_entropy: ")
+        assert "only log-probs, advantages and the response mask" in message
+        assert "set gate=positive_advantage (A > 0) or gate=all" in message
+        assert "DIVRL_VERL_POSITIVE_ENTROPY=gate=positive_advantage" in message
+    # lam left to core's default (0.01): the hand-computed value of test_positive_entropy_term_hand_computed
+    loss, _ = positive_entropy_term(log_prob, log_prob.detach(), advantages, mask, gate="positive_advantage")
+    torch.testing.assert_close(loss, torch.tensor(-0.0075))
+    # check_loss reads the options as complete: no gate = core's 'correct' = refused
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: no gate is set"):
+        check_loss("positive_entropy", {"lam": 0.02})
+    check_loss("positive_entropy", {"lam": 0.02, "gate": "all"})
+    # registration options are a part the environment variable may complete: an explicit 'correct' is refused at
+    # once (no verl needed), no gate is accepted (the plugin registers divrl_positive_entropy without options)
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: gate='correct' is not available inside verl"):
+        make_positive_entropy_loss(gate="correct")
+    with pytest.raises(ValueError, match="unknown option"):
+        make_positive_entropy_loss(gat="all")
+    assert callable(make_positive_entropy_loss()) and callable(make_positive_entropy_loss(lam=0.02))
+
+
+def test_divrl_sync_refuses_a_gate_set_nowhere_before_verl_builds_its_workers(monkeypatch: pytest.MonkeyPatch):
+    """With loss_mode=divrl_positive_entropy (registered by the plugin without options), the divrl_sync trainer
+    reads DIVRL_VERL_POSITIVE_ENTROPY as its process sees it: no gate there is core's 'correct', refused in __init__
+    (verl's trainer, which builds the workers, is never reached); a gate=correct there too."""
+    from divrl.integrations.verl import POSITIVE_ENTROPY_ENV, DivrlAdvantageMixin, policy_loss
+
+    class Base:
+        def __init__(self, config: Any) -> None:
+            raise AssertionError("verl's trainer was built")
+
+    trainer = type("Trainer", (DivrlAdvantageMixin, Base), {})
+    monkeypatch.setitem(policy_loss._TERMS, "divrl_positive_entropy", {})  # as register() leaves it
+    config = {"actor_rollout_ref": {"actor": {"policy_loss": {"loss_mode": "divrl_positive_entropy"}}}}
+    monkeypatch.delenv(POSITIVE_ENTROPY_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: no gate is set, .*gate=all"):
+        trainer(config)
+    monkeypatch.setenv(POSITIVE_ENTROPY_ENV, "lam=0.02,gate=correct")
+    with pytest.raises(ValueError, match=r"^divrl_positive_entropy: gate='correct' is not available inside verl"):
+        trainer(config)
+    monkeypatch.setenv(POSITIVE_ENTROPY_ENV, "gate=all")
+    assert policy_loss.term_options("divrl_positive_entropy") == {"gate": "all"}
+    assert policy_loss.term_options("vanilla") is None  # not a divrl loss: verl's own, nothing to check
 
 
 # ---------------------------------------------------------------------------------------------
