@@ -94,7 +94,7 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> tuple[list[str], b
         only: set[str] = set()
         if len(a["metrics"]) != len(b["metrics"]):
             diffs["<steps>"] = float(abs(len(a["metrics"]) - len(b["metrics"])))
-        for ra, rb in zip(a["metrics"], b["metrics"]):
+        for ra, rb in zip(a["metrics"], b["metrics"], strict=False):  # a length difference is reported above
             only |= set(ra) ^ set(rb)
             for key in set(ra) & set(rb):
                 x, y = ra[key], rb[key]
