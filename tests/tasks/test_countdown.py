@@ -27,7 +27,7 @@ from divrl.tasks.countdown import (
     Problem,
     canonical,
     equivalence_key,
-    evaluate,
+    exact_value,
     extract_answer,
     format_completion,
     format_prompt,
@@ -55,7 +55,7 @@ def tag(expr: str) -> str:
 
 def value_or_none(node: Node) -> Fraction | None:
     try:
-        return evaluate(node)
+        return exact_value(node)
     except EvaluationError:
         return None
 
@@ -82,10 +82,10 @@ def test_parse_precedence_and_left_associativity() -> None:
     assert parse("8/4/2") == BinOp("/", BinOp("/", Num(8), Num(4)), Num(2))
     assert parse("((5))") == Num(5)
     assert parse("007") == Num(7)
-    assert evaluate(parse("8-3-2")) == 3
-    assert evaluate(parse("8/4/2")) == 1
-    assert evaluate(parse("7/2")) == Fraction(7, 2)
-    assert evaluate(parse("(13-1)*(2+6)/4")) == 24
+    assert exact_value(parse("8-3-2")) == 3
+    assert exact_value(parse("8/4/2")) == 1
+    assert exact_value(parse("7/2")) == Fraction(7, 2)
+    assert exact_value(parse("(13-1)*(2+6)/4")) == 24
 
 
 @pytest.mark.parametrize(
@@ -121,16 +121,16 @@ def test_parse_errors_name_the_reason(expr: str, reason: str) -> None:
 
 def test_limits_are_inclusive() -> None:
     assert parse("12345678") == Num(12345678)
-    assert evaluate(parse("(" * MAX_DEPTH + "3" + ")" * MAX_DEPTH)) == 3
-    assert evaluate(parse("+".join(["1"] * 128))) == 128  # 255 chars, a 127-deep left chain
+    assert exact_value(parse("(" * MAX_DEPTH + "3" + ")" * MAX_DEPTH)) == 3
+    assert exact_value(parse("+".join(["1"] * 128))) == 128  # 255 chars, a 127-deep left chain
     with pytest.raises(ParseError):
         parse(123)  # type: ignore[arg-type]
 
 
 def test_division_by_zero() -> None:
     with pytest.raises(EvaluationError, match="division by zero"):
-        evaluate(parse("5/(3-3)"))
-    assert evaluate(parse("0/5")) == 0
+        exact_value(parse("5/(3-3)"))
+    assert exact_value(parse("0/5")) == 0
 
 
 # --------------------------------------------------------------------------------------------------
