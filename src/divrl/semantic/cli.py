@@ -118,7 +118,7 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Seed (split, init, batches).")] = 0,
 ) -> None:
     """Train an equivalence classifier (class-weighted loss) and evaluate it on held-out pairs."""
-    from divrl.semantic.train import TrainOptions, evaluate, read_pairs, split_pairs, train_classifier
+    from divrl.semantic.train import TrainOptions, evaluate_classifier, read_pairs, split_pairs, train_classifier
 
     t0 = time.perf_counter()
     try:
@@ -153,7 +153,7 @@ def train_command(
         "train_positive_rate": sum(p.label for p in train_set) / len(train_set),
         "held_out": how,
         "train_seconds": train_time,
-        "eval": evaluate(classifier, held, majority_label=majority) if held else None,
+        "eval": evaluate_classifier(classifier, held, majority_label=majority) if held else None,
     }
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     console.print(f"saved classifier to [bold]{out}[/bold] ({len(train_set)} training pairs, {train_time:.1f} s)")

@@ -36,7 +36,7 @@ __all__ = [
     "TrainOptions",
     "binary_metrics",
     "class_weights",
-    "evaluate",
+    "evaluate_classifier",
     "read_pairs",
     "split_pairs",
     "train_classifier",
@@ -45,7 +45,7 @@ __all__ = [
 
 
 SWEEP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-"""Thresholds at which :func:`evaluate` also reports the model's metrics (a partition's transitive closure
+"""Thresholds at which :func:`evaluate_classifier` also reports the model's metrics (a partition's transitive closure
 amplifies false positives, so a threshold above 0.5 can agree better with exact classes)."""
 
 
@@ -299,7 +299,7 @@ def train_classifier(
     return clf_x
 
 
-def evaluate(
+def evaluate_classifier(
     classifier: EquivalenceClassifier, pairs: Sequence[Pair], *, majority_label: int | None = None
 ) -> dict[str, Any]:
     """Held-out metrics of a classifier on labelled pairs.
@@ -313,7 +313,7 @@ def evaluate(
     metrics at each of :data:`SWEEP_THRESHOLDS`).
     """
     if not pairs:
-        raise ValueError("evaluate: no pairs")
+        raise ValueError("evaluate_classifier: no pairs")
     a, b = [p.a for p in pairs], [p.b for p in pairs]
     y = [p.label for p in pairs]
     thr = classifier.threshold
