@@ -96,7 +96,7 @@ def learned_partition(
     short_rule: bool | None = None,
     threshold: float | None = None,
 ) -> LearnedPartition:
-    """A :class:`LearnedPartition` from a classifier checkpoint folder (``divrl partition train --out``).
+    """A :class:`LearnedPartition` from a classifier checkpoint folder (``divrl classifier train --out``).
 
     Args:
         checkpoint: the folder, or an already loaded classifier.

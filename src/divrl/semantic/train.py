@@ -1,4 +1,4 @@
-"""Training and evaluation of equivalence classifiers on labelled pairs (``divrl partition train``).
+"""Training and evaluation of equivalence classifiers on labelled pairs (``divrl classifier train``).
 
 Pairs come as JSONL, one object per line: ``{"a": str, "b": str, "label": 0|1}`` plus an optional ``"group"``
 (e.g. the prompt). Held-out evaluation splits by group when every pair has one, so no prompt is in both halves.
@@ -181,7 +181,7 @@ def binary_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict[st
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Hyperparameters of :func:`train_classifier` (defaults: what ``divrl partition train`` uses)."""
+    """Hyperparameters of :func:`train_classifier` (defaults: what ``divrl classifier train`` uses)."""
 
     kind: str = "bi"
     embedder: str = DEFAULT_EMBEDDER
