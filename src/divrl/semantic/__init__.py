@@ -29,7 +29,7 @@ _EXPORTS = {
     "load_embedder": "embedder",
     "LearnedPartition": "partition",
     "adjusted_rand_index": "partition",
-    "embed_texts": "partition",
+    "embed_texts": "embedder",
     "learned_partition": "partition",
     "short_answer_equivalent": "rules",
 }
