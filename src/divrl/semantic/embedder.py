@@ -329,4 +329,3 @@ def embed_texts(
     if rows:
         out[keep] = emb.encode([flat[i] for i in rows])  # (K, D)
     return out.reshape(len(groups), g, -1)  # (P, G, D)
-
