@@ -10,7 +10,7 @@ Every case runs the CLI in a subprocess (``python -m divrl.cli ...``) in a folde
 Inputs covered: configs (bad YAML, wrong types, unknown keys, out-of-range values, unreadable files), ``--set``
 values, option values, data files (JSONL with bad lines, empty, wrong suffix), model and checkpoint folders with
 missing or truncated files, and output folders that already hold a run, for ``train``, ``eval``, ``pretrain``,
-``demo``, ``bench`` and ``partition pairs/train/agree``.
+``demo``, ``bench`` and ``classifier pairs/train/agree``.
 
     python benchmarks/fuzz_cli.py                 # every case, 2 at a time; a table; exit 1 if any case fails
     python benchmarks/fuzz_cli.py --only train-   # the cases whose name contains "train-"
@@ -500,42 +500,42 @@ def cases() -> list[Case]:
             write("docs/keep.md", "mine"),
             "--leaderboard is a folder",
         ),
-        # partition
-        Case("partition-pairs-task", ["partition", "pairs", "--out", "{d}/p.jsonl", "--task", "nope"], None, "task"),
+        # classifier (formerly `divrl partition`)
+        Case("classifier-pairs-task", ["classifier", "pairs", "--out", "{d}/p.jsonl", "--task", "nope"], None, "task"),
         Case(
-            "partition-pairs-source",
-            ["partition", "pairs", "--out", "{d}/p.jsonl", "--source", "bogus"],
+            "classifier-pairs-source",
+            ["classifier", "pairs", "--out", "{d}/p.jsonl", "--source", "bogus"],
             None,
             "unknown source",
         ),
         Case(
-            "partition-train-missing",
-            ["partition", "train", "--pairs", "{d}/nope.jsonl", "--out", "{d}/clf"],
+            "classifier-train-missing",
+            ["classifier", "train", "--pairs", "{d}/nope.jsonl", "--out", "{d}/clf"],
             None,
             "pairs file missing",
         ),
         Case(
-            "partition-train-bad-line",
-            ["partition", "train", "--pairs", "{d}/p.jsonl", "--out", "{d}/clf"],
+            "classifier-train-bad-line",
+            ["classifier", "train", "--pairs", "{d}/p.jsonl", "--out", "{d}/clf"],
             write("p.jsonl", '{"a": "x", "b": "y", "label": 1}\n{oops\n'),
             "bad JSONL line",
         ),
         Case(
-            "partition-train-kind",
-            ["partition", "train", "--pairs", "{d}/p.jsonl", "--out", "{d}/clf", "--kind", "bogus"],
+            "classifier-train-kind",
+            ["classifier", "train", "--pairs", "{d}/p.jsonl", "--out", "{d}/clf", "--kind", "bogus"],
             write("p.jsonl", '{"a": "x", "b": "y", "label": 1}\n'),
             "unknown kind",
         ),
         Case(
-            "partition-train-steps-0",
-            ["partition", "train", "--pairs", "{d}/p.jsonl", "--out", "{d}/clf", "--steps", "0"],
+            "classifier-train-steps-0",
+            ["classifier", "train", "--pairs", "{d}/p.jsonl", "--out", "{d}/clf", "--steps", "0"],
             write("p.jsonl", '{"a": "x", "b": "y", "label": 1}\n'),
             "zero steps",
         ),
-        Case("partition-agree-missing", ["partition", "agree", "--checkpoint", "{d}/nope"], None, "no classifier"),
+        Case("classifier-agree-missing", ["classifier", "agree", "--checkpoint", "{d}/nope"], None, "no classifier"),
         Case(
-            "partition-agree-broken",
-            ["partition", "agree", "--checkpoint", "{d}/clf"],
+            "classifier-agree-broken",
+            ["classifier", "agree", "--checkpoint", "{d}/clf"],
             write("clf/config.json", "{oops"),
             "broken classifier config",
         ),

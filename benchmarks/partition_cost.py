@@ -1,7 +1,7 @@
 """What a learned partition costs per DARLING training step, as a share of the step (issue 6's target: <= 10%).
 
-    divrl partition pairs --out runs/sem/pairs.jsonl --problems 400 --references 8
-    divrl partition train --pairs runs/sem/pairs.jsonl --out runs/sem/ckpt --no-short-rule --threshold 0.95
+    divrl classifier pairs --out runs/sem/pairs.jsonl --problems 400 --references 8
+    divrl classifier train --pairs runs/sem/pairs.jsonl --out runs/sem/ckpt --no-short-rule --threshold 0.95
     python benchmarks/partition_cost.py --checkpoint runs/sem/ckpt --group 8 --steps 8
 
 For each setting, a fresh DARLING trainer (the Countdown recipe, P prompts x G samples) starts from ``--model`` and
@@ -82,7 +82,7 @@ def run(setting: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--checkpoint", default=None, help="classifier folder from `divrl partition train` (for the learned settings)"
+        "--checkpoint", default=None, help="classifier folder from `divrl classifier train` (for the learned settings)"
     )
     parser.add_argument(
         "--setting",

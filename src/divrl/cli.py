@@ -1,4 +1,4 @@
-"""The ``divrl`` command: pretrain, train, eval, compare, demo, bench.
+"""The ``divrl`` command: pretrain, train, eval, compare, demo, bench, classifier.
 
 Bad input (a config, a ``--set`` value, a data file, a model or checkpoint folder, an output folder that holds a run)
 ends in one ``error:`` line on stderr and exit code 2, with nothing written (:mod:`divrl.cliutil`).
@@ -35,10 +35,25 @@ app = _App(
 console = Console()
 
 
-def _mount_subapps() -> None:
-    from divrl.semantic.cli import partition_app  # no torch import at this point
+OLD_CLASSIFIER_NAME_NOTE = "note: `divrl partition` is now `divrl classifier`; the old name will be removed"
 
-    app.add_typer(partition_app, name="partition", help="Learned equivalence classifiers for DARLING's partition.")
+
+def _old_classifier_name() -> None:
+    typer.echo(OLD_CLASSIFIER_NAME_NOTE, err=True)
+
+
+def _mount_subapps() -> None:
+    from divrl.semantic.cli import classifier_app  # no torch import at this point
+
+    app.add_typer(classifier_app, name="classifier", help="Equivalence classifiers for DARLING's learned partition.")
+    # the former name of the same commands (docs/results.md records runs with it): hidden, one line on stderr
+    app.add_typer(
+        classifier_app,
+        name="partition",
+        hidden=True,
+        callback=_old_classifier_name,
+        help="Deprecated: the former name of `divrl classifier`.",
+    )
 
 
 _mount_subapps()

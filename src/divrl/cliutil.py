@@ -68,7 +68,7 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
         if not _is_click_exception(exc):
             raise
         ctx: Any = getattr(exc, "ctx", None)
-        if kind == "NoArgsIsHelpError":  # `divrl` or `divrl partition` alone: the help text
+        if kind == "NoArgsIsHelpError":  # `divrl` or `divrl classifier` alone: the help text
             typer.echo(ctx.get_help() if ctx is not None else str(exc))
             sys.exit(getattr(exc, "exit_code", USAGE_EXIT))  # click's code for it
         code = getattr(exc, "exit_code", 1)

@@ -10,7 +10,7 @@ from divrl.semantic.train import (
     TrainOptions,
     binary_metrics,
     class_weights,
-    evaluate,
+    evaluate_classifier,
     read_pairs,
     split_pairs,
     train_classifier,
@@ -164,7 +164,7 @@ def test_minilm_classifier_beats_majority_baseline(minilm, countdown_pairs) -> N
     train, held = split_pairs(pairs, 0.25, seed=0)
     clf = train_classifier(train, TrainOptions(steps=150, short_rule=False, seed=0), embedder=minilm)
     majority = int(2 * sum(p.label for p in train) >= len(train))
-    report = evaluate(clf, held, majority_label=majority)
+    report = evaluate_classifier(clf, held, majority_label=majority)
     assert report["majority"]["accuracy"] <= 0.6  # balanced pairs
     assert report["best_constant"]["accuracy"] == max(report["positive_rate"], 1 - report["positive_rate"])
     assert report["model"]["accuracy"] >= report["majority"]["accuracy"] + 0.2

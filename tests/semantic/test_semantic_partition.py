@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from divrl.core import GroupBatch, compute_advantages
 from divrl.semantic.classifier import ClassifierConfig, EquivalenceClassifier
-from divrl.semantic.embedder import CharNgramEmbedder
-from divrl.semantic.partition import LearnedPartition, adjusted_rand_index, embed_texts, learned_partition
+from divrl.semantic.embedder import CharNgramEmbedder, embed_texts
+from divrl.semantic.partition import LearnedPartition, adjusted_rand_index, learned_partition
 
 # ----------------------------------------------------------------------------------------------- ARI
 

@@ -26,13 +26,13 @@ from divrl.tasks.countdown import (
     ParseError,
     Problem,
     canonical,
+    count_solution_classes,
     equivalence_key,
-    evaluate,
+    exact_value,
     extract_answer,
     format_completion,
     format_prompt,
     generate,
-    num_classes,
     parse,
     read_jsonl,
     reference_completion,
@@ -55,7 +55,7 @@ def tag(expr: str) -> str:
 
 def value_or_none(node: Node) -> Fraction | None:
     try:
-        return evaluate(node)
+        return exact_value(node)
     except EvaluationError:
         return None
 
@@ -82,10 +82,10 @@ def test_parse_precedence_and_left_associativity() -> None:
     assert parse("8/4/2") == BinOp("/", BinOp("/", Num(8), Num(4)), Num(2))
     assert parse("((5))") == Num(5)
     assert parse("007") == Num(7)
-    assert evaluate(parse("8-3-2")) == 3
-    assert evaluate(parse("8/4/2")) == 1
-    assert evaluate(parse("7/2")) == Fraction(7, 2)
-    assert evaluate(parse("(13-1)*(2+6)/4")) == 24
+    assert exact_value(parse("8-3-2")) == 3
+    assert exact_value(parse("8/4/2")) == 1
+    assert exact_value(parse("7/2")) == Fraction(7, 2)
+    assert exact_value(parse("(13-1)*(2+6)/4")) == 24
 
 
 @pytest.mark.parametrize(
@@ -121,16 +121,16 @@ def test_parse_errors_name_the_reason(expr: str, reason: str) -> None:
 
 def test_limits_are_inclusive() -> None:
     assert parse("12345678") == Num(12345678)
-    assert evaluate(parse("(" * MAX_DEPTH + "3" + ")" * MAX_DEPTH)) == 3
-    assert evaluate(parse("+".join(["1"] * 128))) == 128  # 255 chars, a 127-deep left chain
+    assert exact_value(parse("(" * MAX_DEPTH + "3" + ")" * MAX_DEPTH)) == 3
+    assert exact_value(parse("+".join(["1"] * 128))) == 128  # 255 chars, a 127-deep left chain
     with pytest.raises(ParseError):
         parse(123)  # type: ignore[arg-type]
 
 
 def test_division_by_zero() -> None:
     with pytest.raises(EvaluationError, match="division by zero"):
-        evaluate(parse("5/(3-3)"))
-    assert evaluate(parse("0/5")) == 0
+        exact_value(parse("5/(3-3)"))
+    assert exact_value(parse("0/5")) == 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -426,13 +426,13 @@ def test_verify_one_megabyte_is_fast(completion: str, reason: str) -> None:
 def test_solver_hand_computed() -> None:
     p = Problem((1, 2, 3), 6)
     assert sorted(solution_classes(p)) == ["1*2*3", "1+2+3", "2*3", "2*3/1"]
-    assert num_classes(p) == 4
+    assert count_solution_classes(p) == 4
     assert solve(p) == ["2*3", "1*2*3", "1+2+3", "2*3/1"]
     assert sorted(solution_classes(p, exact_use=True)) == ["1*2*3", "1+2+3", "2*3/1"]
     assert set(solve_all(Problem((2, 2), 4))) == {"2+2", "2*2"}
     assert solve(P59) == ["10+7*7"]
     assert set(solve_all(P59)) == {"10+7*7", "7*7+10"}
-    assert num_classes(Problem((1, 1, 1), 50)) == 0
+    assert count_solution_classes(Problem((1, 1, 1), 50)) == 0
     assert solve(Problem((1, 1, 1), 50)) == []
 
 
@@ -452,7 +452,7 @@ def sample_problems(k: int, count: int, seed: int) -> list[Problem]:
 def test_every_solver_solution_verifies(k: int, count: int) -> None:
     for p in sample_problems(k, count, seed=k):
         classes = solution_classes(p)
-        assert len(classes) == num_classes(p) >= 1
+        assert len(classes) == count_solution_classes(p) >= 1
         every = solve_all(p)
         assert len(every) == len(set(every)) >= len(classes)
         seen = set()
@@ -477,7 +477,7 @@ def test_solver_speed() -> None:
     problems = [Problem(tuple(random.Random(i).choices(range(1, 14), k=4)), 24) for i in range(20)]
     countdown._large_trees.cache_clear()
     countdown._classes.cache_clear()
-    elapsed = best_time(lambda: [num_classes(p) for p in problems], repeats=1)
+    elapsed = best_time(lambda: [count_solution_classes(p) for p in problems], repeats=1)
     assert elapsed / len(problems) < 0.05  # measured ~1.3 ms per cold 4-number problem
 
 
@@ -500,7 +500,7 @@ def test_generated_problems_respect_the_config() -> None:
     for p in problems:
         assert all(2 <= x <= 9 for x in p.numbers)
         assert 1 <= p.target <= 50 and p.target not in p.numbers
-        assert num_classes(p) >= 3
+        assert count_solution_classes(p) >= 3
         assert split_of(p) == "train"
 
 
@@ -531,7 +531,7 @@ def test_ood_split_is_out_of_range_solvable_disjoint_and_deterministic() -> None
     for p in ood:
         assert max(p.numbers) > 13 and all(1 <= x <= 20 for x in p.numbers)  # outside the training range
         assert 1 <= p.target <= 100 and p.target not in p.numbers
-        assert num_classes(p) >= 2  # solvable, several solution classes, as the test split
+        assert count_solution_classes(p) >= 2  # solvable, several solution classes, as the test split
         assert verify(p, tag(solve(p)[0])).correct
         assert split_of(p) == "test"  # the test range of the out-of-range pool
     in_distribution = {p.key for split in ("train", "val", "test") for p in generate(None, split)}
@@ -677,7 +677,7 @@ def test_task_protocol_and_registry(tmp_path) -> None:  # type: ignore[no-untype
     assert task.equivalence_key(p, tag("5-")) is None
     assert task.equivalence_key(p, "no tag") is None
     problems = task.problems("test", 4, seed=1)
-    assert len(problems) == 4 and all(task.num_classes(q) >= 2 for q in problems)
+    assert len(problems) == 4 and all(task.count_solution_classes(q) >= 2 for q in problems)
     path = tmp_path / "held.jsonl"
     write_jsonl(problems, path)
     assert task.problems(str(path), 3) == problems[:3]

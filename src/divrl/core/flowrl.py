@@ -1,6 +1,6 @@
-"""FlowRL: trajectory balance with a learned log-partition (Zhu et al., "FlowRL: Matching Reward Distributions for
-LLM Reasoning", arXiv 2509.15207; the GFlowNet trajectory-balance objective of FoR, Yu et al., arXiv 2406.05673),
-a policy loss that replaces the policy-gradient loss.
+"""FlowRL: trajectory balance with a learned normaliser ``log Z`` (Zhu et al., "FlowRL: Matching Reward
+Distributions for LLM Reasoning", arXiv 2509.15207; the GFlowNet trajectory-balance objective of FoR, Yu et al.,
+arXiv 2406.05673), a policy loss that replaces the policy-gradient loss.
 
 The policy is fitted to ``pi(y|x) ∝ exp(beta r(x, y)) pi_ref(y|x)`` by regressing, per trajectory,
 ``log Z(x) + log pi(y|x) - beta r(x, y) - log pi_ref(y|x)`` to 0, with ``log Z`` a small learned head on the
@@ -127,7 +127,7 @@ def flowrl_loss(
     lp = _where(mask, _require(batch, "logprobs", name, "current-policy log-probs of the sampled tokens"))  # (P, G, T)
     fmask = mask.to(lp.dtype)  # (P, G, T)
     old = lp.detach() if batch.old_logprobs is None else _where(mask, batch.old_logprobs.detach())  # (P, G, T)
-    log_z = _require(batch, "log_z", name, "the learned log-partition of each prompt")  # (P, G)
+    log_z = _require(batch, "log_z", name, "the learned log Z(x) (normaliser) of each prompt")  # (P, G)
     adv = _broadcast_advantages(advantages, mask, name)  # (P, G, T)
     lengths = fmask.sum(-1)  # (P, G)
     denom = lengths.clamp_min(1) if length_norm else torch.ones_like(lengths)  # (P, G)

@@ -200,7 +200,7 @@ def run_demo(
         split: SplitResult(
             split,
             len(plan.problems[split]),
-            {name: aggregate(runs) for name, runs in found.results[split].items()},
+            {name: mean_std_over_seeds(runs) for name, runs in found.results[split].items()},
             intervals(found.results[split], found.sources[split], baseline, budget.eval_n),
             compare.metrics_filename(split),
             split_note(split, plan.task),
@@ -287,8 +287,8 @@ def comparison_record(found: Intervals | str) -> dict[str, Any]:
     }
 
 
-def aggregate(runs: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """mean and (sample) std over seeds of every numeric metric."""
+def mean_std_over_seeds(runs: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Mean and (sample) std over seeds of every numeric metric: ``{metric: (mean, std)}`` (std NaN for one seed)."""
     keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     out = {}
     for k in keys:

@@ -1,4 +1,5 @@
-"""FlowRL's learned log-partition head: ``log Z(x)`` from the prompt's mean last hidden state.
+"""FlowRL's learned normaliser head ``log Z(x)`` (the paper's log partition function), from the prompt's mean
+last hidden state.
 
 The architecture is the one of ``verl-project/verl-recipe`` ``flowrl/flowrl_actor.py::ProjZModule`` (commit
 ``48ea0a79``; the paper's repository ``Xuekai-Zhu/FlowRL`` has the same module): ``num_layers - 1`` blocks of

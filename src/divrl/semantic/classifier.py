@@ -21,7 +21,7 @@ DARLING's code).
 
 A checkpoint is a folder: ``config.json`` (kind, embedder, threshold, short_rule, sizes), the weights
 (``head.safetensors`` for ``bi``; a ``save_pretrained`` folder ``model/`` for ``cross``) and, after
-``divrl partition train``, ``eval.json``.
+``divrl classifier train``, ``eval.json``.
 """
 
 from __future__ import annotations
@@ -303,7 +303,7 @@ _CACHE: dict[tuple[str, str, int], EquivalenceClassifier] = {}
 
 
 def load_classifier(path: str | Path, *, device: str = "cpu", reuse: bool = True) -> EquivalenceClassifier:
-    """Load a checkpoint folder written by :meth:`EquivalenceClassifier.save` (or ``divrl partition train``).
+    """Load a checkpoint folder written by :meth:`EquivalenceClassifier.save` (or ``divrl classifier train``).
 
     With ``reuse`` (default) a folder already loaded in this process is returned from memory.
 

@@ -1,7 +1,9 @@
-"""``divrl partition ...``: generate labelled pairs, train an equivalence classifier, measure learned partitions.
+"""``divrl classifier ...``: generate labelled pairs, train an equivalence classifier, measure the partitions it
+induces (learned partitions) against the exact ones.
 
-Mounted by the main CLI as ``app.add_typer(partition_app, name="partition")``. Heavy imports happen inside the
-commands, so ``divrl --help`` stays cheap.
+Mounted by the main CLI as ``app.add_typer(classifier_app, name="classifier")``; ``divrl partition ...`` is the
+former, deprecated spelling (hidden, prints a one-line note). Heavy imports happen inside the commands, so
+``divrl --help`` stays cheap.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from rich.table import Table
 
 from divrl.cliutil import fail
 
-partition_app = typer.Typer(
+classifier_app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # plain click help, as the main app (no `--help <bool>`)
     no_args_is_help=True,
-    help="Semantic partitions (DARLING): labelled pairs, equivalence classifiers, agreement with exact classes.",
+    help="Equivalence classifiers for DARLING's learned partition: pairs, training, agreement with exact classes.",
 )
 console = Console()
 
@@ -30,7 +32,7 @@ def _fail(message: str) -> NoReturn:
     fail(message)  # one line on stderr, exit code 2
 
 
-@partition_app.command("pairs")
+@classifier_app.command("pairs")
 def pairs_command(
     out: Annotated[Path, typer.Option("--out", help="Output JSONL (fields a, b, label, group).")],
     task: Annotated[str, typer.Option("--task", help="Task with an exact equivalence key.")] = "countdown",
@@ -95,7 +97,7 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> Table:
     return table
 
 
-@partition_app.command("train")
+@classifier_app.command("train")
 def train_command(
     pairs: Annotated[Path, typer.Option("--pairs", help="Training pairs JSONL (a, b, label[, group]).")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write (config.json, weights, eval.json).")],
@@ -118,7 +120,7 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Seed (split, init, batches).")] = 0,
 ) -> None:
     """Train an equivalence classifier (class-weighted loss) and evaluate it on held-out pairs."""
-    from divrl.semantic.train import TrainOptions, evaluate, read_pairs, split_pairs, train_classifier
+    from divrl.semantic.train import TrainOptions, evaluate_classifier, read_pairs, split_pairs, train_classifier
 
     t0 = time.perf_counter()
     try:
@@ -153,7 +155,7 @@ def train_command(
         "train_positive_rate": sum(p.label for p in train_set) / len(train_set),
         "held_out": how,
         "train_seconds": train_time,
-        "eval": evaluate(classifier, held, majority_label=majority) if held else None,
+        "eval": evaluate_classifier(classifier, held, majority_label=majority) if held else None,
     }
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     console.print(f"saved classifier to [bold]{out}[/bold] ({len(train_set)} training pairs, {train_time:.1f} s)")
@@ -181,7 +183,7 @@ def train_command(
         )
 
 
-@partition_app.command("agree")
+@classifier_app.command("agree")
 def agree_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Classifier checkpoint folder.")],
     task: Annotated[str, typer.Option("--task", help="Task with an exact equivalence key.")] = "countdown",

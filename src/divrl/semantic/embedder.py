@@ -12,6 +12,9 @@ An :class:`Embedder` maps N texts to an ``(N, D)`` float32 tensor whose rows hav
 
 Embeddings are cached by text in a bounded LRU dictionary: a training step re-embeds only the texts it has not
 seen recently (duplicates within a group, repeats across steps and the classifier's own pair calls all hit it).
+
+:func:`embed_texts` gives the ``(P, G, D)`` tensor that ``GroupBatch.embeddings`` takes (SetPO's cosine kernel), one
+batched call per step.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = [
     "CharNgramEmbedder",
     "Embedder",
     "SentenceTransformerEmbedder",
+    "embed_texts",
     "load_embedder",
     "minilm_path",
 ]
@@ -293,3 +297,35 @@ def load_embedder(
     if spec.endswith("@bf16"):
         spec, dtype = spec[: -len("@bf16")], "bfloat16"
     return SentenceTransformerEmbedder(spec, device=device, batch_size=batch_size, cache_size=cache_size, dtype=dtype)
+
+
+def embed_texts(
+    groups: Sequence[Sequence[str]], embedder: str | Embedder | None = None, only: Tensor | None = None
+) -> Tensor:
+    """(P, G, D) unit-norm embeddings of P groups of G texts (``GroupBatch.embeddings``), one batched call.
+
+    ``embedder``: an :class:`~divrl.semantic.embedder.Embedder` (keep one across steps: its LRU cache then skips
+    texts seen recently) or a spec for :func:`~divrl.semantic.embedder.load_embedder` (default: MiniLM).
+    ``only``: a (P, G) bool mask; only those texts are embedded, every other row is a zero vector (for consumers
+    that never read them, such as SetPO with ``members="correct"``).
+    """
+    if len(groups) == 0:
+        raise ValueError("embed_texts: no groups")
+    sizes = {len(texts) for texts in groups}
+    if len(sizes) != 1:
+        raise ValueError(f"embed_texts: every group must have the same size G, got sizes {sorted(sizes)}")
+    g = sizes.pop()
+    emb = load_embedder(embedder)
+    flat = [text for texts in groups for text in texts]
+    if only is None:
+        return emb.encode(flat).reshape(len(groups), g, -1)  # (P, G, D)
+    if only.shape != (len(groups), g) or only.dtype != torch.bool:
+        raise ValueError(
+            f"embed_texts: only must be a ({len(groups)}, {g}) bool mask, got {only.dtype} {tuple(only.shape)}"
+        )
+    keep = only.flatten()  # (P*G,)
+    out = torch.zeros(len(flat), emb.dim)  # (P*G, D)
+    rows = keep.nonzero().flatten().tolist()
+    if rows:
+        out[keep] = emb.encode([flat[i] for i in rows])  # (K, D)
+    return out.reshape(len(groups), g, -1)  # (P, G, D)

@@ -1,4 +1,4 @@
-"""Labelled response pairs from a task with an exact equivalence key (``divrl partition pairs``).
+"""Labelled response pairs from a task with an exact equivalence key (``divrl classifier pairs``).
 
 For each problem we collect responses -- samples of a policy (default: the shipped ``builtin:countdown-tiny``)
 and/or the task's solver reference completions (each a random solution class, spelled with random operand

@@ -1,4 +1,4 @@
-"""Learned partitions for the trainer (``partition.source: learned``), embeddings for SetPO, and agreement metrics.
+"""Learned partitions for the trainer (``partition.source: learned``) and their agreement with exact partitions.
 
 :func:`learned_partition` turns a classifier checkpoint into a callable ``texts -> labels`` for one group: every
 unordered pair is decided in **one** batched classifier call (rules first, see
@@ -6,8 +6,6 @@ unordered pair is decided in **one** batched classifier call (rules first, see
 transitive closure with union-find, as DARLING's ``partition_reward_vllm_serve.py`` does. The returned object's
 :meth:`LearnedPartition.labels` does a whole step (P groups) in one call and returns the ``(P, G)`` tensor that
 ``GroupBatch.partition`` takes.
-
-:func:`embed_texts` gives the ``(P, G, D)`` tensor that ``GroupBatch.embeddings`` takes (SetPO's cosine kernel).
 """
 
 from __future__ import annotations
@@ -23,12 +21,11 @@ from torch import Tensor
 
 from divrl.core.diversity import partition
 from divrl.semantic.classifier import EquivalenceClassifier, load_classifier
-from divrl.semantic.embedder import Embedder, load_embedder
+from divrl.semantic.embedder import embed_texts, load_embedder
 
 __all__ = [
     "LearnedPartition",
     "adjusted_rand_index",
-    "embed_texts",
     "learned_partition",
     "measure_agreement",
 ]
@@ -96,7 +93,7 @@ def learned_partition(
     short_rule: bool | None = None,
     threshold: float | None = None,
 ) -> LearnedPartition:
-    """A :class:`LearnedPartition` from a classifier checkpoint folder (``divrl partition train --out``).
+    """A :class:`LearnedPartition` from a classifier checkpoint folder (``divrl classifier train --out``).
 
     Args:
         checkpoint: the folder, or an already loaded classifier.
@@ -117,38 +114,6 @@ def learned_partition(
         clf = copy.copy(clf)  # shares the weights, not the config
         clf.config = dataclasses.replace(clf.config, **changes)
     return LearnedPartition(clf)
-
-
-def embed_texts(
-    groups: Sequence[Sequence[str]], embedder: str | Embedder | None = None, only: Tensor | None = None
-) -> Tensor:
-    """(P, G, D) unit-norm embeddings of P groups of G texts (``GroupBatch.embeddings``), one batched call.
-
-    ``embedder``: an :class:`~divrl.semantic.embedder.Embedder` (keep one across steps: its LRU cache then skips
-    texts seen recently) or a spec for :func:`~divrl.semantic.embedder.load_embedder` (default: MiniLM).
-    ``only``: a (P, G) bool mask; only those texts are embedded, every other row is a zero vector (for consumers
-    that never read them, such as SetPO with ``members="correct"``).
-    """
-    if len(groups) == 0:
-        raise ValueError("embed_texts: no groups")
-    sizes = {len(texts) for texts in groups}
-    if len(sizes) != 1:
-        raise ValueError(f"embed_texts: every group must have the same size G, got sizes {sorted(sizes)}")
-    g = sizes.pop()
-    emb = load_embedder(embedder)
-    flat = [text for texts in groups for text in texts]
-    if only is None:
-        return emb.encode(flat).reshape(len(groups), g, -1)  # (P, G, D)
-    if only.shape != (len(groups), g) or only.dtype != torch.bool:
-        raise ValueError(
-            f"embed_texts: only must be a ({len(groups)}, {g}) bool mask, got {only.dtype} {tuple(only.shape)}"
-        )
-    keep = only.flatten()  # (P*G,)
-    out = torch.zeros(len(flat), emb.dim)  # (P*G, D)
-    rows = keep.nonzero().flatten().tolist()
-    if rows:
-        out[keep] = emb.encode([flat[i] for i in rows])  # (K, D)
-    return out.reshape(len(groups), g, -1)  # (P, G, D)
 
 
 def adjusted_rand_index(labels_a: Sequence[int], labels_b: Sequence[int]) -> float:

@@ -1,4 +1,4 @@
-"""Training and evaluation of equivalence classifiers on labelled pairs (``divrl partition train``).
+"""Training and evaluation of equivalence classifiers on labelled pairs (``divrl classifier train``).
 
 Pairs come as JSONL, one object per line: ``{"a": str, "b": str, "label": 0|1}`` plus an optional ``"group"``
 (e.g. the prompt). Held-out evaluation splits by group when every pair has one, so no prompt is in both halves.
@@ -36,7 +36,7 @@ __all__ = [
     "TrainOptions",
     "binary_metrics",
     "class_weights",
-    "evaluate",
+    "evaluate_classifier",
     "read_pairs",
     "split_pairs",
     "train_classifier",
@@ -45,7 +45,7 @@ __all__ = [
 
 
 SWEEP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-"""Thresholds at which :func:`evaluate` also reports the model's metrics (a partition's transitive closure
+"""Thresholds at which :func:`evaluate_classifier` also reports the model's metrics (a partition's transitive closure
 amplifies false positives, so a threshold above 0.5 can agree better with exact classes)."""
 
 
@@ -181,7 +181,7 @@ def binary_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict[st
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Hyperparameters of :func:`train_classifier` (defaults: what ``divrl partition train`` uses)."""
+    """Hyperparameters of :func:`train_classifier` (defaults: what ``divrl classifier train`` uses)."""
 
     kind: str = "bi"
     embedder: str = DEFAULT_EMBEDDER
@@ -299,7 +299,7 @@ def train_classifier(
     return clf_x
 
 
-def evaluate(
+def evaluate_classifier(
     classifier: EquivalenceClassifier, pairs: Sequence[Pair], *, majority_label: int | None = None
 ) -> dict[str, Any]:
     """Held-out metrics of a classifier on labelled pairs.
@@ -313,7 +313,7 @@ def evaluate(
     metrics at each of :data:`SWEEP_THRESHOLDS`).
     """
     if not pairs:
-        raise ValueError("evaluate: no pairs")
+        raise ValueError("evaluate_classifier: no pairs")
     a, b = [p.a for p in pairs], [p.b for p in pairs]
     y = [p.label for p in pairs]
     thr = classifier.threshold

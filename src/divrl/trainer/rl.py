@@ -292,7 +292,7 @@ class RLTrainer:
         if cfg.partition.source == "learned":
             if not cfg.partition.checkpoint:
                 raise ConfigError(
-                    "partition.source 'learned' needs partition.checkpoint (from `divrl partition train`)"
+                    "partition.source 'learned' needs partition.checkpoint (from `divrl classifier train`)"
                 )
             from divrl.semantic import learned_partition
 

@@ -40,7 +40,7 @@ Rules: the verifier versus the solver (a deliberate asymmetry)
   every solver solution (tested). The converse does not hold: a correct answer can lie in a class
   the solver does not list when each of its spellings needs a negative or fractional intermediate,
   e.g. ``(1-3)*(2-7)`` (=10) or ``(1/2+3)*4`` (=14). Such answers are still correct and still get an
-  exact :func:`canonical` key (their own class); only metrics that divide by :func:`num_classes`
+  exact :func:`canonical` key (their own class); only metrics that divide by :func:`count_solution_classes`
   should clip at 1.
 
 Solution classes (:func:`canonical`)
@@ -133,7 +133,7 @@ from divrl.tasks.countdown.expressions import (  # noqa: F401
     _order,
     _Parser,
     canonical,
-    evaluate,
+    exact_value,
     parse,
     render,
     tokenize,
@@ -161,7 +161,7 @@ from divrl.tasks.countdown.solver import (  # noqa: F401
     _sub_multisets,
     _Tree,
     _trees,
-    num_classes,
+    count_solution_classes,
     solution_classes,
     solve,
     solve_all,
@@ -185,13 +185,13 @@ __all__ = [
     "ParseError",
     "Problem",
     "canonical",
+    "count_solution_classes",
     "equivalence_key",
-    "evaluate",
+    "exact_value",
     "extract_answer",
     "format_completion",
     "format_prompt",
     "generate",
-    "num_classes",
     "parse",
     "read_jsonl",
     "reference_completion",

@@ -40,7 +40,7 @@ class CountdownConfig:
     max_target: int = 100
     """Largest target; targets are reachable positive integers that are not one of the numbers."""
     min_classes: int = 2
-    """Keep only problems with at least this many solver solution classes (:func:`num_classes`);
+    """Keep only problems with at least this many solver solution classes (:func:`count_solution_classes`);
     1 keeps every solvable problem."""
     exact_use: bool = False
     """Require every number exactly once (verifier, solver and generator); default: at most once."""

@@ -169,7 +169,7 @@ def parse(expr: str) -> Node:
     return node
 
 
-def evaluate(node: Node) -> Fraction:
+def exact_value(node: Node) -> Fraction:
     """The exact value of an expression tree.
 
     Raises:
@@ -177,7 +177,7 @@ def evaluate(node: Node) -> Fraction:
     """
     if isinstance(node, Num):
         return Fraction(node.value)
-    a, b = evaluate(node.left), evaluate(node.right)
+    a, b = exact_value(node.left), exact_value(node.right)
     if node.op == "+":
         return a + b
     if node.op == "-":

@@ -166,6 +166,6 @@ def solve(problem: Problem, *, exact_use: bool = False) -> list[str]:
     return sorted((texts[0] for texts in solution_classes(problem, exact_use=exact_use).values()), key=_by_length)
 
 
-def num_classes(problem: Problem, *, exact_use: bool = False) -> int:
+def count_solution_classes(problem: Problem, *, exact_use: bool = False) -> int:
     """The number of distinct solution classes the solver finds (what ``min_classes`` filters on)."""
     return len(_classes(tuple(sorted(problem.numbers)), problem.target, exact_use))

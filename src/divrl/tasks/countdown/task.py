@@ -11,7 +11,7 @@ from divrl.tasks.countdown.data import CountdownConfig, _generate
 from divrl.tasks.countdown.expressions import ANSWER_CLOSE
 from divrl.tasks.countdown.formats import format_prompt, reference_completion
 from divrl.tasks.countdown.problem import Problem, read_jsonl
-from divrl.tasks.countdown.solver import num_classes
+from divrl.tasks.countdown.solver import count_solution_classes
 from divrl.tasks.countdown.verifier import equivalence_key, verify
 
 # --------------------------------------------------------------------------------------------------
@@ -56,6 +56,6 @@ class CountdownTask:
         """See :func:`reference_completion`."""
         return reference_completion(problem, rng, exact_use=self.config.exact_use)
 
-    def num_classes(self, problem: Problem) -> int:
-        """See :func:`num_classes`."""
-        return num_classes(problem, exact_use=self.config.exact_use)
+    def count_solution_classes(self, problem: Problem) -> int:
+        """See :func:`count_solution_classes`."""
+        return count_solution_classes(problem, exact_use=self.config.exact_use)

@@ -17,7 +17,7 @@ from divrl.tasks.countdown.expressions import (
     _canon_of,
     _literals,
     canonical,
-    evaluate,
+    exact_value,
     parse,
 )
 from divrl.tasks.countdown.problem import Problem
@@ -90,7 +90,7 @@ def verify(problem: Problem, completion: str, *, exact_use: bool = False) -> Ver
         if why is not None:
             return Verdict(0.0, False, answer, why, answer, True)
         try:
-            value = evaluate(node)
+            value = exact_value(node)
         except EvaluationError as e:
             return Verdict(0.0, False, answer, e.reason, answer, True)
         if value != problem.target:
