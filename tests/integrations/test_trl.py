@@ -27,6 +27,7 @@ from trl import GRPOConfig, GRPOTrainer
 from divrl.core.advantages import compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.diversity import labels_tensor, partition_by_key
+from divrl.core.metrics import distinct_correct_classes
 from divrl.integrations.trl import (
     TESTED_TRL,
     DiversityGRPOTrainer,
@@ -312,6 +313,14 @@ def test_darling_advantages_replace_grpo(plain: Run, tmp_path: Path) -> None:
     batch = run.trainer.last_group_batch
     assert batch.rewards.shape == (B // G, G) and batch.texts == run.texts(1)
     assert list(run.trainer._logs["advantages"]) == pytest.approx(run.advantages[1].tolist())
+    # every method logs the same diversity metrics (docs/scale-out.md, "divrl's metrics in TRL's logs"): correctness
+    # (here without the entropy term), classes, and the method's own signal size against GRPO on the same groups
+    step2 = [h for h in run.trainer.state.log_history if "divrl/correct_frac" in h][-1]  # what TRL logged, step 2
+    assert step2["divrl/correct_frac"] == pytest.approx(float((run.rewards(1) >= 1.0).float().mean()))
+    assert step2["divrl/distinct_correct_classes"] == pytest.approx(
+        distinct_correct_classes(batch.partition.tolist(), batch.correct)
+    )
+    assert step2["divrl/signal/rms_ratio"] > 0 and 0 < step2["divrl/signal/groups_changed"] <= 1
 
 
 def flaky_parity(prompts: list[str], completions: list[str], **kwargs: object) -> list[float | None]:

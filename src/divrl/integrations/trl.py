@@ -516,9 +516,9 @@ class DiversityGRPOTrainer(GRPOTrainer):
         local = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
         correct = rewards_per_func[:, self.divrl_correct_index].nan_to_num(nan=-math.inf)  # (N,)
         correct = correct >= self.divrl_correct_threshold  # (N,) bool
+        self._metrics[mode]["divrl/correct_frac"].append(correct.float().mean().item())  # every method logs it
         if self.divrl_positive_entropy is not None:
             out["divrl_correct"] = correct[local].to(out["advantages"].device)  # (B,)
-            self._metrics[mode]["divrl/correct_frac"].append(correct.float().mean().item())
         if self.divrl_advantage is None:
             return out
 
