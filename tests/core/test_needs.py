@@ -8,7 +8,7 @@ import torch
 from divrl.core.advantages import ADVANTAGES, advantage_is_token_level, advantage_needs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.losses import LOSSES, compute_loss, loss_needs
-from divrl.core.needs import FIELDS, Needs
+from divrl.core.needs import FIELDS, TOKEN_FIELDS, Needs
 
 P, G, T, D = 2, 4, 3, 5
 
@@ -148,3 +148,16 @@ def test_union_and_missing():
     assert (b | Needs.of(optional={"embeddings"})).embed_rows == "all"  # one reads every row
     assert (a | b).missing({"correct"}) == ["embeddings", "partition"]
     assert set(FIELDS) >= (a | b).reads
+
+
+def test_token_fields_are_the_per_token_fields_of_fields():
+    """One list: TOKEN_FIELDS is the subset of FIELDS that GroupBatch checks as (P, G, T) with one shared T, and
+    every (P, G, T) field of a full batch is in it."""
+    full = _full()
+    assert set(TOKEN_FIELDS) <= set(FIELDS)
+    shaped = {f for f, v in full.items() if isinstance(v, torch.Tensor) and tuple(v.shape) == (P, G, T)}
+    assert shaped == set(TOKEN_FIELDS)
+    for name in TOKEN_FIELDS:  # one of them with another T: refused, whichever it is
+        fields = {f: full[f] for f in TOKEN_FIELDS} | {name: torch.zeros(P, G, T + 1)}
+        with pytest.raises(ValueError, match="but the other token fields have shape"):
+            GroupBatch(rewards=REWARDS, **fields)
