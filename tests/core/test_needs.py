@@ -88,7 +88,11 @@ def test_hand_written_declarations():
     assert advantage_needs("unlikeliness").reads == {"old_logprobs", "mask"}
     setpo = advantage_needs("setpo", {"kernel": "cosine", "members": "correct", "base": "unlikeliness"})
     assert setpo.reads == {"embeddings", "correct", "old_logprobs", "mask"} and setpo.embed_rows == "correct"
-    assert advantage_needs("setpo").reads == {"texts"} and advantage_needs("setpo").uses("embeddings")  # kernel auto
+    assert advantage_needs("setpo") == Needs.of({"texts"})  # kernel ngram, the default: no embeddings
+    cosine = {"kernel": "cosine"}  # an embedder alone never switches a kernel: only kernel=cosine reads them
+    for needs in (advantage_needs, loss_needs):
+        for name in ("setpo", "dra", "dsdr") if needs is advantage_needs else ("dsdr_entropy",):
+            assert not needs(name).uses("embeddings") and needs(name, cosine).reads >= {"embeddings"}
     assert advantage_needs("repexp") == Needs.of({"hidden"})
     assert loss_needs("kl").requires("ref_logprobs")
     assert not loss_needs("ppo").requires("ref_logprobs") and loss_needs("ppo", {"beta": 0.1}).requires("ref_logprobs")

@@ -8,8 +8,9 @@ the entry reads with those options; everything else reads it instead of keeping 
   the advantage, the reference model for a KL term), and its config check refuses a config that cannot provide
   a needed field before a model is loaded, in one line naming the config field;
 - the TRL and verl adapters refuse an estimator that needs a field they cannot provide, naming it;
-- ``embed_rows: correct`` is allowed only when the estimator declares that it reads the embeddings of correct
-  rollouts only (:attr:`Needs.embed_rows`);
+- a trainer embeds exactly the rows the union of the estimator's and the loss terms' needs says
+  (:attr:`Needs.embed_rows`: only the correct rollouts when every reader of embeddings reads those only; the
+  others are then zero vectors), and refuses an embedder that no entry reads;
 - ``history`` (with ``problem_ids``) marks a stateful estimator: a trainer carries its per-problem state across
   steps and in its checkpoints, or refuses it (the TRL and verl adapters do).
 
@@ -83,10 +84,11 @@ class Needs:
 
     Attributes:
         reads: fields that must be set (the entry raises when one is None).
-        optional: fields read when set, ignored when None (e.g. ``old_logprobs`` of a PPO loss: None = on-policy;
-            ``embeddings`` of SetPO's ``kernel="auto"``).
+        optional: fields read when set, ignored when None (e.g. ``old_logprobs`` of a PPO loss: None = on-policy).
         embed_rows: whose embeddings are read when embeddings are read: ``"all"`` rollouts, or only the
-            ``"correct"`` ones (then a trainer may leave the other rows unembedded).
+            ``"correct"`` ones (reward-verified correct; an unscorable rollout is never correct). A trainer embeds
+            exactly these rows (the union of the estimator's and the loss terms' needs) and gives the others zero
+            vectors; it is not a setting.
     """
 
     reads: frozenset[str] = field(default_factory=frozenset)
