@@ -12,12 +12,12 @@ that cost over the setting's mean step time. Settings:
 
 - ``exact``: the task's canonical form (no model; the reference point);
 - ``learned``: the classifier over all G rollouts of each group (DARLING's released math script);
-- ``learned, only correct``: ``partition.only_correct``: only correct rollouts are embedded and compared;
+- ``learned, only correct``: ``partition.members=correct``: only correct rollouts are embedded and compared;
 - ``setpo, ...``: the SetPO recipe with its character 3-gram kernel, and with MiniLM embeddings and the cosine
   kernel (every rollout is embedded: the kernel spans the whole group), in float32 and in bfloat16. Their cost is
   likewise their scoring time minus the exact DARLING partition's;
 - ``setpo, ..., members=correct``: our variant whose set is each group's correct rollouts
-  (``advantage.options.members=correct``), so only those are embedded (``embed_rows=correct``).
+  (``advantage.options.members=correct``), so only those are embedded (what SetPO then declares it reads).
 
 The embedder's LRU cache lives as long as the trainer, so from the second step on texts seen in the previous
 steps are not re-embedded, as in a real run. A sharper policy (``--model runs/x/checkpoint-000080``) repeats
@@ -37,11 +37,11 @@ from divrl.eval.demo import RECIPES
 from divrl.trainer.config import RLConfig
 from divrl.trainer.rl import RLTrainer
 
-ONLY_CORRECT = ["advantage.options.kernel=cosine", "advantage.options.members=correct", "embed_rows=correct"]
+ONLY_CORRECT = ["advantage.options.kernel=cosine", "advantage.options.members=correct"]
 SETTINGS = {  # name: (recipe, overrides)
     "exact": ("darling", ["partition.source=exact"]),
     "learned": ("darling", ["partition.source=learned"]),
-    "learned, only correct": ("darling", ["partition.source=learned", "partition.only_correct=true"]),
+    "learned, only correct": ("darling", ["partition.source=learned", "partition.members=correct"]),
     "setpo, char 3-gram kernel": ("setpo", []),
     "setpo, MiniLM cosine kernel": ("setpo", ["embedder=all-MiniLM-L6-v2", "advantage.options.kernel=cosine"]),
     "setpo, MiniLM@bf16 cosine kernel": (

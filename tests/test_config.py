@@ -44,6 +44,45 @@ def test_errors_name_the_field(data, needle):
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (
+            {"embed_rows": "correct"},
+            "embed_rows: removed: the embedder embeds the rollouts the estimator and loss terms declare they read "
+            "(only the correct ones for setpo with advantage.options.members: correct); drop it",
+        ),
+        (
+            {"partition": {"source": "exact", "only_correct": True}},
+            "partition.only_correct: renamed partition.members (all | correct): "
+            "only_correct: true is members: correct",
+        ),
+        (  # named even when the new spelling is there too
+            {"partition": {"members": "correct", "only_correct": True}},
+            "partition.only_correct: renamed partition.members (all | correct): "
+            "only_correct: true is members: correct",
+        ),
+    ],
+)
+def test_retired_fields_say_what_to_write_instead(data, line):
+    """A removed or renamed field is one line naming it and what replaced it (the class's RETIRED table), from a
+    YAML file and from --set alike; not "unknown field"."""
+    with pytest.raises(ConfigError) as err:
+        from_dict(RLConfig, data)
+    assert str(err.value) == line
+    key = "embed_rows" if "embed_rows" in data else "partition.only_correct"
+    with pytest.raises(ConfigError) as err:
+        from_dict(RLConfig, apply_overrides({}, [f"{key}=true"]))
+    assert str(err.value) == line
+
+
+def test_partition_members_replaces_only_correct():
+    assert from_dict(RLConfig, {}).partition.members == "all"
+    assert from_dict(RLConfig, {"partition": {"members": "correct"}}).partition.members == "correct"
+    with pytest.raises(ConfigError, match=r"^partition.members: 'yes' is not one of \['all', 'correct'\]$"):
+        from_dict(RLConfig, {"partition": {"members": "yes"}})
+
+
 def test_overrides_parse_yaml_scalars():
     data = apply_overrides({"rollout": {"group_size": 4}}, ["rollout.group_size=16", "optim.lr=1e-4", "name=x"])
     cfg = from_dict(RLConfig, data)

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from divrl.core.advantages import ADVANTAGES, register_advantage
+from divrl.core.batch import GroupBatch
 from divrl.core.metrics import correct_classes, distinct_correct_classes
 from divrl.core.needs import Needs
-from divrl.signals import check_embed_rows, check_provided, group_batch, labels_from_keys, signal_size
+from divrl.signals import check_embedder, check_provided, embed_groups, group_batch, labels_from_keys, signal_size
 from divrl.tasks.base import Verdict
 from divrl.tasks.countdown import CountdownTask, Problem, equivalence_key, verify
 from divrl.tasks.verify import reason_category, verify_all
@@ -115,12 +116,56 @@ def test_group_batch_checks_the_declared_fields():
     assert group_batch(torch.zeros(1, 2), needs=needs, partition=torch.tensor([[0, 1]])).partition is not None
 
 
-def test_embed_rows_correct_only_where_declared():
-    check_embed_rows("correct", "setpo", {"members": "correct"})
-    with pytest.raises(ValueError, match="members"):
-        check_embed_rows("correct", "setpo", {})
-    with pytest.raises(ValueError, match="'all' or 'correct'"):
-        check_embed_rows("some", "grpo", {})
+def test_embedded_rows_follow_the_union_of_the_declared_needs():
+    """Which rollouts are embedded is not a setting: the union of the estimator's and the loss terms' needs says it
+    (correct rows only when every reader of embeddings reads those only)."""
+    from divrl.core.advantages import advantage_needs
+    from divrl.core.losses import loss_needs
+
+    correct_only = advantage_needs("setpo", {"kernel": "cosine", "members": "correct"})
+    assert correct_only.embed_rows == "correct"
+    assert (correct_only | loss_needs("ppo") | loss_needs("positive_entropy")).embed_rows == "correct"
+    assert (correct_only | loss_needs("dsdr_entropy", {"kernel": "cosine"})).embed_rows == "correct"
+    assert advantage_needs("setpo", {"kernel": "cosine"}).embed_rows == "all"
+    every_row = advantage_needs("dra", {"kernel": "cosine"})  # dra reads every rollout's embedding
+    assert (every_row | loss_needs("dsdr_entropy", {"kernel": "cosine"})).embed_rows == "all"
+
+
+def test_check_embedder_refuses_an_embedder_nothing_reads():
+    from divrl.core.advantages import advantage_needs
+
+    check_embedder(advantage_needs("setpo", {"kernel": "cosine"}), "embedder", "fix it")
+    for options in ({}, {"kernel": "ngram"}):  # the default kernel is ngram: an embedder alone changes nothing
+        with pytest.raises(ValueError, match=r"^embedder is set, but neither .* default is 'ngram'\): fix it$"):
+            check_embedder(advantage_needs("setpo", options), "embedder", "fix it")
+    with pytest.raises(ValueError, match="reads GroupBatch.embeddings"):
+        check_embedder(Needs(), "embedder", "fix it")
+
+
+def test_setpo_members_correct_reads_only_the_embedded_rows():
+    """With members=correct and the cosine kernel, embedding only the correct rows (zero vectors elsewhere) gives
+    exactly the advantages of embedding every row; with members=all the zero rows would change them."""
+    from divrl.core.advantages import compute_advantages
+    from divrl.semantic import CharNgramEmbedder
+
+    texts = [["7+5", "12", "3*4", "12+0"], ["9-2", "7", "14/2", "7*1"], ["1+1", "2", "2*1", "3"]]
+    rewards = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0], [1.0, math.nan, 0.0, 1.0]])
+    correct = rewards.nan_to_num(0.0) == 1.0  # (P, G); the unscorable one is never correct
+    embedder = CharNgramEmbedder(2, 32)
+    only = embed_groups(texts, embedder, "correct", correct)  # (P, G, D)
+    full = embed_groups(texts, embedder, "all", correct)  # (P, G, D)
+    assert torch.equal(only[~correct], torch.zeros_like(only[~correct]))
+    assert torch.equal(only[correct], full[correct]) and bool((full[~correct].norm(dim=-1) > 0).all())
+    options = {"lam": 2.0, "kernel": "cosine", "members": "correct"}
+    got = compute_advantages("setpo", GroupBatch(rewards=rewards, correct=correct, embeddings=only), **options)
+    want = compute_advantages("setpo", GroupBatch(rewards=rewards, correct=correct, embeddings=full), **options)
+    assert torch.equal(got, want)
+    assert (want - compute_advantages("grpo", GroupBatch(rewards=rewards))).abs().max() > 0.01  # the bonus is there
+    every = {"lam": 2.0, "kernel": "cosine"}  # members=all reads every row: the zero vectors matter there
+    a = compute_advantages("setpo", GroupBatch(rewards=rewards, embeddings=only), **every)
+    assert not torch.allclose(a, compute_advantages("setpo", GroupBatch(rewards=rewards, embeddings=full), **every))
+    with pytest.raises(ValueError, match="rows must be 'all' or 'correct'"):
+        embed_groups(texts, embedder, "some", correct)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Config plumbing: documented frozen dataclasses hold the fields, YAML holds only values.
 
 ``from_dict(cls, data)`` builds a (nested) dataclass from plain values and names the offending field
-(``rollout.group_size``) on any unknown key or wrong type; ``apply_overrides`` applies command-line
+(``rollout.group_size``) on any unknown key or wrong type, and a removed or renamed one with what to write instead
+(the class's ``RETIRED`` table); ``apply_overrides`` applies command-line
 ``key.path=value`` strings (values parsed as YAML scalars); ``load_yaml`` reports the file name.
 """
 
@@ -46,13 +47,20 @@ def yaml_error_line(exc: yaml.YAMLError) -> str:
 
 
 def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> C:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError naming the field."""
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError naming the field.
+
+    A dataclass lists the fields it no longer has in a class attribute ``RETIRED: ClassVar[dict[str, str]]`` (old
+    name -> why it went and what to write instead); such a key gets that one line instead of "unknown field"."""
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
+    retired: dict[str, str] = getattr(cls, "RETIRED", {})
+    for name in unknown:
+        if name in retired:  # a field that was removed or renamed: say so, and what to write instead
+            raise ConfigError(f"{_path(where, name)}: {retired[name]}")
     if unknown:
         raise ConfigError(
             f"{_path(where, unknown[0])}: unknown field; known fields of {cls.__name__}: {sorted(fields)}"

@@ -8,10 +8,10 @@ the verl adapter (:mod:`divrl.integrations.verl`) all build their groups here an
 - :func:`score`: verdicts of a step's P×G rollouts (the task's batch verifier when it has one) → :class:`Scored`.
 - :func:`partition_labels`: (P, G) labels from the configured partition source (exact, answer, text, learned).
 - :func:`check_provided`: refuse an estimator that needs a field a setting cannot provide, in one line naming it.
-- :func:`check_embed_rows`: ``embed_rows: correct`` only for an estimator declared to read correct rows only.
+- :func:`check_embedder`: refuse an embedder that neither the estimator nor a loss term reads.
 - :func:`labels_from_keys`: (P, G) partition labels from per-rollout keys (equal key = one class, ``None`` = a
   class of its own), optionally among each group's correct rollouts only.
-- :func:`embed_groups`: (P, G, D) embeddings of the rows the estimator reads.
+- :func:`embed_groups`: (P, G, D) embeddings of the rows the declared needs read (:attr:`Needs.embed_rows`).
 - :func:`group_batch`: the ``GroupBatch`` itself, with exactly the fields the needs ask for (and those given).
 - :func:`signal_size`: how far an estimator's advantages lie from GRPO's on the same groups (``signal/...``
   metrics, logged by the trainer and both adapters).
@@ -39,7 +39,7 @@ from divrl.tasks.verify import reason_category, safe_key, verify_all
 
 __all__ = [
     "Scored",
-    "check_embed_rows",
+    "check_embedder",
     "check_provided",
     "distinct_correct_classes",
     "embed_groups",
@@ -63,10 +63,23 @@ def check_provided(
     return needs
 
 
+def check_embedder(needs: Needs, field: str, fix: str) -> None:
+    """Refuse an embedder (set in ``field``) that nothing reads: ``needs`` is the union of the estimator's and every
+    loss term's needs (:class:`~divrl.core.needs.Needs`, ``|``). An embedder never changes a kernel by itself
+    (``setpo``, ``dra`` and ``dsdr`` default to ``kernel="ngram"``), so one that no entry reads would only cost
+    time; raises ``ValueError`` naming ``field`` and ending with ``fix`` (how to ask for the embeddings)."""
+    if not needs.uses("embeddings"):
+        raise ValueError(
+            f"{field} is set, but neither the estimator nor a loss term reads GroupBatch.embeddings (setpo, dra and "
+            f"dsdr read them only with kernel 'cosine'; their default is 'ngram'): {fix}"
+        )
+
+
 def check_embed_rows(embed_rows: str, advantage: str | None, options: Mapping[str, Any] | None) -> None:
-    """Refuse ``embed_rows="correct"`` unless estimator ``advantage`` declares that it reads the embeddings of
-    correct rollouts only (:attr:`~divrl.core.needs.Needs.embed_rows`; among the built-ins, ``setpo`` with
-    ``members="correct"``): the unembedded rows are zero vectors."""
+    """Legacy check of the verl adapter's ``divrl_embed_rows`` (removed from ``divrl train`` and the TRL adapter,
+    whose embedded rows follow the declared needs: :attr:`~divrl.core.needs.Needs.embed_rows`); not part of the
+    signals API and goes when the verl adapter stops calling it. Refuses ``embed_rows="correct"`` unless estimator
+    ``advantage`` declares that it reads the embeddings of correct rollouts only."""
     if embed_rows not in ("all", "correct"):
         raise ValueError(f"embed_rows must be 'all' or 'correct', got {embed_rows!r}")
     if embed_rows == "all":
@@ -97,14 +110,17 @@ def labels_from_keys(
     return torch.tensor(rows, dtype=torch.long)  # (P, G)
 
 
-def embed_groups(texts: list[list[str]], embedder: Any, embed_rows: str, correct: Tensor | None) -> Tensor:
-    """(P, G, D) embeddings of ``texts``; with ``embed_rows="correct"`` only the correct rows are embedded (the
-    others are zero vectors, see :func:`check_embed_rows`)."""
+def embed_groups(texts: list[list[str]], embedder: Any, rows: str, correct: Tensor | None) -> Tensor:
+    """(P, G, D) embeddings of ``texts``, of the ``rows`` the declared needs read (``needs.embed_rows`` of the union
+    of the estimator's and the loss terms' needs): ``"all"``, or ``"correct"``: only the correct rollouts are
+    embedded and the others are zero vectors, which no entry declared to read correct rows only ever reads."""
     from divrl.semantic import embed_texts
 
-    if embed_rows == "correct" and correct is None:
-        raise ValueError("embed_rows='correct' needs the correctness of every rollout")
-    only = correct if embed_rows == "correct" else None  # (P, G) bool
+    if rows not in ("all", "correct"):
+        raise ValueError(f"embed_groups: rows must be 'all' or 'correct', got {rows!r}")
+    if rows == "correct" and correct is None:
+        raise ValueError("embed_groups: rows 'correct' needs the correctness of every rollout")
+    only = correct if rows == "correct" else None  # (P, G) bool
     return embed_texts(texts, embedder, only)  # (P, G, D)
 
 
@@ -264,14 +280,17 @@ def score(task: Task, problems: list[Any], texts: list[str], group_size: int) ->
 
 
 def partition_labels(
-    source: str, scored: Scored, texts: list[list[str]], learned: Any = None, only_correct: bool = False
+    source: str, scored: Scored, texts: list[list[str]], learned: Any = None, members: str = "all"
 ) -> tuple[torch.Tensor | None, int]:
     """(P, G) class labels from the configured partition source (or None), and how many groups fell back to
-    singleton classes because the learned classifier failed on them. ``only_correct``: classes are formed among
-    each group's correct rollouts only; an incorrect rollout is a class of its own (nothing of it is embedded)."""
+    singleton classes because the learned classifier failed on them. ``members`` (``partition.members``): which
+    rollouts the classes are formed among: ``"all"``, or ``"correct"`` (each group's correct rollouts only; an
+    incorrect or unscorable rollout is a class of its own, and nothing of it reaches the learned classifier)."""
+    if members not in ("all", "correct"):
+        raise ValueError(f"partition.members must be 'all' or 'correct', got {members!r}")
     if source == "none":
         return None, 0
-    keep = scored.correct.tolist() if only_correct else None  # (P, G) bools
+    keep = scored.correct.tolist() if members == "correct" else None  # (P, G) bools
     keys = {"exact": scored.keys, "answer": scored.answers, "text": texts}
     if source in keys:
         return labels_from_keys(keys[source], keep), 0

@@ -330,12 +330,15 @@ def test_setpo_kernel_selection_and_errors() -> None:
     # orthogonal embeddings -> kernel I -> s = log(9/8); texts would give something else
     b = rewards_batch([[1.0, 0.0, 0.0]], embeddings=torch.eye(3)[None], texts=[["aaa", "aaa", "bbb"]])
     ln98 = math.log(9 / 8)
-    assert torch.allclose(setpo_bonus(b), torch.full((1, 3), ln98))  # auto -> embeddings
+    assert torch.allclose(setpo_bonus(b, kernel="cosine"), torch.full((1, 3), ln98))
     assert torch.allclose(setpo_bonus(b, kernel="ngram")[0, 2], torch.tensor(0.256703), atol=1e-5)
+    assert torch.equal(setpo_bonus(b), setpo_bonus(b, kernel="ngram"))  # the default: embeddings alone change nothing
     with pytest.raises(ValueError, match="embeddings"):
         setpo_bonus(b.replace(embeddings=None), kernel="cosine")
-    with pytest.raises(ValueError, match=r"embeddings.*texts"):
-        adv("setpo", rewards_batch([[1.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"^setpo: kernel='ngram' needs GroupBatch.texts"):
+        adv("setpo", rewards_batch([[1.0, 0.0]]), kernel="ngram")
+    with pytest.raises(ValueError, match=r"got 'auto' \('auto' was removed: the default is 'ngram'"):
+        adv("setpo", b, kernel="auto")
     with pytest.raises(ValueError, match="correct"):
         adv("setpo", b, gate="correct")
     with pytest.raises(ValueError, match="gate"):
@@ -370,9 +373,9 @@ def test_setpo_constant_s_with_center_is_base() -> None:
     g = 5
     b = full_batch(p=3, g=g, seed=4).replace(embeddings=torch.eye(g).repeat(3, 1, 1))
     base = adv("grpo", b)
-    assert torch.allclose(adv("setpo", b, center=True), base, atol=1e-6)
+    assert torch.allclose(adv("setpo", b, center=True, kernel="cosine"), base, atol=1e-6)
     s = math.log((1 + 1 / (g - 1)) / (1 + 1 / g))
-    assert torch.allclose(adv("setpo", b, lam=2.0), base + 2 * s, atol=1e-6)
+    assert torch.allclose(adv("setpo", b, lam=2.0, kernel="cosine"), base + 2 * s, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,11 +13,16 @@ from torch import Tensor
 from divrl.core.advantages import advantage_needs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.dra import dra_weights
+from divrl.core.needs import Needs
 
 NAN = math.nan
 
 
 def adv(batch: GroupBatch, **options: Any) -> Tensor:
+    """``dra`` on ``batch``, with the cosine kernel (the official one) when the batch has embeddings and no
+    ``kernel=`` is given (``dra``'s own default is ``ngram``: an embedding alone changes nothing)."""
+    if batch.embeddings is not None:
+        options.setdefault("kernel", "cosine")
     return compute_advantages("dra", batch, **options)
 
 
@@ -67,7 +72,7 @@ def test_negative_cosines_follow_the_official_raw_kernel() -> None:
     r = torch.rand(4, 6, generator=gen)
     ref = torch.stack([official_dra_grpo(r[i], emb[i], 6, dr=True) for i in range(4)])
     b = GroupBatch(rewards=r, embeddings=emb)
-    assert torch.allclose(adv(b, base="dr_grpo"), ref, atol=1e-4, rtol=1e-4)  # kernel auto: embeddings, raw
+    assert torch.allclose(adv(b, base="dr_grpo"), ref, atol=1e-4, rtol=1e-4)  # cosine: the raw official kernel
     assert not torch.allclose(adv(b, base="dr_grpo", clamp=True), ref, atol=1e-3)  # setpo's clamp is different
 
 
@@ -81,8 +86,9 @@ EMB = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]]])
 
 def test_hand_computed_weights_and_advantages() -> None:
     b = GroupBatch(rewards=torch.tensor([[1.0, 1.0, 1.0]]), embeddings=EMB)
-    assert torch.allclose(dra_weights(b, eps=0.0), torch.tensor([[0.5, 0.5, 1.0]]))
-    assert torch.allclose(dra_weights(b), torch.tensor([[1 / (2 + 1e-6), 1 / (2 + 1e-6), 1 / (1 + 1e-6)]]))
+    assert torch.allclose(dra_weights(b, eps=0.0, kernel="cosine"), torch.tensor([[0.5, 0.5, 1.0]]))
+    expected_weights = torch.tensor([[1 / (2 + 1e-6), 1 / (2 + 1e-6), 1 / (1 + 1e-6)]])
+    assert torch.allclose(dra_weights(b, kernel="cosine"), expected_weights)
     # r' = (1/2, 1/2, 1), mean 2/3: Dr. GRPO (-1/6, -1/6, 1/3); unbiased std sqrt(1/12)
     assert torch.allclose(adv(b, base="dr_grpo", eps=0.0), torch.tensor([[-1 / 6, -1 / 6, 1 / 3]]))
     s = math.sqrt(1 / 12)
@@ -102,8 +108,9 @@ def test_negative_cosine_hand_computed_and_clamp() -> None:
     emb = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [-1.0, 1.0]]])
     b = GroupBatch(rewards=torch.ones(1, 3), embeddings=emb)
     raw = torch.tensor([[1 / (2 - c), 1 / (2 - c), 1 / (1 - 2 * c)]])  # the last is negative: 1 - 2c < 0
-    assert torch.allclose(dra_weights(b, eps=0.0), raw, atol=1e-6)
-    assert torch.allclose(dra_weights(b, eps=0.0, clamp=True), torch.tensor([[0.5, 0.5, 1.0]]))
+    assert torch.allclose(dra_weights(b, eps=0.0, kernel="cosine"), raw, atol=1e-6)
+    clamped = torch.tensor([[0.5, 0.5, 1.0]])
+    assert torch.allclose(dra_weights(b, eps=0.0, clamp=True, kernel="cosine"), clamped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,14 +171,16 @@ def test_unscored_rollouts_are_outside_the_group() -> None:
 
 
 def test_needs_and_errors() -> None:
-    assert advantage_needs("dra").reads == {"texts"} and advantage_needs("dra").uses("embeddings")
+    assert advantage_needs("dra") == advantage_needs("dra", {"kernel": "ngram"}) == Needs.of({"texts"})
     assert advantage_needs("dra", {"kernel": "cosine"}).reads == {"embeddings"}
     assert advantage_needs("dra", {"kernel": "ngram", "base": "darling"}).reads == {"texts", "partition"}
     r = GroupBatch(rewards=torch.ones(1, 3))
     with pytest.raises(ValueError, match="dra: kernel='cosine' needs GroupBatch.embeddings"):
         adv(r, kernel="cosine")
-    with pytest.raises(ValueError, match="dra needs GroupBatch.embeddings .* or GroupBatch.texts"):
-        adv(r)
+    with pytest.raises(ValueError, match=r"^dra: kernel='ngram' needs GroupBatch.texts"):
+        adv(r)  # the default kernel
+    with pytest.raises(ValueError, match=r"^dra: kernel must be 'cosine' or 'ngram', got 'auto' \('auto' was"):
+        adv(r, kernel="auto")
     with pytest.raises(ValueError, match="dra: kernel must be"):
         adv(r, kernel="rbf")
     with pytest.raises(ValueError, match="dra: base must be another estimator"):

@@ -60,7 +60,7 @@ def test_bonus_keeps_correct_above_incorrect() -> None:
     for _ in range(20):
         r = torch.randint(0, 2, (3, 6), generator=gen).float()
         b = GroupBatch(rewards=r, correct=r > 0.5, embeddings=torch.randn(3, 6, 4, generator=gen))
-        a = compute_advantages("dsdr", b, lam=5.0, bonus_max=0.9)
+        a = compute_advantages("dsdr", b, lam=5.0, bonus_max=0.9, kernel="cosine")
         for p in range(3):
             if bool(b.correct[p].any()) and not bool(b.correct[p].all()):  # type: ignore[index]
                 assert float(a[p][b.correct[p]].min()) > float(a[p][~b.correct[p]].max())  # type: ignore[index]
@@ -69,7 +69,8 @@ def test_bonus_keeps_correct_above_incorrect() -> None:
 def test_reduces_to_the_base_when_the_signal_is_zero_or_constant() -> None:
     b = emb_batch()
     for base, options in (("grpo", {}), ("rloo", {}), ("dr_grpo", {})):
-        assert torch.equal(compute_advantages("dsdr", b, lam=0.0, base=base), compute_advantages(base, b, **options))
+        dsdr = compute_advantages("dsdr", b, lam=0.0, base=base, kernel="cosine")
+        assert torch.equal(dsdr, compute_advantages(base, b, **options))
     same = GroupBatch(rewards=b.rewards, correct=b.correct, texts=[["1+2"] * 4, ["3*4"] * 4])  # d = 0 everywhere
     assert torch.equal(dsdr_diversity(same), torch.zeros(2, 4))
     assert torch.equal(compute_advantages("dsdr", same, lam=3.0), compute_advantages("grpo", same))

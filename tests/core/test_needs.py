@@ -8,7 +8,7 @@ import torch
 from divrl.core.advantages import ADVANTAGES, advantage_is_token_level, advantage_needs, compute_advantages
 from divrl.core.batch import GroupBatch
 from divrl.core.losses import LOSSES, compute_loss, loss_needs
-from divrl.core.needs import FIELDS, Needs
+from divrl.core.needs import FIELDS, TOKEN_FIELDS, Needs
 
 P, G, T, D = 2, 4, 3, 5
 
@@ -88,7 +88,11 @@ def test_hand_written_declarations():
     assert advantage_needs("unlikeliness").reads == {"old_logprobs", "mask"}
     setpo = advantage_needs("setpo", {"kernel": "cosine", "members": "correct", "base": "unlikeliness"})
     assert setpo.reads == {"embeddings", "correct", "old_logprobs", "mask"} and setpo.embed_rows == "correct"
-    assert advantage_needs("setpo").reads == {"texts"} and advantage_needs("setpo").uses("embeddings")  # kernel auto
+    assert advantage_needs("setpo") == Needs.of({"texts"})  # kernel ngram, the default: no embeddings
+    cosine = {"kernel": "cosine"}  # an embedder alone never switches a kernel: only kernel=cosine reads them
+    for needs in (advantage_needs, loss_needs):
+        for name in ("setpo", "dra", "dsdr") if needs is advantage_needs else ("dsdr_entropy",):
+            assert not needs(name).uses("embeddings") and needs(name, cosine).reads >= {"embeddings"}
     assert advantage_needs("repexp") == Needs.of({"hidden"})
     assert loss_needs("kl").requires("ref_logprobs")
     assert not loss_needs("ppo").requires("ref_logprobs") and loss_needs("ppo", {"beta": 0.1}).requires("ref_logprobs")
@@ -148,3 +152,16 @@ def test_union_and_missing():
     assert (b | Needs.of(optional={"embeddings"})).embed_rows == "all"  # one reads every row
     assert (a | b).missing({"correct"}) == ["embeddings", "partition"]
     assert set(FIELDS) >= (a | b).reads
+
+
+def test_token_fields_are_the_per_token_fields_of_fields():
+    """One list: TOKEN_FIELDS is the subset of FIELDS that GroupBatch checks as (P, G, T) with one shared T, and
+    every (P, G, T) field of a full batch is in it."""
+    full = _full()
+    assert set(TOKEN_FIELDS) <= set(FIELDS)
+    shaped = {f for f, v in full.items() if isinstance(v, torch.Tensor) and tuple(v.shape) == (P, G, T)}
+    assert shaped == set(TOKEN_FIELDS)
+    for name in TOKEN_FIELDS:  # one of them with another T: refused, whichever it is
+        fields = {f: full[f] for f in TOKEN_FIELDS} | {name: torch.zeros(P, G, T + 1)}
+        with pytest.raises(ValueError, match="but the other token fields have shape"):
+            GroupBatch(rewards=REWARDS, **fields)

@@ -80,8 +80,8 @@ def main(out_dir: Path) -> None:
 
     trainer = Recording(
         model=model, reward_funcs=[parity], args=args, train_dataset=dataset, processing_class=tok,
-        advantage="darling", partition_fn=length_classes, positive_entropy={"lam": 0.1, "gate": "correct"},
-        embedder=Counting(3, 16, cache_size=0),
+        advantage="setpo", advantage_options={"base": "darling", "kernel": "cosine"}, partition_fn=length_classes,
+        positive_entropy={"lam": 0.1, "gate": "correct"}, embedder=Counting(3, 16, cache_size=0),
     )  # fmt: skip
     trainer.train()
     record = {

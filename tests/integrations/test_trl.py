@@ -197,6 +197,12 @@ def test_trainer_rejects_bad_options(tmp_path: Path) -> None:
         DiversityGRPOTrainer(**common, positive_entropy={"lam": 0.1, "gate": "bogus"})
     with pytest.raises(ValueError, match=r"needs GroupBatch.embeddings: pass embedder="):
         DiversityGRPOTrainer(**common, advantage="setpo", advantage_options={"kernel": "cosine"})
+    # an embedder never switches a kernel by itself: one that nothing reads is refused before TRL builds anything
+    unread = r"^DiversityGRPOTrainer: embedder= is set, but neither the estimator nor a loss term reads .* embedder=$"
+    for refused in ({"advantage": "setpo"}, {"advantage": "grpo"}, {"positive_entropy": {"lam": 0.1}}, {}):
+        with pytest.raises(ValueError, match=unread):
+            DiversityGRPOTrainer(**common, **refused, embedder="char-ngram")
+    DiversityGRPOTrainer(**common, advantage="dra", advantage_options={"kernel": "cosine"}, embedder="char-ngram")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,13 +376,13 @@ def test_dra_divides_rewards_by_group_similarity(plain: Run, tmp_path: Path) -> 
 
 
 def test_setpo_embedding_kernel_over_correct_completions(plain: Run, tmp_path: Path) -> None:
-    """embedder= feeds GroupBatch.embeddings; with embed_rows="correct" only correct completions are embedded (the
-    others are zero), and SetPO with members="correct" gives the advantages of the fully embedded batch."""
+    """embedder= feeds GroupBatch.embeddings; SetPO with members="correct" declares that it reads correct
+    completions only, so only those are embedded (the others are zero), and it gives the advantages of the fully
+    embedded batch."""
     from divrl.semantic import CharNgramEmbedder, embed_texts
 
     options = {"lam": 2.0, "kernel": "cosine", "members": "correct"}
-    run = _train(_DivRec, tmp_path, advantage="setpo", advantage_options=options, embedder="char-ngram:2:64",
-                 embed_rows="correct")  # fmt: skip
+    run = _train(_DivRec, tmp_path, advantage="setpo", advantage_options=options, embedder="char-ngram:2:64")
     _same_first_batch(plain, run)
     texts, r = run.texts(), run.rewards()
     full = embed_texts(texts, CharNgramEmbedder(2, 64))  # (P, G, D)
@@ -389,8 +395,8 @@ def test_setpo_embedding_kernel_over_correct_completions(plain: Run, tmp_path: P
     assert torch.equal(batch.embeddings[~batch.correct], torch.zeros(int((~batch.correct).sum()), 64))
     assert torch.allclose(batch.embeddings[batch.correct].norm(dim=-1), torch.ones(int(batch.correct.sum())))
     common = {"model": tiny_llama(char_tokenizer()), "reward_funcs": [parity_reward], "args": _config(tmp_path / "x")}
-    with pytest.raises(ValueError, match="members"):
-        DiversityGRPOTrainer(**common, advantage="setpo", embedder="char-ngram", embed_rows="correct")
+    with pytest.raises(ValueError, match=r"^DiversityGRPOTrainer: embed_rows= was removed: .*; drop it$"):
+        DiversityGRPOTrainer(**common, advantage="setpo", advantage_options=options, embed_rows="correct")
 
 
 def test_positive_entropy_term_is_added_to_trl_loss(plain: Run, tmp_path: Path) -> None:
@@ -453,16 +459,17 @@ def test_two_processes_compute_advantages_over_whole_groups(tmp_path: Path) -> N
         # each group was partitioned once, by one rank, and the labels are the partition function's
         texts = s0["group_texts"]
         assert torch.equal(torch.tensor(s0["partition"]), labels_tensor([[len(t) % 3 for t in g] for g in texts]))
-        # the global advantages are DARLING's on the gathered groups, and each rank kept its own slice
+        # each group was embedded once, by one rank, and every rank holds the same (P, G, D) embeddings
+        assert s0["embeddings"] == s1["embeddings"]
+        embeddings = embed_texts(texts, CharNgramEmbedder(3, 16))  # (P, G, D)
+        torch.testing.assert_close(torch.tensor(s0["embeddings"]), embeddings)
+        # the global advantages are SetPO-over-DARLING's on the gathered groups, and each rank kept its own slice
         rewards = torch.tensor([[float(sum(map(ord, t)) % 2) for t in g] for g in texts])  # (P, G)
-        batch = GroupBatch(rewards=rewards, partition=torch.tensor(s0["partition"]))
-        expected = compute_advantages("darling", batch).reshape(-1)  # (P*G,)
+        batch = GroupBatch(rewards=rewards, partition=torch.tensor(s0["partition"]), embeddings=embeddings)
+        expected = compute_advantages("setpo", batch, base="darling", kernel="cosine").reshape(-1)  # (P*G,)
         torch.testing.assert_close(torch.tensor(s0["advantages"]).reshape(-1), expected)
         assert s0["local_advantages"] + s1["local_advantages"] == pytest.approx(expected.tolist())
         assert s0["local_correct"] + s1["local_correct"] == (rewards.reshape(-1) == 1).tolist()
-        # each group was embedded once, by one rank, and every rank holds the same (P, G, D) embeddings
-        assert s0["embeddings"] == s1["embeddings"]
-        torch.testing.assert_close(torch.tensor(s0["embeddings"]), embed_texts(texts, CharNgramEmbedder(3, 16)))
     assert [sum(r["embedded"][step] for r in ranks) for step in range(2)] == [3 * G, 3 * G]
     calls = ranks[0]["partition_calls"] + ranks[1]["partition_calls"]
     assert len(calls) == 2 * 3  # 3 groups per step, each partitioned exactly once across the two ranks

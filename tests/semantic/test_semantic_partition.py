@@ -141,7 +141,7 @@ def test_embed_texts_feeds_setpo() -> None:
     assert torch.equal(e[0, 0], e[0, 1])
     assert torch.allclose(e.norm(dim=-1), torch.ones(2, 3))
     rewards = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
-    adv = compute_advantages("setpo", GroupBatch(rewards, embeddings=e))
+    adv = compute_advantages("setpo", GroupBatch(rewards, embeddings=e), kernel="cosine")
     assert adv.shape == (2, 3) and torch.isfinite(adv).all()
     # the duplicated pair gets the same (lower) bonus than the unique rollout in group 0
     assert adv[0, 0] == pytest.approx(float(adv[0, 1]))

@@ -289,23 +289,70 @@ def test_learned_partition_and_embedding_kernel(tiny_policy, tmp_path):
     assert math.isfinite(read_metrics(tmp_path / "setpo")[0]["loss"])
 
 
-def test_embedding_only_correct_rollouts_changes_no_number(tiny_policy, tmp_path):
-    """SetPO with members=correct never reads an incorrect rollout's embedding, so embed_rows=correct (which leaves
-    them unembedded) gives exactly the same two steps as embedding every rollout; any other use is refused."""
-    from divrl.trainer.rl import RLTrainer
+def test_embeddings_follow_the_declared_rows(tiny_policy, tmp_path, monkeypatch):
+    """SetPO with members=correct declares that it reads correct rollouts' embeddings only, so the trainer embeds
+    only those (zero vectors elsewhere; no setting asks for it), and its two steps equal exactly those of a trainer
+    that embeds every rollout."""
+    import divrl.trainer.rl as rl
 
+    original = rl.embed_groups
     extra = ["embedder=char-ngram", "advantage.options.kernel=cosine", "advantage.options.members=correct"]
-    runs = {}
-    for rows in ("all", "correct"):
-        trainer = RLTrainer(_cfg("setpo", tiny_policy, extra=[*extra, f"embed_rows={rows}"]), tmp_path / rows)
+    runs, seen = {}, {}
+    for rows in ("declared", "all"):
+        seen[rows] = []
+
+        def recording(texts, embedder, declared, correct, rows=rows):
+            out = original(texts, embedder, declared if rows == "declared" else "all", correct)  # (P, G, D)
+            seen[rows].append((declared, correct.clone(), out))
+            return out
+
+        monkeypatch.setattr(rl, "embed_groups", recording)
+        trainer = rl.RLTrainer(_cfg("setpo", tiny_policy, extra=extra), tmp_path / rows)
         records = [trainer.step(step) for step in range(2)]
         runs[rows] = [{k: v for k, v in r.items() if not k.startswith("time")} for r in records], trainer.model
-    assert runs["all"][0] == runs["correct"][0]
+    assert [d for d, _, _ in seen["declared"]] == ["correct", "correct"]  # from setpo's declared needs
+    mixed = 0
+    for (_, correct, emb), (_, same, full) in zip(seen["declared"], seen["all"], strict=True):
+        assert torch.equal(correct, same)  # the same rollouts in both runs
+        assert torch.equal(emb[~correct], torch.zeros_like(emb[~correct]))  # incorrect rows: not embedded
+        assert torch.equal(emb[correct], full[correct])
+        assert not (~correct).any() or bool((full[~correct].norm(dim=-1) > 0).any())  # ... the other run embedded
+        mixed += int(bool((correct.any(-1) & ~correct.all(-1)).any()))
+    assert mixed > 0  # some group had correct and incorrect rollouts, so the zero rows were there to be read
+    assert runs["declared"][0] == runs["all"][0]
     assert any(r["accuracy"] > 0 and r["adv_abs_mean"] > 0 for r in runs["all"][0])
-    for a, b in zip(runs["all"][1].parameters(), runs["correct"][1].parameters(), strict=True):
+    for a, b in zip(runs["declared"][1].parameters(), runs["all"][1].parameters(), strict=True):
         assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="members"):
-        RLTrainer(_cfg("setpo", tiny_policy, extra=["embedder=char-ngram", "embed_rows=correct"]), tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides", "refused"),
+    [
+        ("grpo", ["embedder=char-ngram"], True),
+        ("setpo", ["embedder=char-ngram"], True),  # setpo's default kernel is ngram: an embedder changes nothing
+        ("dra", ["embedder=char-ngram"], True),
+        ("setpo", ["embedder=char-ngram", "advantage.options.kernel=cosine"], False),
+        ("dsdr", ["embedder=char-ngram", "loss.1.options.kernel=cosine"], False),  # a loss term reads them
+        ("dra", ["embedder=char-ngram", "advantage.options.kernel=cosine"], False),
+    ],
+)
+def test_an_embedder_nothing_reads_is_refused_before_the_model_loads(method, overrides, refused, tmp_path):
+    """An embedder never switches a kernel by itself, so one that neither the estimator nor a loss term reads is a
+    one-line ConfigError naming the field and the fix, raised by the method check before any model is loaded."""
+    from divrl.config import apply_overrides
+    from divrl.trainer.rl import RLTrainer
+
+    data = apply_overrides(load_yaml(RECIPES / "countdown" / f"{method}.yaml"), overrides)
+    cfg = from_dict(RLConfig, apply_overrides(data, ["model.path=/nonexistent/policy"]))
+    if not refused:
+        check_methods(cfg)
+        return
+    with pytest.raises(ConfigError) as err:
+        RLTrainer(cfg, tmp_path / "run")  # the model path does not exist: the refusal comes first
+    message = str(err.value)
+    assert message.startswith("embedder 'char-ngram' is set, but neither the estimator nor a loss term reads ")
+    assert message.endswith("set advantage.options.kernel: cosine (or a loss term's kernel: cosine), or drop embedder")
+    assert "\n" not in message and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -319,7 +366,6 @@ def test_every_shipped_recipe_passes_the_method_check(path):
         ("setpo", ["advantage.options.members=some"], r"advantage 'setpo' \(advantage.options\): .*members"),
         ("setpo", ["advantage.options.lamda=3"], r"unknown option.*lamda"),
         ("setpo", ["advantage.options.kernel=cosine"], r"needs GroupBatch.embeddings.*set embedder"),
-        ("setpo", ["embedder=char-ngram", "embed_rows=correct"], r"^embed_rows: .*members"),
         ("setpo", ["loss.0.options.agg=tokens"], r"loss 'ppo' \(loss.0.options\)"),
         ("darling", ["partition.source=none"], r"partition.*set partition.source"),
         ("dsdr", ["loss.1.options.kernel=cosine"], r"^loss 'dsdr_entropy' \(loss.1\) needs GroupBatch.embeddings"),
@@ -514,9 +560,9 @@ def test_length_buckets_and_compile_give_the_same_update(tiny_policy, tmp_path):
             torch.testing.assert_close(got[k], plain[k], atol=1e-5, rtol=1e-3, msg=f"{extra}: {k}")
 
 
-def test_partition_labels_only_correct():
-    """only_correct: classes among correct rollouts only; incorrect ones are singletons and never reach the
-    learned classifier. With the exact source, darling's advantages are unchanged by it."""
+def test_partition_labels_members_correct():
+    """partition.members=correct: classes among correct rollouts only; incorrect ones are singletons and never reach
+    the learned classifier. With the exact source, darling's advantages are unchanged by it."""
     from divrl.core import compute_advantages
     from divrl.core.batch import GroupBatch
     from divrl.trainer.rl import Scored, partition_labels
@@ -541,17 +587,19 @@ def test_partition_labels_only_correct():
 
     exact_all, _ = partition_labels("exact", scored, texts)
     assert exact_all.tolist() == [[0, 1, 2, 1, 3], [0, 0, 1, 2, 2]]
-    exact_ok, _ = partition_labels("exact", scored, texts, only_correct=True)
+    exact_ok, _ = partition_labels("exact", scored, texts, members="correct")
     assert exact_ok.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
     rec = Recorder()
-    learned, failures = partition_labels("learned", scored, texts, rec, only_correct=True)
+    learned, failures = partition_labels("learned", scored, texts, rec, members="correct")
     assert rec.seen == [[["A", "A", "B"], []]] and failures == 0
     assert learned.tolist() == [[0, 1, 0, 2, 3], [0, 1, 2, 3, 4]]
     assert partition_labels("text", scored, texts)[0].tolist() == [[0, 1, 0, 1, 2], [0, 0, 1, 2, 2]]
-    assert partition_labels("text", scored, texts, only_correct=True)[0].tolist() == [[0, 1, 0, 2, 3], [0, 1, 2, 3, 4]]
+    assert partition_labels("text", scored, texts, members="correct")[0].tolist() == [[0, 1, 0, 2, 3], [0, 1, 2, 3, 4]]
     with pytest.raises(ValueError, match="known sources are none, exact, answer, text, learned"):
         partition_labels("bogus", scored, texts)
-    answer, _ = partition_labels("answer", scored, texts, only_correct=True)
+    with pytest.raises(ValueError, match=r"^partition.members must be 'all' or 'correct', got True$"):
+        partition_labels("exact", scored, texts, members=True)
+    answer, _ = partition_labels("answer", scored, texts, members="correct")
     assert answer.tolist() == [[0, 1, 0, 2, 0], [0, 1, 2, 3, 4]]
 
     def darling(labels):

@@ -688,27 +688,22 @@ def darling(
     return _normalise(r * div, s, scale, unbiased, eps)  # (P, G)
 
 
-def kernel_needs(kernel: object) -> tuple[set[str], set[str]]:
-    """``(reads, optional)`` of a per-group kernel chosen by ``kernel`` (:func:`_setpo_kernel`, shared by ``setpo``
-    and ``dra``): ``embeddings`` for ``"cosine"``, ``texts`` for ``"ngram"``; ``"auto"`` reads the embeddings when
-    set, else the texts, and is declared as reading texts (every provider embeds the texts)."""
-    if kernel == "cosine":
-        return {"embeddings"}, set()
-    if kernel == "ngram":
-        return {"texts"}, set()
-    return {"texts"}, {"embeddings"}
+def kernel_needs(kernel: object) -> set[str]:
+    """The field a per-group kernel chosen by ``kernel`` reads (:func:`_setpo_kernel`, shared by ``setpo``, ``dra``
+    and ``dsdr``): ``embeddings`` for ``"cosine"``, ``texts`` for ``"ngram"`` (any other value is refused when the
+    kernel is built, naming the option)."""
+    return {"embeddings"} if kernel == "cosine" else {"texts"}
 
 
 def setpo_needs(options: Mapping[str, Any]) -> Needs:
-    """What ``setpo`` reads with ``options``: its base estimator's needs, plus ``embeddings`` (``kernel="cosine"``;
-    read when set with ``"auto"``) or ``texts`` (``"ngram"``, and ``"auto"``, which reads them when no embeddings
-    are set: declared as required, since every trainer embeds the texts), ``correct`` with
-    ``gate`` or ``members`` ``"correct"``. With ``members="correct"`` only correct rollouts' embeddings are read."""
-    kernel, members, gate = options.get("kernel", "auto"), options.get("members", "all"), options.get("gate", "all")
-    reads, optional = kernel_needs(kernel)
+    """What ``setpo`` reads with ``options``: its base estimator's needs, plus ``embeddings``
+    (``kernel="cosine"``) or ``texts`` (``"ngram"``, the default), and ``correct`` with ``gate`` or ``members``
+    ``"correct"``. With ``members="correct"`` only correct rollouts' embeddings are read."""
+    kernel, members, gate = options.get("kernel", "ngram"), options.get("members", "all"), options.get("gate", "all")
+    reads = kernel_needs(kernel)
     if "correct" in (members, gate):
         reads.add("correct")
-    return with_base_needs(Needs.of(reads, optional, "correct" if members == "correct" else "all"), "setpo", options)
+    return with_base_needs(Needs.of(reads, (), "correct" if members == "correct" else "all"), "setpo", options)
 
 
 def setpo_bonus(
@@ -717,7 +712,7 @@ def setpo_bonus(
     lam: float = 1.0,
     gate: Literal["all", "correct"] = "all",
     center: bool = False,
-    kernel: Literal["auto", "cosine", "ngram"] = "auto",
+    kernel: Literal["cosine", "ngram"] = "ngram",
     ngram: int = 3,
     ngram_unit: Literal["char", "token"] = "char",
     members: Literal["all", "correct"] = "all",
@@ -727,12 +722,12 @@ def setpo_bonus(
     ``s`` is :func:`~divrl.core.diversity.setpo_marginal_contributions` (a **reconstructed**
     formula, see there) on a per-group kernel: cosine of ``batch.embeddings`` (``kernel="cosine"``,
     the reconstructed SetPO kernel) or character/token n-gram Jaccard of ``batch.texts``
-    (``kernel="ngram"``, our weight-free choice); ``"auto"`` takes embeddings when present, else
-    texts. ``gate="correct"`` keeps the term only for correct rollouts (``batch.correct``); then
-    ``center=True`` subtracts the group mean of the gated term, so the bonus sums to 0 per group.
+    (``kernel="ngram"``, our weight-free choice and the default: an embedder alone does not change the
+    kernel, ``"cosine"`` must be asked for). ``gate="correct"`` keeps the term only for correct rollouts
+    (``batch.correct``); then ``center=True`` subtracts the group mean of the gated term, so the bonus sums to 0 per group.
     ``members="correct"`` (our variant, not SetPO's) measures the set diversity over each group's
     correct rollouts only (``Ω`` = the correct ones; the others get 0, which implies the gate), so
-    a trainer needs to embed only the correct rollouts (``embed_rows: correct``).
+    a trainer embeds only the correct rollouts (the declared needs say so: :attr:`Needs.embed_rows`).
     Useful on its own for logging ``RMS(lam*s) / RMS(A_base)`` (seed-methods.md §3.3 suggests
     calibrating ``lam`` so that this is about 5-10%).
 
@@ -767,20 +762,19 @@ def _setpo_kernel(
     who: str = "setpo",
     clamp: bool = True,
 ) -> Tensor:
-    """(P, G, G) per-group kernel: cosine of the embeddings (clamped to [0, 1] unless ``clamp=False``) or n-gram
-    Jaccard of the texts, by ``kernel`` (``"auto"``: embeddings when set). ``who`` names the estimator in errors."""
-    if kernel not in ("auto", "cosine", "ngram"):
-        raise ValueError(f"{who}: kernel must be 'auto', 'cosine' or 'ngram', got {kernel!r}")
-    use_cosine = kernel == "cosine" or (kernel == "auto" and batch.embeddings is not None)
-    if use_cosine:
+    """(P, G, G) per-group kernel: cosine of the embeddings (``kernel="cosine"``, clamped to [0, 1] unless
+    ``clamp=False``) or n-gram Jaccard of the texts (``"ngram"``). ``who`` names the estimator in errors."""
+    if kernel not in ("cosine", "ngram"):
+        removed = " ('auto' was removed: the default is 'ngram', and 'cosine' must be asked for)"
+        raise ValueError(
+            f"{who}: kernel must be 'cosine' or 'ngram', got {kernel!r}" + (removed if kernel == "auto" else "")
+        )
+    if kernel == "cosine":
         if batch.embeddings is None:
             raise ValueError(f"{who}: kernel='cosine' needs GroupBatch.embeddings (P, G, D)")
         return cosine_kernel(batch.embeddings, clamp=clamp)  # (P, G, G)
     if batch.texts is None:
-        raise ValueError(
-            f"{who} needs GroupBatch.embeddings (P, G, D) for a cosine kernel or GroupBatch.texts for an "
-            f"n-gram kernel; neither is set (kernel={kernel!r})"
-        )
+        raise ValueError(f"{who}: kernel='ngram' needs GroupBatch.texts (P lists of G strings)")
     return torch.stack([ngram_kernel(group, n=ngram, unit=ngram_unit) for group in batch.texts])  # (P, G, G)
 
 
@@ -793,7 +787,7 @@ def setpo(
     lam: float = 1.0,
     gate: Literal["all", "correct"] = "all",
     center: bool = False,
-    kernel: Literal["auto", "cosine", "ngram"] = "auto",
+    kernel: Literal["cosine", "ngram"] = "ngram",
     ngram: int = 3,
     ngram_unit: Literal["char", "token"] = "char",
     members: Literal["all", "correct"] = "all",

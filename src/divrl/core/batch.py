@@ -22,17 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_TOKEN_FIELDS = (
-    "logprobs",
-    "old_logprobs",
-    "ref_logprobs",
-    "mask",
-    "entropies",
-    "self_certainty",
-    "token_logits",
-    "vocab_mean_logprobs",
-    "old_vocab_mean_logprobs",
-)
+from divrl.core.needs import TOKEN_FIELDS
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,7 @@ class GroupBatch:
             if torch.is_floating_point(self.partition) or self.partition.dtype is torch.bool:
                 raise ValueError(f"GroupBatch.partition must hold integer labels, got dtype {self.partition.dtype}")
         token_shape: tuple[int, ...] | None = None
-        for name in _TOKEN_FIELDS:
+        for name in TOKEN_FIELDS:
             value = getattr(self, name)
             if value is None:
                 continue

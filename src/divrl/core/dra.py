@@ -26,15 +26,14 @@ __all__ = ["dra", "dra_needs", "dra_weights"]
 
 def dra_needs(options: Mapping[str, Any]) -> Needs:
     """What ``dra`` reads with ``options``: the kernel's field (``embeddings`` for ``kernel="cosine"``, ``texts`` for
-    ``"ngram"`` and ``"auto"``, which also reads the embeddings when set) plus its base estimator's needs."""
-    reads, optional = kernel_needs(options.get("kernel", "auto"))
-    return with_base_needs(Needs.of(reads, optional), "dra", options)
+    ``"ngram"``, the default) plus its base estimator's needs."""
+    return with_base_needs(Needs.of(kernel_needs(options.get("kernel", "ngram"))), "dra", options)
 
 
 def dra_weights(
     batch: GroupBatch,
     *,
-    kernel: Literal["auto", "cosine", "ngram"] = "auto",
+    kernel: Literal["cosine", "ngram"] = "ngram",
     clamp: bool = False,
     eps: float = 1e-6,
     ngram: int = 3,
@@ -48,8 +47,8 @@ def dra_weights(
     1, and its NaN reward stays NaN).
 
     Args:
-        kernel: ``"cosine"`` (official: cosine of L2-normalised sentence embeddings), ``"ngram"`` (character or
-            token n-gram Jaccard of the texts: ours, weight-free) or ``"auto"`` (embeddings when set, else texts).
+        kernel: ``"cosine"`` (official: cosine of L2-normalised sentence embeddings) or ``"ngram"`` (character or
+            token n-gram Jaccard of the texts: ours, weight-free; the default, so an embedder alone changes nothing).
         clamp: clamp the cosine to [0, 1] (``setpo``'s kernel). Default ``False``: the official raw cosine, which
             can be negative, so ``1 + SMI`` can approach 0 (the n-gram kernel is in [0, 1] either way).
         eps: added to the denominator (official: 1e-6).
@@ -71,7 +70,7 @@ def dra(
     *,
     base: str = "grpo",
     base_options: dict[str, Any] | None = None,
-    kernel: Literal["auto", "cosine", "ngram"] = "auto",
+    kernel: Literal["cosine", "ngram"] = "ngram",
     clamp: bool = False,
     eps: float = 1e-6,
     ngram: int = 3,

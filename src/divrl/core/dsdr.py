@@ -36,7 +36,7 @@ from divrl.core.needs import Needs
 
 __all__ = ["dsdr", "dsdr_diversity", "dsdr_entropy_loss", "dsdr_entropy_needs", "dsdr_needs", "dsdr_weights"]
 
-Kernel = Literal["auto", "cosine", "ngram"]
+Kernel = Literal["cosine", "ngram"]
 
 
 def _correct(batch: GroupBatch, who: str) -> Tensor:
@@ -47,7 +47,7 @@ def _correct(batch: GroupBatch, who: str) -> Tensor:
 
 
 def dsdr_diversity(
-    batch: GroupBatch, *, kernel: Kernel = "auto", ngram: int = 3, ngram_unit: Literal["char", "token"] = "char"
+    batch: GroupBatch, *, kernel: Kernel = "ngram", ngram: int = 3, ngram_unit: Literal["char", "token"] = "char"
 ) -> Tensor:
     """(P, G) diversity of each correct rollout among its group's correct rollouts (reconstructed; ours)::
 
@@ -56,8 +56,8 @@ def dsdr_diversity(
     and 0 for every other rollout (incorrect, unscorable, or the only correct one of its group). ``k`` is the kernel
     ``setpo`` uses (:func:`divrl.core.advantages._setpo_kernel`): cosine of ``GroupBatch.embeddings`` clamped to
     [0, 1] (the paper's semantic diversity) or character n-gram Jaccard of ``GroupBatch.texts`` (``"ngram"``, ours,
-    weight-free); ``"auto"``: embeddings when set. So ``d`` is in [0, 1]. Only the rows and columns of correct
-    rollouts are read (``embed_rows: correct`` suffices).
+    weight-free; the default). So ``d`` is in [0, 1]. Only the rows and columns of correct rollouts are read
+    (declared: :attr:`~divrl.core.needs.Needs.embed_rows` ``"correct"``, so a trainer embeds only those).
     """
     correct = _correct(batch, "dsdr")  # (P, G)
     k = _setpo_kernel(batch, kernel, ngram, ngram_unit, who="dsdr")  # (P, G, G)
@@ -71,16 +71,14 @@ def dsdr_diversity(
     return d.to(dtype=batch.rewards.dtype, device=batch.rewards.device)  # (P, G)
 
 
-def _kernel_options(options: Mapping[str, Any]) -> tuple[set[str], set[str]]:
-    reads, optional = kernel_needs(options.get("kernel", "auto"))
-    return reads | {"correct"}, optional
+def _kernel_reads(options: Mapping[str, Any]) -> set[str]:
+    return kernel_needs(options.get("kernel", "ngram")) | {"correct"}
 
 
 def dsdr_needs(options: Mapping[str, Any]) -> Needs:
-    """``dsdr`` reads ``correct``, the kernel's field (``texts``; ``embeddings`` with ``kernel="cosine"`` and, when
-    set, with ``"auto"``) of correct rollouts only, and its base estimator's needs."""
-    reads, optional = _kernel_options(options)
-    return with_base_needs(Needs.of(reads, optional, "correct"), "dsdr", options)
+    """``dsdr`` reads ``correct``, the kernel's field (``texts``, the default; ``embeddings`` with
+    ``kernel="cosine"``) of correct rollouts only, and its base estimator's needs."""
+    return with_base_needs(Needs.of(_kernel_reads(options), (), "correct"), "dsdr", options)
 
 
 def _finite_nonneg(value: Any, option: str, who: str) -> float:
@@ -97,7 +95,7 @@ def dsdr(
     base_options: dict[str, Any] | None = None,
     lam: float = 1.0,
     bonus_max: float = 0.5,
-    kernel: Kernel = "auto",
+    kernel: Kernel = "ngram",
     ngram: int = 3,
     ngram_unit: Literal["char", "token"] = "char",
 ) -> Tensor:
@@ -144,8 +142,7 @@ def dsdr_entropy_needs(options: Mapping[str, Any]) -> Needs:
     """``dsdr_entropy`` reads the mask, the full-vocabulary entropies (with grad) and ``correct``; with
     ``coupling="softmax"`` also the kernel's field of correct rollouts (``texts``, or ``embeddings``)."""
     if options.get("coupling", "softmax") == "softmax":
-        reads, optional = _kernel_options(options)
-        return Needs.of(reads | {"mask", "entropies"}, optional, "correct")
+        return Needs.of(_kernel_reads(options) | {"mask", "entropies"}, (), "correct")
     return Needs.of({"mask", "entropies", "correct"})
 
 
@@ -154,7 +151,7 @@ def dsdr_weights(
     *,
     coupling: str = "softmax",
     tau: float = 1.0,
-    kernel: Kernel = "auto",
+    kernel: Kernel = "ngram",
     ngram: int = 3,
     ngram_unit: Literal["char", "token"] = "char",
 ) -> Tensor:
@@ -189,7 +186,7 @@ def dsdr_entropy_loss(
     eta: float = 0.01,
     coupling: str = "softmax",
     tau: float = 1.0,
-    kernel: Kernel = "auto",
+    kernel: Kernel = "ngram",
     ngram: int = 3,
     ngram_unit: Literal["char", "token"] = "char",
 ) -> LossOutput:

@@ -8,8 +8,9 @@ the entry reads with those options; everything else reads it instead of keeping 
   the advantage, the reference model for a KL term), and its config check refuses a config that cannot provide
   a needed field before a model is loaded, in one line naming the config field;
 - the TRL and verl adapters refuse an estimator that needs a field they cannot provide, naming it;
-- ``embed_rows: correct`` is allowed only when the estimator declares that it reads the embeddings of correct
-  rollouts only (:attr:`Needs.embed_rows`);
+- a trainer embeds exactly the rows the union of the estimator's and the loss terms' needs says
+  (:attr:`Needs.embed_rows`: only the correct rollouts when every reader of embeddings reads those only; the
+  others are then zero vectors), and refuses an embedder that no entry reads;
 - ``history`` (with ``problem_ids``) marks a stateful estimator: a trainer carries its per-problem state across
   steps and in its checkpoints, or refuses it (the TRL and verl adapters do).
 
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["FIELDS", "Needs", "NeedsFn", "no_needs"]
+__all__ = ["FIELDS", "TOKEN_FIELDS", "Needs", "NeedsFn", "no_needs"]
 
 FIELDS = (
     "correct",
@@ -62,6 +63,20 @@ every response position (ROVER's uniform-policy value); a trainer computes them 
 already runs (the training forward, the old-log-prob pass). ``log_z`` is a learned per-prompt log-partition
 (FlowRL): a trainer that provides it owns the learned head, optimises it with the policy and checkpoints it."""
 
+TOKEN_FIELDS = (
+    "logprobs",
+    "old_logprobs",
+    "ref_logprobs",
+    "mask",
+    "entropies",
+    "self_certainty",
+    "token_logits",
+    "vocab_mean_logprobs",
+    "old_vocab_mean_logprobs",
+)
+"""The per-token fields of :data:`FIELDS`, shape ``(P, G, T)`` with one ``T`` shared by all of them
+(:class:`~divrl.core.batch.GroupBatch` checks them together)."""
+
 
 @dataclass(frozen=True)
 class Needs:
@@ -69,10 +84,11 @@ class Needs:
 
     Attributes:
         reads: fields that must be set (the entry raises when one is None).
-        optional: fields read when set, ignored when None (e.g. ``old_logprobs`` of a PPO loss: None = on-policy;
-            ``embeddings`` of SetPO's ``kernel="auto"``).
+        optional: fields read when set, ignored when None (e.g. ``old_logprobs`` of a PPO loss: None = on-policy).
         embed_rows: whose embeddings are read when embeddings are read: ``"all"`` rollouts, or only the
-            ``"correct"`` ones (then a trainer may leave the other rows unembedded).
+            ``"correct"`` ones (reward-verified correct; an unscorable rollout is never correct). A trainer embeds
+            exactly these rows (the union of the estimator's and the loss terms' needs) and gives the others zero
+            vectors; it is not a setting.
     """
 
     reads: frozenset[str] = field(default_factory=frozenset)

@@ -73,6 +73,7 @@ from divrl.core.batch import GroupBatch
 from divrl.core.diversity import darling_diversity, labels_tensor, partition_by_key
 from divrl.core.losses import LOSSES, compute_loss, get_loss, loss_needs
 from divrl.core.metrics import distinct_correct_classes
+from divrl.core.needs import Needs
 from divrl.core.registry import check_options
 from divrl.integrations.trl_callbacks import DivrlEvalCallback
 from divrl.integrations.trl_checks import warn_replaced_trl_settings
@@ -89,7 +90,7 @@ from divrl.rewards.trl_rewards import (
     think_boxed_format_reward,
 )
 from divrl.signals import (
-    check_embed_rows,
+    check_embedder,
     check_provided,
     embed_groups,
     group_batch,
@@ -371,12 +372,14 @@ class DiversityGRPOTrainer(GRPOTrainer):
             process (groups are dealt round-robin across processes and the labels gathered).
         partition_key: ``key(completion_text) -> Hashable | None``: exact-key classes (fast path). Give at most one
             of the two; ``darling`` needs one.
-        embedder: an embedder for ``GroupBatch.embeddings`` ``(P, G, D)`` (SetPO's cosine kernel): a
-            :class:`divrl.semantic.Embedder` or a spec for :func:`divrl.semantic.load_embedder`
-            (``"all-MiniLM-L6-v2"``, ``"all-MiniLM-L6-v2@bf16"``, ``"char-ngram"``, a local folder). Each group is
-            embedded once, by one process (round-robin), and the embeddings gathered; ``None``: no embeddings.
-        embed_rows: ``"all"``, or ``"correct"``: embed only correct completions (zero vectors elsewhere; only for
-            ``setpo`` with ``members="correct"``, which never reads the others).
+        embedder: an embedder for ``GroupBatch.embeddings`` ``(P, G, D)``: a :class:`divrl.semantic.Embedder` or a
+            spec for :func:`divrl.semantic.load_embedder` (``"all-MiniLM-L6-v2"``, ``"all-MiniLM-L6-v2@bf16"``,
+            ``"char-ngram"``, a local folder). Only an estimator that reads embeddings uses it (``setpo``, ``dra``,
+            ``dsdr`` with ``advantage_options={"kernel": "cosine"}``; their default kernel is ``"ngram"``), so it
+            is refused at construction when the estimator does not. Each group is embedded once, by one process
+            (round-robin), and the embeddings gathered; only the correct completions are embedded (zero vectors
+            elsewhere) when the estimator declares it reads those only (``setpo`` with ``members="correct"``,
+            ``dsdr``). ``None``: no embeddings.
         correct_reward: which reward function decides correctness (index into ``reward_funcs`` or its name);
             ``correct = reward >= correct_threshold`` (NaN is incorrect). Used for ``GroupBatch.correct``
             (``passk``, ``setpo`` with ``gate="correct"``) and for the entropy term's ``gate="correct"``.
@@ -410,7 +413,6 @@ class DiversityGRPOTrainer(GRPOTrainer):
         partition_fn: PartitionFn | None = None,
         partition_key: PartitionKey | None = None,
         embedder: Any = None,
-        embed_rows: str = "all",
         correct_reward: int | str = 0,
         correct_threshold: float = 1.0,
         positive_entropy: Mapping[str, Any] | None = None,
@@ -420,6 +422,11 @@ class DiversityGRPOTrainer(GRPOTrainer):
     ) -> None:
         from divrl.rollout.strategies import adapter_refusal
 
+        if "embed_rows" in kwargs:  # removed: not a TRL argument either, so say so before TRL does
+            raise ValueError(
+                "DiversityGRPOTrainer: embed_rows= was removed: the embedder embeds the completions the estimator "
+                "declares it reads (only the correct ones for setpo with members='correct'); drop it"
+            )
         refusal = adapter_refusal("DiversityGRPOTrainer", sampler, prompt_selector)
         if refusal is not None:  # TRL samples with its own engine and draws prompts with its own loader
             raise ValueError(refusal)
@@ -448,14 +455,17 @@ class DiversityGRPOTrainer(GRPOTrainer):
             needs = check_provided(advantage, options, provided, _TRL_HINTS, "DiversityGRPOTrainer")
         elif options:
             raise ValueError("advantage_options given without an advantage name")
-        if embedder is not None or embed_rows != "all":
-            from divrl.semantic import load_embedder
-
-            check_embed_rows(embed_rows, advantage, options)
-            embedder = None if embedder is None else load_embedder(embedder)
         entropy_options = None if positive_entropy is None else dict(positive_entropy)
+        reads = needs or Needs()  # the estimator's and the entropy term's needs together
         if entropy_options is not None:
             check_options(get_loss("positive_entropy"), entropy_options, "policy loss 'positive_entropy'")
+            reads = reads | loss_needs("positive_entropy", entropy_options)
+        if embedder is not None:
+            from divrl.semantic import load_embedder
+
+            fix = "pass advantage_options={..., 'kernel': 'cosine'} (setpo, dra, dsdr), or drop embedder="
+            check_embedder(reads, "DiversityGRPOTrainer: embedder=", fix)
+            embedder = load_embedder(embedder)
         if args and isinstance(args[0], str):  # "builtin:countdown-tiny" -> the packaged folder (TRL sees a path)
             args = (resolve_model_path(args[0]), *args[1:])
         elif isinstance(kwargs.get("model"), str):
@@ -482,7 +492,7 @@ class DiversityGRPOTrainer(GRPOTrainer):
         self.divrl_partition_fn = partition_fn
         self.divrl_partition_key = partition_key
         self.divrl_embedder = embedder
-        self.divrl_embed_rows = embed_rows
+        self.divrl_embed_rows = reads.embed_rows  # the rows the declared needs read (not a setting)
         self.divrl_correct_index = int(correct_reward)
         self.divrl_correct_threshold = float(correct_threshold)
         self.divrl_positive_entropy = entropy_options

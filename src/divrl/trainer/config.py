@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from divrl.config import ConfigError
 
@@ -93,12 +93,17 @@ class PartitionConfig:
     ``learned`` = a trained equivalence classifier, ``none``."""
     checkpoint: str | None = None
     """Classifier checkpoint for ``source: learned``."""
-    only_correct: bool = False
-    """Partition only the correct rollouts; every incorrect one is its own class (DARLING's ``partition_correct``
-    variant; its released math script partitions all rollouts). For ``darling`` this changes nothing with the
-    ``exact`` source (a correct and an incorrect solution never share a canonical form) and, with ``learned``,
-    stops an incorrect rollout from joining a correct one's class; it embeds and compares only the correct
-    rollouts, which is what makes a learned partition cheap (docs/results.md)."""
+    members: Literal["all", "correct"] = "all"
+    """Which rollouts the classes are formed among (the word and values of setpo's ``members``): ``all``, or
+    ``correct`` (reward-verified correct; an unscorable rollout is never correct): every other rollout is a class
+    of its own (DARLING's ``partition_correct`` variant; its released math script partitions all rollouts). For
+    ``darling`` this changes nothing with the ``exact`` source (a correct and an incorrect solution never share a
+    canonical form) and, with ``learned``, stops an incorrect rollout from joining a correct one's class; it embeds
+    and compares only the correct rollouts, which is what makes a learned partition cheap (docs/results.md)."""
+
+    RETIRED: ClassVar[dict[str, str]] = {
+        "only_correct": "renamed partition.members (all | correct): only_correct: true is members: correct",
+    }
 
 
 @dataclass(frozen=True)
@@ -184,12 +189,12 @@ class RLConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     embedder: str | None = None
-    """Sentence embedder for ``GroupBatch.embeddings`` (SetPO's cosine kernel): ``all-MiniLM-L6-v2`` (packaged,
-    ``divrl[semantic]``), ``char-ngram[:N[:D]]`` (hashed character n-grams, no weights), or a sentence-transformers
-    folder / cached hub id; ``None`` = no embeddings."""
-    embed_rows: str = "all"
-    """Which rollouts the ``embedder`` embeds: ``all``, or ``correct`` (the others get zero vectors; for SetPO
-    with ``advantage.options.members: correct``, which never reads them; cuts the embedding cost by the accuracy)."""
+    """Sentence embedder for ``GroupBatch.embeddings``: ``all-MiniLM-L6-v2`` (packaged, ``divrl[semantic]``),
+    ``char-ngram[:N[:D]]`` (hashed character n-grams, no weights), or a sentence-transformers folder / cached hub
+    id; ``None`` = no embeddings. Only an entry that reads embeddings uses it (``setpo``, ``dra``, ``dsdr`` and the
+    ``dsdr_entropy`` loss with the option ``kernel: cosine``; their default kernel is ``ngram``), so it is refused
+    when none does. It embeds exactly the rollouts they read: only the correct ones when every reader reads only
+    those (e.g. setpo with ``members: correct``; the others get zero vectors), else all."""
     loss: list[LossTermConfig] = field(default_factory=lambda: [LossTermConfig()])
     """Loss terms, summed; the first is normally ``ppo`` (its ``beta`` > 0 loads a frozen reference)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -230,6 +235,13 @@ class RLConfig:
     """Problems evaluated every ``eval_every`` steps (the first of ``eval_split``; the same ones each time)."""
     eval_n: int = 8
     """Samples per problem of the periodic evaluation (pass@k for k = 1, 2, 4, ..., eval_n)."""
+
+    RETIRED: ClassVar[dict[str, str]] = {
+        "embed_rows": (
+            "removed: the embedder embeds the rollouts the estimator and loss terms declare they read (only the "
+            "correct ones for setpo with advantage.options.members: correct); drop it"
+        ),
+    }
 
     def __post_init__(self) -> None:
         for name in ("steps", "num_iterations", "length_buckets", "save_every", "eval_problems", "eval_n"):

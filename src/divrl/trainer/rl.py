@@ -30,7 +30,7 @@ from divrl.core.losses import compute_loss, loss_needs
 from divrl.core.needs import FIELDS, Needs
 from divrl.signals import (
     Scored,
-    check_embed_rows,
+    check_embedder,
     check_provided,
     distinct_correct_classes,
     embed_groups,
@@ -68,11 +68,12 @@ def check_methods(cfg: RLConfig) -> None:
 
     First against their declared needs (:mod:`divrl.core.needs`): a field the estimator requires that this
     config cannot provide (a partition without ``partition.source``, embeddings without an ``embedder``) and an
-    ``embed_rows: correct`` the estimator does not declare are refused. Then each is run once on a tiny synthetic
-    group (one prompt, the real group size G, the fields a real step provides), so that a bad option value fails too.
+    ``embedder`` that neither the estimator nor a loss term reads are refused. Then each is run once on a tiny
+    synthetic group (one prompt, the real group size G, the fields a real step provides), so that a bad option value
+    fails too.
 
     Raises:
-        ConfigError: naming the field (``advantage.options``, ``loss.<i>.options``, ``embed_rows``, ...).
+        ConfigError: naming the field (``advantage.options``, ``loss.<i>.options``, ``embedder``, ...).
     """
     check_rollout_side(cfg)
     name = cfg.advantage.name
@@ -80,15 +81,18 @@ def check_methods(cfg: RLConfig) -> None:
         needs = advantage_needs(name, cfg.advantage.options)
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"advantage {name!r} (advantage.name): {exc}") from exc
+    reads = needs  # the estimator's and every loss term's needs together (which rows the embedder embeds)
     for i, term in enumerate(cfg.loss):
         try:
-            loss_needs(term.name, term.options)
+            reads = reads | loss_needs(term.name, term.options)
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"loss {term.name!r} (loss.{i}.name): {exc}") from exc
-    try:
-        check_embed_rows(cfg.embed_rows, name, cfg.advantage.options)
-    except ValueError as exc:
-        raise ConfigError(f"embed_rows: {exc}") from exc
+    if cfg.embedder:
+        try:
+            fix = "set advantage.options.kernel: cosine (or a loss term's kernel: cosine), or drop embedder"
+            check_embedder(reads, f"embedder {cfg.embedder!r}", fix)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     available = list(TRAINER_PROVIDES)
     if cfg.partition.source != "none":
         available.append("partition")
@@ -551,7 +555,7 @@ class RLTrainer:
             old = self.old_pass(rollouts, len(problems), ro.group_size)
             mask = rollouts.completion_mask.view(old["old_logprobs"].shape)  # (P, G, T)
         labels, partition_failures = partition_labels(
-            cfg.partition.source, scored, texts, self.learned, cfg.partition.only_correct
+            cfg.partition.source, scored, texts, self.learned, cfg.partition.members
         )
         batch = group_batch(
             scored.rewards,
@@ -606,10 +610,12 @@ class RLTrainer:
         return metrics
 
     def _embeddings(self, texts: list[list[str]], scored: Scored) -> torch.Tensor | None:
-        """(P, G, D) embeddings for SetPO's cosine kernel (zero rows outside ``embed_rows``), or None."""
+        """(P, G, D) embeddings for a cosine kernel, of the rows the estimator and the loss terms declare they read
+        (``Needs.embed_rows`` of their union; zero vectors elsewhere), or None without an embedder."""
         if self.embedder is None:
             return None
-        return embed_groups(texts, self.embedder, self.cfg.embed_rows, scored.correct)  # (P, G, D)
+        rows = (self.needs | self.loss_reads).embed_rows
+        return embed_groups(texts, self.embedder, rows, scored.correct)  # (P, G, D)
 
     def _chunks(self, p_count: int) -> list[tuple[int, int]]:
         """Prompt ranges of the forward/backward micro-batches (``micro_batch_prompts``; 0 = one chunk)."""
