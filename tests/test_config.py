@@ -76,6 +76,15 @@ def test_retired_fields_say_what_to_write_instead(data, line):
     assert str(err.value) == line
 
 
+def test_a_config_saved_before_the_fields_went_still_loads():
+    """Every config.yaml a run wrote before embed_rows and partition.only_correct went holds their defaults, which mean
+    what the current defaults mean: such a file loads (resume, eval of a run), as if the keys were absent."""
+    old = {"embed_rows": "all", "partition": {"source": "exact", "only_correct": False}, "steps": 3}
+    assert from_dict(RLConfig, old) == from_dict(RLConfig, {"partition": {"source": "exact"}, "steps": 3})
+    with pytest.raises(ConfigError, match=r"^partition.only_correct: renamed"):  # a non-default value still says so
+        from_dict(RLConfig, {"partition": {"only_correct": True}})
+
+
 def test_partition_members_replaces_only_correct():
     assert from_dict(RLConfig, {}).partition.members == "all"
     assert from_dict(RLConfig, {"partition": {"members": "correct"}}).partition.members == "correct"

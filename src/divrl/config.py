@@ -50,7 +50,10 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError naming the field.
 
     A dataclass lists the fields it no longer has in a class attribute ``RETIRED: ClassVar[dict[str, str]]`` (old
-    name -> why it went and what to write instead); such a key gets that one line instead of "unknown field"."""
+    name -> why it went and what to write instead); such a key gets that one line instead of "unknown field".
+    ``RETIRED_DEFAULTS: ClassVar[dict[str, Any]]`` (old name -> its old default) lets a retired key through, ignored,
+    when it holds that default: it then meant what the current default means, and every ``config.yaml`` a run saved
+    before the field went holds it (so older runs still resume and evaluate)."""
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
     data = dict(data or {})
@@ -58,6 +61,10 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> 
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     retired: dict[str, str] = getattr(cls, "RETIRED", {})
+    old_defaults: dict[str, Any] = getattr(cls, "RETIRED_DEFAULTS", {})
+    for name in [n for n in unknown if n in old_defaults and data[n] == old_defaults[n]]:
+        del data[name]  # a retired field at its old default: what the current default does
+        unknown.remove(name)
     for name in unknown:
         if name in retired:  # a field that was removed or renamed: say so, and what to write instead
             raise ConfigError(f"{_path(where, name)}: {retired[name]}")

@@ -75,25 +75,6 @@ def check_embedder(needs: Needs, field: str, fix: str) -> None:
         )
 
 
-def check_embed_rows(embed_rows: str, advantage: str | None, options: Mapping[str, Any] | None) -> None:
-    """Legacy check of the verl adapter's ``divrl_embed_rows`` (removed from ``divrl train`` and the TRL adapter,
-    whose embedded rows follow the declared needs: :attr:`~divrl.core.needs.Needs.embed_rows`); not part of the
-    signals API and goes when the verl adapter stops calling it. Refuses ``embed_rows="correct"`` unless estimator
-    ``advantage`` declares that it reads the embeddings of correct rollouts only."""
-    if embed_rows not in ("all", "correct"):
-        raise ValueError(f"embed_rows must be 'all' or 'correct', got {embed_rows!r}")
-    if embed_rows == "all":
-        return
-    rows = "all" if advantage is None else advantage_needs(advantage, options).embed_rows
-    if rows != "correct":
-        members = (options or {}).get("members") if advantage == "setpo" else None
-        raise ValueError(
-            "embed_rows 'correct' leaves incorrect rollouts unembedded (zero vectors); only an estimator declared to "
-            "read correct rollouts' embeddings only (setpo with the option members 'correct') never reads them "
-            f"(advantage {advantage!r}, members {members!r})"
-        )
-
-
 def labels_from_keys(
     keys: Sequence[Sequence[Hashable | None]], keep: Sequence[Sequence[bool]] | None = None
 ) -> Tensor:

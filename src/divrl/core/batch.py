@@ -49,7 +49,7 @@ class GroupBatch:
             the uniform-policy expectation of the log-probability (ROVER's next-state value). From the training
             forward; used as a value (no grad is needed).
         old_vocab_mean_logprobs: (P, G, T) the same under the old (behaviour) policy, no grad.
-        log_z: (P, G) learned log-partition ``log Z(x)`` of each rollout's prompt (FlowRL); carries grad into the
+        log_z: (P, G) learned normaliser ``log Z(x)`` of each rollout's prompt (FlowRL); carries grad into the
             learned head. Equal within a group when the prompt is.
         embeddings: (P, G, D) one embedding per rollout (cosine kernels).
         hidden: (P, G, H) the policy's last-layer hidden states averaged over each completion's tokens (RepExp's

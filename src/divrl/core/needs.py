@@ -60,7 +60,7 @@ a trainer computes them in its one old-log-prob forward, only when an entry decl
 
 ``vocab_mean_logprobs`` / ``old_vocab_mean_logprobs`` are full-vocabulary statistics of the current / old policy at
 every response position (ROVER's uniform-policy value); a trainer computes them from the logits of the forward it
-already runs (the training forward, the old-log-prob pass). ``log_z`` is a learned per-prompt log-partition
+already runs (the training forward, the old-log-prob pass). ``log_z`` is a learned per-prompt normaliser (log-partition)
 (FlowRL): a trainer that provides it owns the learned head, optimises it with the policy and checkpoints it."""
 
 TOKEN_FIELDS = (

@@ -104,6 +104,7 @@ class PartitionConfig:
     RETIRED: ClassVar[dict[str, str]] = {
         "only_correct": "renamed partition.members (all | correct): only_correct: true is members: correct",
     }
+    RETIRED_DEFAULTS: ClassVar[dict[str, Any]] = {"only_correct": False}
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class RLConfig:
             "correct ones for setpo with advantage.options.members: correct); drop it"
         ),
     }
+    RETIRED_DEFAULTS: ClassVar[dict[str, Any]] = {"embed_rows": "all"}
 
     def __post_init__(self) -> None:
         for name in ("steps", "num_iterations", "length_buckets", "save_every", "eval_problems", "eval_n"):
