@@ -195,7 +195,7 @@ def test_trainer_and_adapters_read_the_same_declaration(toy_estimators, tmp_path
     from divrl.integrations.trl import DiversityGRPOTrainer
     from divrl.integrations.verl import _unsupported
     from divrl.trainer.config import RLConfig
-    from divrl.trainer.rl import check_methods
+    from divrl.trainer.plan import check_methods
 
     answers, logprobs = toy_estimators
     for name in (answers, logprobs):

@@ -22,7 +22,8 @@ from divrl.models.builtin import resolve_model_path
 from divrl.tasks.base import Verdict
 from divrl.trainer.common import latest_checkpoint, read_metrics
 from divrl.trainer.config import RLConfig
-from divrl.trainer.rl import check_methods, train
+from divrl.trainer.plan import check_methods
+from divrl.trainer.rl import train
 
 TINY = [
     "rollout.prompts_per_step=2",
@@ -236,8 +237,7 @@ def test_grpo_with_two_of_eight_unscorable_uses_the_g6_advantages(tiny_policy, t
     records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     assert all(r["unscorable_frac"] == 0.25 and math.isfinite(r["loss"]) for r in records)
-    assert len(used) == 6 and used[0][1].shape == (1, 8)  # check_methods' synthetic group, then 5 steps
-    used = used[1:]  # one loss term (ppo), one micro-batch per step
+    assert len(used) == 5  # one loss term (ppo), one micro-batch per step (check_methods' dry run is trainer.plan's)
     scored_cols = [0, 2, 3, 4, 6, 7]
     differs_from_filling = False
     for sub, adv in used:
@@ -400,8 +400,8 @@ def test_unlikeliness_trains_on_the_policys_own_log_probs(tiny_policy, tmp_path,
     cfg = _cfg("grpo", tiny_policy, steps=1, extra=["advantage.name=unlikeliness", "rollout.prompts_per_step=4"])
     train(cfg, tmp_path / "u", progress=False)
     record = read_metrics(tmp_path / "u")[0]
-    assert len(passes) == 1 and len(seen) == 2  # seen[0]: check_methods' synthetic group
-    batch, old = seen[1], passes[0]["old_logprobs"]
+    assert len(passes) == 1 and len(seen) == 1  # the step's call (check_methods' dry run is trainer.plan's)
+    batch, old = seen[0], passes[0]["old_logprobs"]
     assert set(passes[0]) == {"old_logprobs"}  # nothing else computed: unlikeliness declares no statistics
     assert batch.old_logprobs is not None and batch.mask is not None and batch.self_certainty is None
     assert torch.equal(batch.old_logprobs, old.cpu()) and old.shape == (4, 4, batch.mask.shape[-1])
@@ -415,7 +415,7 @@ def test_unlikeliness_trains_on_the_policys_own_log_probs(tiny_policy, tmp_path,
     train(_cfg("ucas", tiny_policy, steps=1, extra=["rollout.prompts_per_step=4"]), tmp_path / "c", progress=False)
     record = read_metrics(tmp_path / "c")[0]
     assert len(passes) == 1 and set(passes[0]) == {"old_logprobs", "self_certainty", "token_logits"}  # one pass
-    batch, stats = seen[1], passes[0]
+    batch, stats = seen[0], passes[0]
     assert batch.old_logprobs is None  # not declared by ucas; PPO still reuses the pass's log-probs
     assert torch.equal(batch.self_certainty, stats["self_certainty"].cpu())  # type: ignore[arg-type]
     assert torch.equal(batch.token_logits, stats["token_logits"].cpu())  # type: ignore[arg-type]
@@ -444,8 +444,8 @@ def test_repexp_reads_hidden_states_from_the_old_log_prob_pass(tiny_policy, tmp_
     )
     cfg = _cfg("repexp", tiny_policy, steps=1, extra=["rollout.prompts_per_step=4"])
     train(cfg, tmp_path / "r", progress=False)
-    assert len(passes) == 1 and len(seen) == 2  # seen[0]: check_methods' synthetic group
-    batch, hidden = seen[1], passes[0]["hidden"]
+    assert len(passes) == 1 and len(seen) == 1  # the step's call (check_methods' dry run is trainer.plan's)
+    batch, hidden = seen[0], passes[0]["hidden"]
     assert set(passes[0]) == {"old_logprobs", "hidden"} and batch.old_logprobs is None  # not declared by repexp
     assert batch.hidden is not None and torch.equal(batch.hidden, hidden.cpu())
     rollouts = rollouts_seen[0]
@@ -485,7 +485,7 @@ FORWARDS = [  # (recipe, overrides, the no-grad forwards' fields, the training f
 
 @pytest.mark.parametrize(("method", "extra", "no_grad", "grad"), FORWARDS)
 def test_each_forward_computes_only_the_declared_statistics(method, extra, no_grad, grad, tiny_policy, tmp_path):
-    """trainer.rl.forward_plan is the one place that decides what each forward computes: every statistic comes from
+    """trainer.plan.forward_plan is the one place that decides what each forward computes: every statistic comes from
     a forward the trainer runs anyway (never a second old pass), and nothing undeclared is computed (plain GRPO:
     the training forward's log-probs and entropies, no old pass)."""
     import divrl.rollout
@@ -508,7 +508,7 @@ def test_forward_plan_by_hand():
     """The plan from declared needs alone: old-pass fields only when the estimator requires them (then before the
     advantage) or num_iterations > 1, exactly the declared ones; the training forward's log-probs and entropies."""
     from divrl.core.needs import Needs
-    from divrl.trainer.rl import forward_plan
+    from divrl.trainer.plan import forward_plan
 
     ppo = Needs.of(["logprobs", "mask"], ["old_logprobs"])
     plan = forward_plan(Needs.of(["correct"]), ppo)

@@ -22,7 +22,8 @@ from divrl.trainer.common import (
     load_trainer_state,
     read_metrics,
 )
-from divrl.trainer.rl import RLTrainer, check_methods, train
+from divrl.trainer.plan import check_methods
+from divrl.trainer.rl import RLTrainer, train
 
 SMALL = ["model.path=builtin:countdown-tiny", "rollout.prompts_per_step=3", "rollout.group_size=4", "threads=1"]
 

@@ -187,7 +187,7 @@ def plan_grid(
     """
     from divrl.tasks import get_task
     from divrl.trainer.common import input_errors
-    from divrl.trainer.rl import check_methods
+    from divrl.trainer.plan import check_methods
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
