@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
 SMOKED = {
     "embed_speed.py", "gpu_check.py", "logprob_forward.py", "partition_cost.py", "sweep_countdown.py", "trainer_vs_trl.py",
-    "recipe_fingerprint.py",
+    "recipe_fingerprint.py", "step_time.py",
     "fuzz_cli.py",  # smoke-tested in tests/test_cli_fuzz.py
 }  # fmt: skip
 
@@ -144,6 +144,22 @@ def test_recipe_fingerprint(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 1 and re.search(r"countdown/grpo: DIFFERS: .*entropy max", proc.stdout)
     assert "math/r1_zero_div_gsm8k: not compared (skipped on one side)" in proc.stdout
+
+
+def test_step_time(tmp_path: Path) -> None:
+    raw = tmp_path / "t.json"
+    out = run_script(
+        "step_time.py",
+        *("--recipes", "grpo,dsdr", "--steps", "1", "--warmup", "1", "--threads", "1", "--json", str(raw)),
+        *("--set", "rollout.prompts_per_step=2", "--set", "rollout.group_size=2", "--set", "rollout.max_new_tokens=8"),
+        cwd=tmp_path,
+    )
+    results = json.loads(raw.read_text())
+    assert list(results) == ["grpo", "dsdr"]  # GRPO first, the reference
+    for r in results.values():
+        assert len(r["steps"]) == 1 and r["step_s"] > 0
+        assert r["rest_s"] == pytest.approx(r["step_s"] - r["sample_s"] - r["score_s"])
+    assert re.search(r"^\| grpo \| [\d.]+ .* \| 1\.00× \|", out, re.M) and re.search(r"^\| dsdr \| ", out, re.M)
 
 
 def test_gpu_check(tmp_path: Path) -> None:
