@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
 SMOKED = {
     "embed_speed.py", "gpu_check.py", "logprob_forward.py", "partition_cost.py", "sweep_countdown.py", "trainer_vs_trl.py",
-    "recipe_fingerprint.py", "step_time.py",
+    "recipe_fingerprint.py", "step_time.py", "seed_pairs.py",
     "fuzz_cli.py",  # smoke-tested in tests/test_cli_fuzz.py
 }  # fmt: skip
 
@@ -160,6 +160,21 @@ def test_step_time(tmp_path: Path) -> None:
         assert len(r["steps"]) == 1 and r["step_s"] > 0
         assert r["rest_s"] == pytest.approx(r["step_s"] - r["sample_s"] - r["score_s"])
     assert re.search(r"^\| grpo \| [\d.]+ .* \| 1\.00× \|", out, re.M) and re.search(r"^\| dsdr \| ", out, re.M)
+
+
+def test_seed_pairs_hand_computed(tmp_path: Path) -> None:
+    """Per-seed differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t(0.975, 2) = 4.3027 -> half-width 0.2484."""
+    for i, (grpo, method) in enumerate([(0.5, 0.6), (0.4, 0.6), (0.3, 0.6)]):
+        for name, value in (("grpo", grpo), ("darling", method), ("base", 0.9)):
+            (tmp_path / f"seed{i}" / name).mkdir(parents=True)
+            (tmp_path / f"seed{i}" / name / "metrics.json").write_text(json.dumps({"pass@32": value}))
+    out = run_script("seed_pairs.py", str(tmp_path), "--metric", "pass@32", "--target", "0.1", cwd=tmp_path)
+    row = next(line for line in out.splitlines() if line.startswith("| darling"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "+0.100, +0.200, +0.300" and cells[3] == "+0.200" and cells[4] == "0.100"
+    assert cells[5] == "[-0.048, +0.448] within noise"
+    assert cells[6] == "7"  # t(0.975, n-1) * 0.1 / sqrt(n) <= 0.1 first at n = 7 (0.0925; n = 6 gives 0.1049)
+    assert "| base" not in out  # the base model is not a method
 
 
 def test_gpu_check(tmp_path: Path) -> None:
