@@ -491,7 +491,7 @@ def _init_worker(threads: int, parent: int) -> None:
 
     if threads > 0:
         torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()  # loading and saving bars of many workers would bury the progress lines
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # many workers' load/save bars: noise
 
     def watch() -> None:
         while os.getppid() == parent:
