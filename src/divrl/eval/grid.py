@@ -28,7 +28,9 @@ every failed model (the finished ones are kept for ``--resume``). ``workers`` 1,
 this process, model after model.
 
 ``device`` (``cpu``, the default, or ``cuda``) is where every model trains and is evaluated, in this process or in
-each worker; with ``cuda`` every worker uses the one visible GPU.
+each worker; with ``cuda`` every worker uses the one visible GPU. Training follows the recipe's ``model.dtype``
+(``auto``: bfloat16 on a GPU); every evaluation, the base's included, runs in float32 on either device, as
+``benchmarks/sweep_countdown.py``'s did, so that the base and the trained models are sampled at one precision.
 """
 
 from __future__ import annotations
@@ -463,7 +465,7 @@ def run_model(grid: Grid, plan: ModelPlan, device: str = "cpu", bars: bool = Tru
         model_path = str(final)
     start = time.perf_counter()
     with input_errors(f"model.path {model_path!r}"):
-        model, tok = load_policy(model_path, device=device)
+        model, tok = load_policy(model_path, device=device, dtype="float32")  # a bf16-trained model too
     for split in todo:
         m = evaluate(
             model,
