@@ -469,6 +469,8 @@ def cases() -> list[Case]:
         Case("demo-methods-unknown", ["demo", "--out", "{d}/o", "--methods", "grpo,nope"], None, "unknown method"),
         Case("demo-seeds-0", ["demo", "--out", "{d}/o", "--seeds", "0"], None, "zero seeds"),
         Case("demo-threads-negative", ["demo", "--out", "{d}/o", "--threads", "-1"], None, "negative threads"),
+        Case("demo-workers-0", ["demo", "--out", "{d}/o", "--workers", "0"], None, "zero workers"),
+        Case("demo-device-unknown", ["demo", "--out", "{d}/o", "--device", "tpu"], None, "unknown device"),
         Case("demo-set-bad-yaml", ["demo", "--out", "{d}/o", "--set", "loss.0.options={a"], None, "--set YAML"),
         Case(
             "demo-set-breaks-method",
@@ -493,6 +495,8 @@ def cases() -> list[Case]:
         Case("bench-baseline-not-run", ["bench", "--out", "{d}/o", "--methods", "darling"], None, "no baseline"),
         Case("bench-samples-0", ["bench", "--out", "{d}/o", "--samples", "0"], None, "zero samples"),
         Case("bench-seeds-0", ["bench", "--out", "{d}/o", "--seeds", "0"], None, "zero seeds"),
+        Case("bench-workers-0", ["bench", "--out", "{d}/o", "--workers", "0"], None, "zero workers"),
+        Case("bench-device-unknown", ["bench", "--out", "{d}/o", "--device", "tpu"], None, "unknown device"),
         Case("bench-split-path", ["bench", "--out", "{d}/o", "--split", "test,../x"], None, "a split that is a path"),
         Case(
             "bench-leaderboard-is-folder",

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from divrl.cliutil import fail, run_app
+from divrl.cliutil import fail, one_line, run_app
 from divrl.eval.columns import METRIC_NOTES, metric_note
 
 
@@ -59,6 +59,16 @@ def _mount_subapps() -> None:
 _mount_subapps()
 
 THREADS_HELP = "Torch CPU threads (0 = torch's default)."
+GRID_THREADS_HELP = (
+    "Torch CPU threads (of each worker with --workers > 1; 0 = torch's default, or with several workers the CPU "
+    "cores shared out among them)."
+)
+WORKERS_HELP = (
+    "Models trained and evaluated at once, each in a process of its own (spawned; its own copy of the model); "
+    "1 = one after the other in this process. The run folders and metrics files are those of --workers 1 (on the "
+    "same device and threads); one line per finished model instead of the training bars."
+)
+DEVICE_HELP = "Where every model trains and is evaluated: cpu or cuda (with --workers, every worker on the one GPU)."
 SET_HELP = "Override a config field, e.g. --set rollout.group_size=8 (repeatable)."
 
 
@@ -438,7 +448,9 @@ def demo(
         "--methods",
         help="Comma-separated Countdown recipes (configs/countdown/*.yaml: also unlikeliness).",
     ),
-    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
+    threads: int = typer.Option(0, "--threads", help=GRID_THREADS_HELP),
+    workers: int = typer.Option(1, "--workers", help=WORKERS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     set_: list[str] = typer.Option([], "--set", help="key.path=value applied to every method's recipe. " + SET_HELP),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the demo in --out (same budget and --set values); finished runs are reused."
@@ -451,6 +463,7 @@ def demo(
     A --out that already holds a demo is refused: --resume continues it, --overwrite starts it over."""
     from divrl.config import InputError
     from divrl.eval.demo import run_demo
+    from divrl.eval.grid import GridRunError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -463,9 +476,19 @@ def demo(
             overrides=list(set_),
             resume=resume,
             overwrite=overwrite,
+            workers=workers,
+            device=device,
         )
     except InputError as exc:
         _fail(str(exc))
+    except GridRunError as exc:
+        _failed_runs(exc)
+
+
+def _failed_runs(exc: Exception) -> NoReturn:
+    """Models that failed in their workers: one ``error:`` line naming them, exit code 1 (not a usage error)."""
+    typer.echo(f"{typer.style('error:', fg='red', bold=True)} {one_line(str(exc))}", err=True)
+    raise typer.Exit(1)
 
 
 def _command_line(ctx: typer.Context, skip: tuple[str, ...] = ()) -> str:
@@ -517,7 +540,9 @@ def bench(
         "test,ood", "--split", help="Comma-separated evaluation splits; the first heads the leaderboard."
     ),
     baseline: str = typer.Option("grpo", "--baseline", help="The method every other one is compared with."),
-    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
+    threads: int = typer.Option(0, "--threads", help=GRID_THREADS_HELP),
+    workers: int = typer.Option(1, "--workers", help=WORKERS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -533,6 +558,7 @@ def bench(
     A --out that already holds a bench is refused: --resume continues it, --overwrite starts it over."""
     from divrl.config import InputError
     from divrl.eval.bench import run_bench
+    from divrl.eval.grid import GridRunError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -548,12 +574,16 @@ def bench(
             splits=[s.strip() for s in split.split(",") if s.strip()],
             baseline=baseline,
             threads=threads,
+            workers=workers,
+            device=device,
             resume=resume,
             overwrite=overwrite,
             command=_command_line(ctx, skip=("resume", "overwrite")),
         )
     except InputError as exc:
         _fail(str(exc))
+    except GridRunError as exc:
+        _failed_runs(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

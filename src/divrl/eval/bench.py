@@ -19,6 +19,11 @@ differences), ``bench.json`` (the settings) and ``summary.json`` (every number o
 ``divrl`` output folder, one that holds a bench is refused unless ``--resume`` (continue it: finished runs are kept,
 a run cut short continues from its latest checkpoint; the settings must be those of ``bench.json``, while methods and
 seeds may be added) or ``--overwrite`` (start over).
+
+``--workers N`` trains and evaluates N models at once, each in a process of its own, and ``--device cuda`` puts
+every model on the GPU (:mod:`divrl.eval.grid`): the run folders and metrics files are those of one model at a time
+on the same device with the same threads; the base's and the leaderboard's numbers are read in the main process once
+every model is done.
 """
 
 from __future__ import annotations
@@ -381,10 +386,13 @@ def print_board(board: Board) -> None:
 
 class BenchProgress(grid.Progress):
     """One line per model on the console: what runs, what it cost, the time so far and an estimate of what is
-    left (the mean cost of the runs done now, times the runs still to come)."""
+    left (the mean cost of the runs done now, times the runs still to come, shared among ``workers``). With
+    several workers a model's line says when it starts and when it ends; ``index`` is its place in the grid."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
         self.begin = time.perf_counter()
+        self.workers = workers
+        self.finished = 0  # models done, kept or failed (the serial grid's `index`)
         self.costs: dict[bool, list[float]] = {True: [], False: []}  # trained?, seconds
 
     def start(self, index: int, total: int, seed: int, name: str, todo: str) -> None:
@@ -392,19 +400,25 @@ class BenchProgress(grid.Progress):
             console.rule(f"[bold]bench {index}/{total}[/bold]: {label(name)}, seed {seed}: {todo}")
 
     def done(self, index: int, total: int, seed: int, name: str, seconds: float | None) -> None:
+        self.finished += 1
         elapsed = (time.perf_counter() - self.begin) / 60
         if seconds is None:
             console.print(f"[dim]bench {index}/{total}: {label(name)}, seed {seed}: finished before, kept[/dim]")
             return
         self.costs[name != "base"].append(seconds)
+        count = f" ({self.finished} of {total} finished)" if self.workers > 1 else ""
         console.print(
             f"[bold]bench {index}/{total}[/bold]: {label(name)}, seed {seed} done in {seconds / 60:.1f} min "
-            f"(elapsed {elapsed:.1f} min)"
+            f"(elapsed {elapsed:.1f} min){count}"
         )
         costs = self.costs[True] or self.costs[False]
-        if index < total and costs:
-            left = (total - index) * sum(costs) / len(costs) / 60
-            console.print(f"[dim]at most about {left:.0f} min left (models to go: {total - index})[/dim]")
+        if self.finished < total and costs:
+            left = (total - self.finished) * sum(costs) / len(costs) / 60 / self.workers
+            console.print(f"[dim]at most about {left:.0f} min left (models to go: {total - self.finished})[/dim]")
+
+    def failed(self, index: int, total: int, seed: int, name: str, error: str, detail: str) -> None:
+        self.finished += 1
+        grid.failure_lines(console, f"bench {index}/{total}", seed, name, error, detail)
 
 
 def run_bench(
@@ -419,6 +433,8 @@ def run_bench(
     splits: Sequence[str] = SPLITS,
     baseline: str = "grpo",
     threads: int = 0,
+    workers: int = 1,
+    device: str = "cpu",
     resume: bool = False,
     overwrite: bool = False,
     command: str = "divrl bench",
@@ -433,6 +449,10 @@ def run_bench(
         overrides: ``--set`` values applied to every recipe.
         problems: problems per split; 0: the whole split.
         samples: samples per problem.
+        threads: torch threads (of each worker with ``workers`` > 1; 0: :func:`divrl.eval.grid.worker_threads`).
+        workers: models trained and evaluated at once, each in a process of its own (1: all in this process);
+            the same run folders and metrics files as one at a time (:mod:`divrl.eval.grid`).
+        device: ``cpu`` or ``cuda`` (every model, every worker, on the one GPU).
         command: the command line the leaderboard names.
 
     Raises:
@@ -447,6 +467,7 @@ def run_bench(
             raise ConfigError(f"{option} must be >= {low}, got {value}")
     if resamples < 1:
         raise ConfigError(f"resamples must be >= 1, got {resamples}")
+    grid.check_execution(workers, threads, device)
     methods = list(methods) if methods else grid.known_recipes()
     if baseline not in methods:
         raise ConfigError(
@@ -477,11 +498,14 @@ def run_bench(
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     length = f"{steps} RL steps" if steps is not None else "each recipe's RL steps"
     sizes = " and ".join(f"{len(plan.problems[s])} {s}" for s in plan.splits)
+    each = grid.worker_threads(threads, workers)
+    each_threads = f"{each} torch thread{'s' if each != 1 else ''} each"
+    parallel = f"; {workers} workers, {each_threads}" if workers > 1 else ""
     console.print(
         f"[bold]divrl bench[/bold]: {len(methods)} methods ({', '.join(methods)}) × {seeds} seed(s), {length}; "
-        f"eval on {sizes} problems × {samples} samples; runs in {out}"
+        f"eval on {sizes} problems × {samples} samples; runs in {out} on {device}{parallel}"
     )
-    found = grid.run_grid(plan, out, BenchProgress())
+    found = grid.run_grid(plan, out, BenchProgress(workers), workers=workers, threads=threads, device=device)
     try:
         boards = [
             make_board(
@@ -508,7 +532,8 @@ def run_bench(
         f"from base `{plan.base_path}`"
         + (f", with {' '.join(f'`--set {o}`' for o in overrides)}" if overrides else "")
         + f"; every model evaluated on {sizes} problems × {samples} samples at T = 1.0, sampling seed "
-        f"{grid.EVAL_SEED} + training seed"
+        f"{grid.EVAL_SEED} + training seed; this invocation ran its models on {device}"
+        + (f", {workers} at a time ({each_threads})" if workers > 1 else "")
     )
     env = environment()
     text = leaderboard_markdown(

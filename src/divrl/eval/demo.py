@@ -150,10 +150,14 @@ def run_demo(
     splits: Sequence[str] = SPLITS,
     resume: bool = False,
     overwrite: bool = False,
+    workers: int = 1,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train every method for ``seeds`` seeds, evaluate the base and every trained model on each of ``splits``,
     print and write the comparison (module docstring); with ``resume``, continue the demo in ``out``. Returns what
-    ``summary.json`` holds. Training and evaluation are :mod:`divrl.eval.grid`'s (shared with ``divrl bench``).
+    ``summary.json`` holds. Training and evaluation are :mod:`divrl.eval.grid`'s (shared with ``divrl bench``):
+    ``workers`` > 1 runs that many models at once in processes of their own (``threads`` torch threads each; one
+    line per finished model instead of the training bars), ``device`` is ``cpu`` or ``cuda``.
 
     Raises:
         RunFolderError: ``out`` holds a demo and neither ``resume`` nor ``overwrite`` is set, or ``resume`` with
@@ -165,6 +169,7 @@ def run_demo(
     methods = methods or ["grpo", "r1_zero_div", "darling", "setpo"]
     if threads < 0:
         raise ConfigError(f"--threads must be >= 0, got {threads}")
+    grid.check_execution(workers, threads, device)
     if threads:
         torch.set_num_threads(threads)
     budget = QUICK if quick else FULL
@@ -193,7 +198,8 @@ def run_demo(
         + " and ".join(f"{len(plan.problems[s])} {s}" for s in splits)
         + f" problems × {budget.eval_n} samples"
     )
-    found = grid.run_grid(plan, out)
+    progress = grid.RunLines("demo") if workers > 1 else None  # the workers show no training bars
+    found = grid.run_grid(plan, out, progress, workers=workers, threads=threads, device=device)
 
     baseline = "grpo" if "grpo" in methods else methods[0]
     reports = {

@@ -59,10 +59,12 @@ from divrl.trainer.config import RLConfig
 from divrl.trainer.plan import OLD_PASS, ON_POLICY, TRAIN_PASS, check_methods, check_rollout_side, forward_plan
 
 
-def resolve_dtype(name: str) -> str:
-    """``auto`` = bfloat16 on a GPU, float32 on CPU (this CPU class has no native bf16)."""
+def resolve_dtype(name: str, device: torch.device | None = None) -> str:
+    """``auto`` = bfloat16 on a GPU, float32 on CPU (this CPU class has no native bf16); ``device``: the one the
+    model goes to (``None``: a GPU when torch sees one)."""
     if name == "auto":
-        return "bfloat16" if torch.cuda.is_available() else "float32"
+        gpu = torch.cuda.is_available() if device is None else device.type == "cuda"
+        return "bfloat16" if gpu else "float32"
     return name
 
 
@@ -71,7 +73,10 @@ class RLTrainer:
 
     ``run_dir`` must not hold a run (``config.yaml``, ``metrics.jsonl``, checkpoints) unless ``resume`` (continue
     it from its latest complete checkpoint) or ``overwrite`` (remove it, after every input check passed and before
-    the first write) is given; else :class:`~divrl.trainer.common.RunFolderError`, with nothing written."""
+    the first write) is given; else :class:`~divrl.trainer.common.RunFolderError`, with nothing written.
+
+    ``device``: where the policy trains (``"cpu"``, ``"cuda"``); ``None``, the default: a GPU when torch sees one, else
+    the CPU. Not a config field: it does not change what is trained, only where (and the float rounding)."""
 
     def __init__(
         self,
@@ -80,6 +85,7 @@ class RLTrainer:
         resume: bool = False,
         progress: bool = True,
         overwrite: bool = False,
+        device: str | None = None,
     ) -> None:
         from divrl.models import load_policy
         from divrl.models.lora import apply_lora
@@ -116,13 +122,13 @@ class RLTrainer:
         self.start_step = 0
         checkpoint = resume_checkpoint(self.run_dir) if resume else None
         state = load_trainer_state(checkpoint) if checkpoint is not None else None
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         source = str(checkpoint) if checkpoint else cfg.model.path
         with input_errors(f"{checkpoint}" if checkpoint else f"model.path {cfg.model.path!r}"):
             self.model, self.tokenizer = load_policy(
                 source,
                 device=self.device,
-                dtype=resolve_dtype(cfg.model.dtype),
+                dtype=resolve_dtype(cfg.model.dtype, self.device),
                 trainable_adapter=checkpoint is not None,  # a LoRA checkpoint resumes with trainable adapters
             )
         with input_errors("model.lora_*", catch=(ValueError, ImportError)):
@@ -259,7 +265,9 @@ class RLTrainer:
             return AdaptersDisabled(self.model)
         from divrl.models import load_policy
 
-        ref, _ = load_policy(self.cfg.model.path, device=self.device, dtype=resolve_dtype(self.cfg.model.dtype))
+        ref, _ = load_policy(
+            self.cfg.model.path, device=self.device, dtype=resolve_dtype(self.cfg.model.dtype, self.device)
+        )
         ref.eval()
         for p in ref.parameters():
             p.requires_grad_(False)
@@ -582,9 +590,15 @@ def _abs_mean(advantages: torch.Tensor, mask: torch.Tensor | None) -> float:
 
 
 def train(
-    cfg: RLConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, overwrite: bool = False
+    cfg: RLConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+    device: str | None = None,
 ) -> list[dict[str, float]]:
     """Train (or resume) a run in ``run_dir``; returns the metrics of the steps run now. A folder that holds a run
-    needs ``resume`` or ``overwrite`` (see :class:`RLTrainer`)."""
-    trainer = RLTrainer(cfg, run_dir, resume=resume, progress=progress, overwrite=overwrite)
+    needs ``resume`` or ``overwrite``; ``device``: where it trains (``None``: a GPU when torch sees one; see
+    :class:`RLTrainer`)."""
+    trainer = RLTrainer(cfg, run_dir, resume=resume, progress=progress, overwrite=overwrite, device=device)
     return trainer.run()
