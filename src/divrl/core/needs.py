@@ -26,10 +26,7 @@ from typing import Any, Literal
 
 __all__ = ["FIELDS", "TOKEN_FIELDS", "Needs", "NeedsFn", "no_needs"]
 
-FIELDS = (
-    "correct",
-    "texts",
-    "answers",
+TOKEN_FIELDS = (
     "logprobs",
     "old_logprobs",
     "ref_logprobs",
@@ -39,6 +36,15 @@ FIELDS = (
     "token_logits",
     "vocab_mean_logprobs",
     "old_vocab_mean_logprobs",
+)
+"""The per-token fields (part of :data:`FIELDS`), shape ``(P, G, T)`` with one ``T`` shared by all of them
+(:class:`~divrl.core.batch.GroupBatch` checks them together)."""
+
+FIELDS = (
+    "correct",
+    "texts",
+    "answers",
+    *TOKEN_FIELDS,
     "log_z",
     "embeddings",
     "hidden",
@@ -62,20 +68,6 @@ a trainer computes them in its one old-log-prob forward, only when an entry decl
 every response position (ROVER's uniform-policy value); a trainer computes them from the logits of the forward it
 already runs (the training forward, the old-log-prob pass). ``log_z`` is a learned per-prompt normaliser (log-partition)
 (FlowRL): a trainer that provides it owns the learned head, optimises it with the policy and checkpoints it."""
-
-TOKEN_FIELDS = (
-    "logprobs",
-    "old_logprobs",
-    "ref_logprobs",
-    "mask",
-    "entropies",
-    "self_certainty",
-    "token_logits",
-    "vocab_mean_logprobs",
-    "old_vocab_mean_logprobs",
-)
-"""The per-token fields of :data:`FIELDS`, shape ``(P, G, T)`` with one ``T`` shared by all of them
-(:class:`~divrl.core.batch.GroupBatch` checks them together)."""
 
 
 @dataclass(frozen=True)
