@@ -388,6 +388,13 @@ def compare(
         "otherwise (e.g. --split ood on a demo folder); a file recording another split is refused.",
     ),
     out: Path = typer.Option(None, "--out", help="Also write the table and notes as markdown to this file."),
+    seed_pairing: str = typer.Option(
+        "auto",
+        "--seed-pairing",
+        help="auto: resample a method's seeds together with the baseline's when both have runs under the same "
+        "seed<i> folders (divrl demo / bench: seed i shares prompt order and evaluation samples), else "
+        "independently; matched: require that pairing; independent: never pair.",
+    ),
 ) -> None:
     """Paired differences vs a baseline with bootstrap intervals; marks a difference "within noise"."""
     from divrl.eval.bootstrap import ComparisonError, check_metric
@@ -402,7 +409,15 @@ def compare(
             chosen, notes = [m.strip() for m in metrics.split(",") if m.strip()], []
             for m in chosen:
                 check_metric(m)
-        comparisons = compare_groups(groups, baseline, chosen, resamples=resamples, confidence=confidence, seed=seed)
+        comparisons = compare_groups(
+            groups,
+            baseline,
+            chosen,
+            resamples=resamples,
+            confidence=confidence,
+            seed=seed,
+            seed_pairing=seed_pairing,
+        )
     except ComparisonError as exc:
         _fail(str(exc))
     seeds = ", ".join(f"{name} {len(g)}" for name, g in groups.items())
@@ -419,7 +434,7 @@ def compare(
                 "",
                 markdown_table(comparisons, baseline),
                 "",
-                f"Seeds per method: {seeds}; {problems}; paired bootstrap, "
+                f"Seeds per method: {seeds}; {problems}; paired bootstrap (seed pairing {seed_pairing}), "
                 f"{resamples} resamples, seed {seed} (`divrl compare`; docs/methods.md).",
                 "",
                 *(f"- {note}" for note in notes),

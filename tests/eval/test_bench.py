@@ -114,7 +114,7 @@ def test_leaderboard_from_fixed_metrics_files(tmp_path):
     assert "| SetPO | " + " | ".join(["+0.000 [+0.000, +0.000] within noise"] * 4) + " |" in lines
     base = next(line for line in lines if line.startswith("| base (no RL) | "))
     assert base.split("|")[2].strip() == "**-0.031 [-0.031, -0.031] lower**"
-    assert any("hierarchical bootstrap over seeds (2 and 2)" in line for line in lines)
+    assert any("seed-paired hierarchical bootstrap over 2 matched seeds" in line for line in lines)
     assert lines[-2] == "![pass@1 against pass@32, test split](leaderboard.png)"
 
     env = {"divrl": "9.9", "commit": "abc", "torch": "t1", "transformers": "tf2", "python": "3.x"}

@@ -13,7 +13,7 @@ from divrl.eval import bootstrap as B
 from divrl.eval.bootstrap import ComparisonError, Run, bootstrap_means, noise_note, paired_difference
 
 
-def run(correct, n=4, classes=None, ids=None, source="") -> Run:
+def run(correct, n=4, classes=None, ids=None, source="", seed=None) -> Run:
     correct = np.asarray(correct, dtype=np.int64)
     p = len(correct)
     return Run(
@@ -22,6 +22,7 @@ def run(correct, n=4, classes=None, ids=None, source="") -> Run:
         correct,
         np.asarray(classes if classes is not None else np.minimum(correct, 1), dtype=np.int64),
         source,
+        seed,
     )
 
 
@@ -207,3 +208,83 @@ def test_comparison_errors():
     with pytest.raises(ComparisonError, match="confidence"):
         paired_difference([a], [a], ["pass@1"], confidence=1.0)
     assert math.isclose(paired_difference([a], [a], ["pass@1"], confidence=0.5)["pass@1"].confidence, 0.5)
+
+
+def test_seed_label_reads_the_nearest_seed_folder():
+    assert B.seed_label("runs/demo/seed3/grpo/metrics.json") == "3"
+    assert B.seed_label("runs/grpo/seed_07/metrics-ood.json") == "7"
+    assert B.seed_label("runs/seed1/x/seed-2/checkpoint-000010/metrics.json") == "2"
+    assert B.seed_label("runs/grpo/metrics.json") is None
+    assert B.seed_label("runs/seeds/grpo/metrics.json") is None  # "seeds" is not a seed folder
+
+
+def matched_runs(effects, shift, problems=120, seed=20):
+    """Seed i of both methods shares a seed effect (``effects[i]``, added to every problem's rate: the prompt order and
+    evaluation samples they share); B's rates are A's plus ``shift``."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.2, 0.6, size=problems)
+    a = [run(rng.binomial(32, np.clip(p + e, 0, 1)), n=32, seed=str(i)) for i, e in enumerate(effects)]
+    b = [run(rng.binomial(32, np.clip(p + e + shift, 0, 1)), n=32, seed=str(i)) for i, e in enumerate(effects)]
+    return a, b
+
+
+def test_matched_seeds_cancel_a_shared_seed_effect():
+    """A large seed effect shared within each pair and a true difference of +0.05: resampled as pairs the interval
+    excludes 0 and is several times narrower than the independent one, which the seed effect swamps."""
+    a, b = matched_runs([-0.15, 0.0, 0.15, -0.1, 0.1], shift=0.05)
+    paired = paired_difference(b, a, ["pass@1"], matched_seeds=True)["pass@1"]
+    apart = paired_difference(b, a, ["pass@1"])["pass@1"]
+    assert paired.mean == pytest.approx(apart.mean) == pytest.approx(0.05, abs=0.01)
+    assert paired.matched_seeds and not apart.matched_seeds
+    assert 0.0 < paired.low < paired.mean < paired.high and not paired.within_noise
+    assert apart.within_noise
+    assert (apart.high - apart.low) > 3 * (paired.high - paired.low)
+
+
+def test_matched_seeds_pair_by_label_not_position():
+    a, b = matched_runs([-0.15, 0.0, 0.15], shift=0.05)
+    want = paired_difference(b, a, ["pass@1", "pass@8"], matched_seeds=True, seed=3)
+    got = paired_difference(b[::-1], a, ["pass@1", "pass@8"], matched_seeds=True, seed=3)
+    assert got == want
+
+
+def test_matched_replicates_draw_one_seed_set_for_both():
+    """The matched replicate equals an explicit loop that applies the same drawn seed indices (and problems) to both
+    methods, with the generator's draws in the documented order (seeds, then problems)."""
+    a, b = matched_runs([-0.1, 0.0, 0.1], shift=0.02, problems=30)
+    d = paired_difference(b, a, ["pass@1"], resamples=50, matched_seeds=True, seed=11)["pass@1"]
+    rng = np.random.default_rng(11)
+    seeds = rng.multinomial(3, np.full(3, 1 / 3), size=50)  # (R, S)
+    problems = rng.multinomial(30, np.full(30, 1 / 30), size=50)  # (R, P)
+    order = sorted(range(30), key=lambda i: a[0].ids[i])  # the canonical problem order (sorted ids) of align()
+    xa = np.stack([r.correct[order] / 32 for r in a])  # (S, P)
+    xb = np.stack([r.correct[order] / 32 for r in b])  # (S, P)
+    reps = [(s @ (xb - xa) @ q) / (3 * 30) for s, q in zip(seeds, problems, strict=True)]
+    lo, hi = np.quantile(reps, [0.025, 0.975])
+    assert (d.low, d.high) == (pytest.approx(lo), pytest.approx(hi))
+
+
+def test_identical_matched_methods_are_exactly_zero():
+    """The same runs on both sides, paired by seed: every replicate's difference is exactly 0 (the independent
+    resampling of test_identical_methods_contain_zero is not degenerate)."""
+    a, _ = matched_runs([-0.1, 0.0, 0.1], shift=0.0)
+    d = paired_difference(a[::-1], a, ["pass@1", "pass@32"], matched_seeds=True)
+    assert all((x.low, x.mean, x.high) == (0.0, 0.0, 0.0) and x.within_noise for x in d.values())
+
+
+def test_matched_refusals_say_why():
+    a, b = matched_runs([0.0, 0.1], shift=0.0, problems=10)
+    assert B.matched(b, a) is None
+    assert "has no seed label" in B.matched([run(b[0].correct, n=32, source="x.json"), b[1]], a)
+    relabel = [run(b[0].correct, n=32, seed="0"), run(b[1].correct, n=32, seed="5")]
+    assert B.matched(relabel, a) == "different seeds (method ['0', '5'], baseline ['0', '1'])"
+    twice = [run(b[0].correct, n=32, seed="1"), b[1]]
+    assert B.matched(twice, a) == "the method's runs repeat a seed label (['1', '1'])"
+    with pytest.raises(ComparisonError, match=r"^cannot pair the seeds: different seeds"):
+        paired_difference(relabel, a, ["pass@1"], matched_seeds=True)
+
+
+def test_matched_wording():
+    note = noise_note("darling", 10, "grpo", 10, matched_seeds=True)
+    assert "seed-paired hierarchical bootstrap over 10 matched seeds" in note and "training noise" in note
+    assert noise_note("darling", 1, "grpo", 1, matched_seeds=True) == noise_note("darling", 1, "grpo", 1)

@@ -51,7 +51,9 @@ def invoke(*args: str):
 
 def test_demo_folder_hierarchical(tmp_path):
     """A demo layout, 3 seeds: DARLING solves 8 more samples of 32 on every problem of every seed (pass@1 +0.25),
-    with the same class counts (a difference of 0, within noise)."""
+    with the same class counts (a difference of 0, within noise). Seed i of both is a matched pair (same seed
+    folder), so every replicate's pass@1 difference is exactly +0.25: the interval is [+0.250, +0.250]; resampled
+    independently, the seeds' spread widens it."""
     for s in range(3):
         write(tmp_path / "demo" / f"seed{s}" / "grpo" / "metrics.json", grpo_correct(s))
         write(tmp_path / "demo" / f"seed{s}" / "darling" / "metrics.json", grpo_correct(s) + 8,
@@ -60,17 +62,53 @@ def test_demo_folder_hierarchical(tmp_path):
     result = invoke(str(tmp_path / "demo"), "--out", str(tmp_path / "cmp.md"))
     assert result.exit_code == 0, result.output
     assert "seeds per method: darling 3, grpo 3; 40 problems of split test; 2000 resamples" in result.output
-    assert "hierarchical bootstrap over seeds (3 and 3)" in result.output and "training noise" in result.output
+    assert "seed-paired hierarchical bootstrap over 3 matched seeds" in result.output
+    assert "training noise" in result.output
     report = (tmp_path / "cmp.md").read_text()
     want_grpo = np.mean([grpo_correct(s) / 32 for s in range(3)])
     row = next(line for line in report.splitlines() if line.startswith("| darling | pass@1 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == f"{want_grpo:.3f}" and cells[3] == f"{want_grpo + 0.25:.3f}" and cells[4] == "+0.250"
-    low, high = (float(x) for x in cells[5].strip("[]").split(","))
-    assert 0 < low < 0.25 < high and cells[6] == "higher"
+    assert cells[5] == "[+0.250, +0.250]" and cells[6] == "higher"
     classes = next(line for line in report.splitlines() if line.startswith("| darling | distinct correct classes"))
-    assert "| +0.000 |" in classes and classes.endswith("| within noise |")
+    assert "| +0.000 | [+0.000, +0.000] | within noise |" in classes
+    apart = invoke(str(tmp_path / "demo"), "--seed-pairing", "independent", "--out", str(tmp_path / "apart.md"))
+    assert "hierarchical bootstrap over seeds (3 and 3)" in apart.output
+    row = next(x for x in (tmp_path / "apart.md").read_text().splitlines() if x.startswith("| darling | pass@1 |"))
+    low, high = (float(x) for x in row.strip("|").split("|")[5].strip(" []").split(","))
+    assert 0 < low < 0.25 < high
     assert "| darling | pass@8 |" in report and "| darling | pass@32 |" in report
+
+
+def test_seed_pairing_modes(tmp_path):
+    """A demo layout whose seeds share a large seed effect: auto and matched pair seed i with seed i (interval excludes
+    0); independent resamples them apart (wider, within noise); matched with unmatched seeds is refused."""
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.2, 0.6, size=P)
+    for s, effect in enumerate([-0.15, 0.0, 0.15, -0.1, 0.1]):
+        q = np.clip(p + effect, 0, 1)
+        write(tmp_path / "demo" / f"seed{s}" / "grpo" / "metrics.json", rng.binomial(32, q))
+        write(tmp_path / "demo" / f"seed{s}" / "r1" / "metrics.json", rng.binomial(32, np.clip(q + 0.06, 0, 1)))
+
+    def pass1_cells(*extra: str) -> list[str]:
+        out = tmp_path / f"cmp{len(extra)}{extra[-1] if extra else ''}.md"
+        result = invoke(str(tmp_path / "demo"), "--metrics", "pass@1", "--out", str(out), *extra)
+        assert result.exit_code == 0, result.output
+        row = next(line for line in out.read_text().splitlines() if line.startswith("| r1 | pass@1 |"))
+        return [c.strip() for c in row.strip("|").split("|")]
+
+    auto, matched, apart = pass1_cells(), pass1_cells("--seed-pairing", "matched"), pass1_cells(
+        "--seed-pairing", "independent"
+    )
+    assert auto == matched and auto[6] == "higher"
+    assert apart[4] == auto[4] and apart[6] == "within noise"
+    write(tmp_path / "other" / "seed7" / "r2" / "metrics.json", rng.binomial(32, p))
+    result = invoke(str(tmp_path / "demo" / "seed0" / "grpo"), str(tmp_path / "other"), "--seed-pairing", "matched")
+    assert result.exit_code == 2 and "r2 vs grpo: --seed-pairing matched, but different seeds" in result.output
+    result = invoke(str(tmp_path / "demo" / "seed0" / "grpo"), str(tmp_path / "other"))
+    assert result.exit_code == 0 and "one seed each" in result.output  # auto: unmatched seeds are not paired
+    bad = invoke(str(tmp_path / "demo"), "--seed-pairing", "paired")
+    assert bad.exit_code == 2 and "unknown seed pairing 'paired'; known: auto, matched, independent" in bad.output
 
 
 def test_split_picks_the_splits_files_and_never_mixes_them(tmp_path):

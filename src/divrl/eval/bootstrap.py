@@ -13,8 +13,11 @@ method B against baseline A is the paired difference ``mean(B) - mean(A)`` over 
 **The interval** (ours, a standard construction; Efron & Tibshirani 1993, ch. 13, percentile interval): each of
 ``resamples`` bootstrap replicates
 
-1. resamples the seeds of each method with replacement, independently per method (B's S_B runs, A's S_A runs: two
-   methods' seeds are separate trainings);
+1. resamples the seeds with replacement: independently per method (B's S_B runs, A's S_A runs: two methods' seeds
+   are separate trainings), or, when the seeds are *matched* (``matched_seeds``: both methods have runs with the same
+   seed labels, and seed i of each shares its prompt order and evaluation sampling seed, as in ``divrl demo`` and
+   ``divrl bench``), one draw of seed labels shared by both methods, so that seed i of B is always compared with
+   seed i of A (a paired design over seeds; the interval is then narrower whenever seed i's two runs are correlated);
 2. then resamples the problems with replacement, one draw of P problems shared by both methods and every chosen seed
    (the design is crossed: every seed is evaluated on the same problems, so the shared draw keeps the pairing);
 3. computes the difference of the two means over the chosen seeds (with their multiplicity) and problems.
@@ -25,7 +28,8 @@ interpolation); the point estimate is the difference on the original data. A dif
 value is itself an estimate from n samples, which samples were drawn. Resampling seeds (step 1, a hierarchical
 bootstrap) adds training noise, the seed-to-seed spread of a method; with one seed per method step 1 does nothing and
 the interval covers evaluation noise only (:func:`noise_note` says so in words). Resampling both crossed factors is
-slightly conservative (the seed × problem interaction is counted in both). A single method's interval
+slightly conservative (the seed × problem interaction is counted in both). Which seed a run belongs to is its
+``seed`` label (:func:`seed_label`: the ``seed<i>`` folder above its metrics file). A single method's interval
 (:func:`bootstrap_means`, the pass@k plot's bands) is the same construction with one method.
 
 Deterministic given ``seed`` (``numpy.random.default_rng``); vectorised: a replicate's sum over chosen seeds and
@@ -38,6 +42,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,14 +58,17 @@ __all__ = [
     "Run",
     "align",
     "bootstrap_means",
+    "matched",
     "noise_note",
     "paired_difference",
+    "seed_label",
 ]
 
 METRICS = ("pass@1", "pass@8", "pass@32", "distinct_correct_classes")
 """What ``divrl compare`` and ``divrl demo`` compare by default."""
 
 _PASS = re.compile(r"pass@([1-9][0-9]*)")
+_SEED_FOLDER = re.compile(r"seed[_-]?(\d+)")
 
 
 class ComparisonError(ValueError):
@@ -83,6 +91,8 @@ class Run:
         correct: correct samples per problem, shape ``(P,)``.
         classes: distinct correct solution classes per problem, shape ``(P,)``.
         source: where the results came from (a file), for messages.
+        seed: the training seed's label (``"3"`` for a run under ``seed3/``; :func:`seed_label`), or ``None`` when
+            unknown; runs of two methods with the same label are a matched pair (module docstring).
     """
 
     ids: tuple[str, ...]
@@ -90,9 +100,10 @@ class Run:
     correct: npt.NDArray[np.int64]
     classes: npt.NDArray[np.int64]
     source: str = ""
+    seed: str | None = None
 
     @classmethod
-    def from_metrics(cls, metrics: Mapping[str, Any], source: str = "") -> Run:
+    def from_metrics(cls, metrics: Mapping[str, Any], source: str = "", seed: str | None = None) -> Run:
         """From a ``metrics.json`` dict; a missing or malformed ``per_problem`` section raises one
         :class:`ComparisonError` naming ``source`` and the record."""
         where = source or "metrics"
@@ -115,7 +126,7 @@ class Run:
             n.append(rn)
             correct.append(rc)
             classes.append(len(rk))
-        return cls(tuple(ids), np.array(n), np.array(correct), np.array(classes), source)
+        return cls(tuple(ids), np.array(n), np.array(correct), np.array(classes), source, seed)
 
     @property
     def num_problems(self) -> int:
@@ -141,7 +152,38 @@ class Run:
 
     def reindexed(self, order: npt.NDArray[np.int64]) -> Run:
         ids = tuple(self.ids[i] for i in order)
-        return Run(ids, self.n[order], self.correct[order], self.classes[order], self.source)
+        return Run(ids, self.n[order], self.correct[order], self.classes[order], self.source, self.seed)
+
+
+def seed_label(path: str | Path) -> str | None:
+    """The training seed a metrics file belongs to: the number of the nearest ``seed<i>`` (``seed_<i>``,
+    ``seed-<i>``) folder above it, as a string without leading zeros (``runs/demo/seed03/grpo/metrics.json`` ->
+    ``"3"``), or ``None`` when no folder above it names a seed."""
+    for folder in Path(path).parents:
+        m = _SEED_FOLDER.fullmatch(folder.name)
+        if m:
+            return str(int(m.group(1)))
+    return None
+
+
+def matched(method: Sequence[Run], baseline: Sequence[Run]) -> str | None:
+    """Why the seeds of ``method`` and ``baseline`` cannot be paired, or ``None`` when they can: every run has a
+    seed label, no label repeats within a method, and both have the same labels."""
+    for side, runs in (("method", method), ("baseline", baseline)):
+        labels = [r.seed for r in runs]
+        if any(label is None for label in labels):
+            unknown = next(r for r in runs if r.seed is None)
+            return f"{unknown.source or 'a ' + side + ' run'} has no seed label (no seed<i> folder above it)"
+        if len(set(labels)) != len(labels):
+            return f"the {side}'s runs repeat a seed label ({sorted(labels, key=_label_key)})"
+    mine, theirs = {r.seed for r in method}, {r.seed for r in baseline}
+    if mine != theirs:
+        return f"different seeds (method {sorted(mine, key=_label_key)}, baseline {sorted(theirs, key=_label_key)})"
+    return None
+
+
+def _label_key(label: str | None) -> tuple[int, str]:
+    return (int(label), "") if label is not None and label.isdigit() else (-1, str(label))
 
 
 def _occurrences(ids: Sequence[str]) -> list[tuple[str, int]]:
@@ -242,7 +284,7 @@ class Difference:
     """``method - baseline`` for one metric, with its bootstrap interval.
 
     ``method_mean`` / ``baseline_mean`` are the two means it is the difference of; ``seeds`` the number of runs
-    (training seeds) of (method, baseline)."""
+    (training seeds) of (method, baseline); ``matched_seeds`` whether the seeds were resampled as matched pairs."""
 
     metric: str
     mean: float
@@ -252,6 +294,7 @@ class Difference:
     baseline_mean: float
     seeds: tuple[int, int]
     confidence: float
+    matched_seeds: bool = False
 
     @property
     def within_noise(self) -> bool:
@@ -259,13 +302,21 @@ class Difference:
         return self.low <= 0.0 <= self.high
 
 
-def noise_note(method: str, seeds_method: int, baseline: str, seeds_baseline: int) -> str:
+def noise_note(
+    method: str, seeds_method: int, baseline: str, seeds_baseline: int, matched_seeds: bool = False
+) -> str:
     """In words, which noise an interval of ``method`` vs ``baseline`` covers."""
     evaluation = "evaluation noise (which problems, which samples)"
     if seeds_method == 1 and seeds_baseline == 1:
         return (
             f"{method} vs {baseline}: one seed each, so the interval covers {evaluation} only, "
             "not training noise (which seed), which is often the larger"
+        )
+    if matched_seeds and seeds_method > 1:
+        return (
+            f"{method} vs {baseline}: seed-paired hierarchical bootstrap over {seeds_method} matched seeds (seed i of "
+            f"each shares its prompt order and evaluation samples; resampled together), then problems: the interval "
+            f"covers training noise (which seed) and {evaluation}"
         )
     if seeds_method > 1 and seeds_baseline > 1:
         return (
@@ -288,10 +339,19 @@ def paired_difference(
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    matched_seeds: bool = False,
 ) -> dict[str, Difference]:
     """The paired difference ``method - baseline`` of each metric with its hierarchical bootstrap interval (module
     docstring). ``method`` and ``baseline`` hold one run per training seed, all on the same problems (reordered by
-    id; different problems raise :class:`ComparisonError`)."""
+    id; different problems raise :class:`ComparisonError`). With ``matched_seeds`` the seeds are resampled as pairs
+    (run ``i`` of each side by seed label; :func:`matched` says why two sides cannot be paired, and that raises
+    :class:`ComparisonError`); otherwise independently per side."""
+    if matched_seeds:
+        why = matched(method, baseline)
+        if why:
+            raise ComparisonError(f"cannot pair the seeds: {why}")
+        method = sorted(method, key=lambda r: _label_key(r.seed))
+        baseline = sorted(baseline, key=lambda r: _label_key(r.seed))
     groups = align({"baseline": list(baseline), "method": list(method)})
     b_runs, a_runs = groups["method"], groups["baseline"]
     _check([*b_runs, *a_runs], metrics, resamples, confidence)
@@ -299,7 +359,7 @@ def paired_difference(
     p = xb.shape[1]
     rng = np.random.default_rng(seed)
     cb = _seed_counts(rng, len(b_runs), resamples)  # (R, S_B)
-    ca = _seed_counts(rng, len(a_runs), resamples)  # (R, S_A)
+    ca = cb if matched_seeds else _seed_counts(rng, len(a_runs), resamples)  # (R, S_A); S_A = S_B when matched
     cp = rng.multinomial(p, np.full(p, 1.0 / p), size=resamples).astype(np.float64)  # (R, P)
     reps = _replicate_means(xb, cb, cp) - _replicate_means(xa, ca, cp)  # (R, M)
     lo, hi = _quantiles(reps, confidence)
@@ -314,6 +374,7 @@ def paired_difference(
             float(ma[j]),
             (len(b_runs), len(a_runs)),
             confidence,
+            matched_seeds and len(b_runs) > 1,
         )
         for j, metric in enumerate(metrics)
     }

@@ -18,7 +18,14 @@ the split asked for.
 
 A run's method name is the name of the nearest folder above its ``metrics.json`` that is not a seed folder
 (``seed<i>``, ``seed_<i>``, ``seed-<i>``) or a checkpoint folder (``checkpoint-<step>``): ``runs/demo/seed1/grpo`` and
-``runs/grpo/seed1`` are both ``grpo``. Runs of the same method are its seeds.
+``runs/grpo/seed1`` are both ``grpo``. Runs of the same method are its seeds, and the seed folder's number is the
+run's seed label (:func:`divrl.eval.bootstrap.seed_label`).
+
+Seed pairing (``seed_pairing``, ``divrl compare --seed-pairing``): ``auto`` (the default) resamples a method's seeds
+together with the baseline's as matched pairs when both have runs under the same seed labels (``divrl demo`` and
+``divrl bench`` folders: seed i of every method shares its prompt order and evaluation sampling seed), and
+independently otherwise; ``matched`` requires the pairing (an error says why it is not possible); ``independent``
+never pairs.
 """
 
 from __future__ import annotations
@@ -33,9 +40,20 @@ from pathlib import Path
 from rich import box
 from rich.table import Table
 
-from divrl.eval.bootstrap import METRICS, ComparisonError, Difference, Run, align, noise_note, paired_difference
+from divrl.eval.bootstrap import (
+    METRICS,
+    ComparisonError,
+    Difference,
+    Run,
+    align,
+    matched,
+    noise_note,
+    paired_difference,
+    seed_label,
+)
 
 __all__ = [
+    "SEED_PAIRINGS",
     "ComparisonError",
     "available_metrics",
     "compare_groups",
@@ -52,6 +70,8 @@ __all__ = [
 ]
 
 _SKIP = re.compile(r"seed[_-]?\d+|checkpoint-\d+")
+SEED_PAIRINGS = ("auto", "matched", "independent")
+"""How ``compare_groups`` resamples two methods' seeds (module docstring)."""
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
@@ -109,7 +129,7 @@ def _read(file: Path, split: str) -> Run:
     recorded = data.get("split")
     if isinstance(recorded, str) and is_split_name(recorded) and recorded != split:
         raise ComparisonError(f"{file}: evaluated on split {recorded!r}, not {split!r} (see --split)")
-    return Run.from_metrics(data, str(file))
+    return Run.from_metrics(data, str(file), seed_label(file))
 
 
 def load_groups(arguments: Sequence[str], split: str = "test") -> dict[str, list[Run]]:
@@ -161,9 +181,13 @@ def compare_groups(
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    seed_pairing: str = "auto",
 ) -> dict[str, dict[str, Difference]]:
     """Every method but ``baseline`` against ``baseline``: ``{method: {metric: Difference}}``. Checks first that the
-    baseline exists, that there is something to compare and that all runs evaluate the same problems."""
+    baseline exists, that there is something to compare and that all runs evaluate the same problems.
+    ``seed_pairing``: one of :data:`SEED_PAIRINGS` (module docstring)."""
+    if seed_pairing not in SEED_PAIRINGS:
+        raise ComparisonError(f"unknown seed pairing {seed_pairing!r}; known: {', '.join(SEED_PAIRINGS)}")
     if baseline not in groups:
         raise ComparisonError(f"no runs of the baseline {baseline!r}; methods found: {list(groups)} (see --baseline)")
     if len(groups) < 2:
@@ -171,13 +195,18 @@ def compare_groups(
     if not metrics:
         raise ComparisonError("no metric is available for every run")
     aligned = align({baseline: groups[baseline], **{k: v for k, v in groups.items() if k != baseline}})
-    return {
-        name: paired_difference(
-            runs, aligned[baseline], metrics, resamples=resamples, confidence=confidence, seed=seed
+    out = {}
+    for name, runs in aligned.items():
+        if name == baseline:
+            continue
+        why = matched(runs, aligned[baseline])
+        if seed_pairing == "matched" and why:
+            raise ComparisonError(f"{name} vs {baseline}: --seed-pairing matched, but {why}")
+        pair = seed_pairing != "independent" and why is None
+        out[name] = paired_difference(
+            runs, aligned[baseline], metrics, resamples=resamples, confidence=confidence, seed=seed, matched_seeds=pair
         )
-        for name, runs in aligned.items()
-        if name != baseline
-    }
+    return out
 
 
 def noise_notes(
@@ -186,16 +215,17 @@ def noise_notes(
     """Which noise the intervals cover, in words: one line for all methods with the same seed counts (one line per
     method where only one side has several seeds)."""
     label = label or {}
-    by_seeds: dict[tuple[int, int], list[str]] = {}
+    by_seeds: dict[tuple[int, int, bool], list[str]] = {}
     for name, diffs in comparisons.items():
-        by_seeds.setdefault(next(iter(diffs.values())).seeds, []).append(label.get(name, name))
+        first = next(iter(diffs.values()))
+        by_seeds.setdefault((*first.seeds, first.matched_seeds), []).append(label.get(name, name))
     base = label.get(baseline, baseline)
     notes = []
-    for (s_method, s_base), names in by_seeds.items():
+    for (s_method, s_base, pair), names in by_seeds.items():
         if (s_method == 1) == (s_base == 1):
-            notes.append(noise_note(", ".join(names), s_method, base, s_base))
+            notes.append(noise_note(", ".join(names), s_method, base, s_base, pair))
         else:
-            notes += [noise_note(name, s_method, base, s_base) for name in names]
+            notes += [noise_note(name, s_method, base, s_base, pair) for name in names]
     return notes
 
 

@@ -5,7 +5,8 @@ hyperparameters; every model (the base included) evaluated on each evaluation sp
 a section of ``report.md`` and a pass@k plot.
 
 On each split every model is also compared with GRPO (or the first method when GRPO is not run) by a paired
-bootstrap over the per-problem results (:mod:`divrl.eval.bootstrap`; hierarchical over seeds with ``--seeds`` > 1):
+bootstrap over the per-problem results (:mod:`divrl.eval.bootstrap`; with ``--seeds`` > 1 hierarchical over seeds,
+resampled as matched pairs, since seed i of every method shares its prompt order and evaluation samples):
 the difference of pass@1, pass@8, pass@32 and distinct correct classes with its 95% interval, flagged "within
 noise" when the interval contains 0; the pass@k plot shows each model's bootstrap interval as a band.
 
@@ -284,6 +285,7 @@ def comparison_record(found: Intervals | str) -> dict[str, Any]:
                     "confidence": d.confidence,
                     "within_noise": d.within_noise,
                     "seeds": list(d.seeds),
+                    "matched_seeds": d.matched_seeds,
                 }
                 for metric, d in diffs.items()
             }

@@ -47,7 +47,7 @@ from typing import Any
 
 from divrl.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from divrl.eval import compare
-from divrl.eval.bootstrap import METRICS, ComparisonError, Difference, Estimate, Run, bootstrap_means
+from divrl.eval.bootstrap import METRICS, ComparisonError, Difference, Estimate, Run, bootstrap_means, seed_label
 from divrl.trainer.common import RunFolderError, checkpoint_name, checkpoint_step, latest_checkpoint, read_metrics
 from divrl.trainer.config import RLConfig
 
@@ -660,7 +660,7 @@ def groups_of(
     """Per name, one :class:`~divrl.eval.bootstrap.Run` per seed (raises ``ComparisonError`` for a metrics dict
     without per-problem results, naming its file)."""
     return {
-        name: [Run.from_metrics(m, str(path)) for m, path in zip(runs, sources[name], strict=True)]
+        name: [Run.from_metrics(m, str(path), seed_label(path)) for m, path in zip(runs, sources[name], strict=True)]
         for name, runs in results.items()
     }
 
