@@ -247,3 +247,13 @@ def test_bench_refusals_before_anything_trains(tmp_path, monkeypatch):
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert f"unknown method 'nosuch'; known (configs/countdown/*.yaml): {known}" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_and_function_default_to_the_same_problem_count():
+    """700 problems per split (a pass@32 interval of about ±0.03 from evaluation noise), the same from the CLI and
+    from Python; never the whole 11,510-problem test split by default."""
+    import inspect
+
+    from divrl import cli
+
+    assert cli.BENCH_PROBLEMS == inspect.signature(bench_module.run_bench).parameters["problems"].default == 700
