@@ -9,8 +9,8 @@ means (``seed<i>/<model>/metrics.json``, or ``metrics-<split>.json``) and report
 Student-t 95% interval (``df = seeds - 1``). Each per-seed difference already carries evaluation noise (which
 problems, which samples), so the interval covers both noise sources; t (not a bootstrap over a handful of seeds,
 which cannot reach beyond the observed range) keeps it honest at 3 seeds. It complements ``divrl compare``, whose
-hierarchical bootstrap resamples each method's seeds independently (unpaired), the right model when seeds are not
-matched.
+hierarchical bootstrap resamples matched seeds as pairs too (``--seed-pairing auto``, the default since 2026-11-29)
+and also resamples the problems, but cannot reach beyond the observed seeds' range at a handful of seeds.
 
 ``--target h`` adds the number of seeds at which the interval's half-width would be ``h`` if the per-seed differences
 kept the spread measured here: the smallest n with ``t(0.975, n-1) * sd / sqrt(n) <= h``.
