@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
 SMOKED = {
     "embed_speed.py", "gpu_check.py", "logprob_forward.py", "partition_cost.py", "sweep_countdown.py", "trainer_vs_trl.py",
-    "recipe_fingerprint.py", "step_time.py", "seed_pairs.py",
+    "recipe_fingerprint.py", "step_time.py", "seed_pairs.py", "signal_summary.py",
     "fuzz_cli.py",  # smoke-tested in tests/test_cli_fuzz.py
 }  # fmt: skip
 
@@ -175,6 +175,30 @@ def test_seed_pairs_hand_computed(tmp_path: Path) -> None:
     assert cells[5] == "[-0.048, +0.448] within noise"
     assert cells[6] == "7"  # t(0.975, n-1) * 0.1 / sqrt(n) <= 0.1 first at n = 7 (0.0925; n = 6 gives 0.1049)
     assert "| base" not in out  # the base model is not a method
+
+
+def test_signal_summary_hand_computed(tmp_path: Path) -> None:
+    """Two seeds of DARLING with rms_ratio 0.02 / 0.04 at every step (mean 0.03, sd 0.0141), a torn last line
+    skipped; R1-zero-Div's loss-term diagnostics kept, PPO's and the reasons left out; first/last windows of 2."""
+    for seed, ratio in ((0, 0.02), (1, 0.04)):
+        lines = [
+            json.dumps({"step": t, "reward": 0.1 * t, "entropy": 0.2, "signal/rms_ratio": ratio,
+                        "signal/groups_changed": 0.5, "signal/corr": 0.99, "ppo/pg_loss": 0.05, "reasons/ok": 3.0})
+            for t in range(1, 5)
+        ]  # fmt: skip
+        (tmp_path / f"seed{seed}" / "darling").mkdir(parents=True)
+        (tmp_path / f"seed{seed}" / "darling" / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 5, "rew')
+    r1 = [json.dumps({"step": t, "reward": 0.2, "positive_entropy/div_term": 0.01 * t, "ppo/pg_loss": 0.06})
+          for t in range(1, 3)]  # fmt: skip
+    (tmp_path / "seed0" / "r1_zero_div").mkdir()
+    (tmp_path / "seed0" / "r1_zero_div" / "metrics.jsonl").write_text("\n".join(r1) + "\n")
+    out = run_script("signal_summary.py", str(tmp_path), "--window", "2", cwd=tmp_path)
+    assert "| darling | 2 | signal/rms_ratio | 0.0300 ± 0.0141 |" in out
+    assert "| darling | 2 | reward first | 0.1500 ± 0.0000 |" in out  # steps 1-2: (0.1 + 0.2) / 2
+    assert "| darling | 2 | reward last | 0.3500 ± 0.0000 |" in out  # steps 3-4
+    assert "| r1_zero_div | 1 | positive_entropy/div_term | 0.0150 ± 0.0000 |" in out
+    assert "| r1_zero_div | 1 | ppo/pg_loss | 0.0600 ± 0.0000 |" in out
+    assert "reasons/" not in out and "ppo/clip" not in out
 
 
 def test_gpu_check(tmp_path: Path) -> None:
