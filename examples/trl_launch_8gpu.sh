@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # examples/trl_darling_math.py on one 8-GPU node (docs/scale-out.md, "Launch: one node, vLLM server mode"):
 # GPU 0 serves vLLM, GPUs 1-7 train under DeepSpeed ZeRO-3. Extra arguments go to the script (e.g. --dataset math).
-# Not run by the test suite (it needs GPUs); tests/test_examples.py checks its syntax and the paths it names.
+# Not run by the test suite (it needs GPUs); tests/test_examples.py checks its syntax, the paths it names and that the
+# installed TRL ships the accelerate config it uses.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CFG=$(python -c "import os, trl; print(os.path.join(os.path.dirname(trl.__file__), 'accelerate_configs'))")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DARLING + R1-zero-Div's term in verl 0.9 on one 8-GPU node (docs/scale-out.md, "A DARLING run").
 # DATA holds train.parquet / test.parquet in verl's format; the reward function is examples/verl_math_reward.py.
-# Not run by the test suite (it needs GPUs and verl); tests/test_examples.py checks its syntax and the paths it names.
+# Not run by the test suite (it needs GPUs and verl); tests/test_examples.py checks its syntax and the paths it names,
+# tests/integrations/verl/test_verl_launch.py composes its overrides with verl's own config (as main_ppo would).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DATA="${DATA:?set DATA to the folder with train.parquet and test.parquet}"

@@ -1,6 +1,7 @@
 """Every file in examples/ is exercised: the Python scripts run one tiny CPU step in a subprocess (``--smoke``), the
 verl reward function is called, the GPU launch scripts are syntax-checked (they need GPUs, TRL's vLLM server or verl,
-which the test suite does not have). A new file in examples/ fails :func:`test_every_example_is_exercised`."""
+which the test suite does not have), the TRL one's accelerate config is found in the installed TRL, and the verl one's
+overrides compose with verl's config (tests/integrations/verl/test_verl_launch.py, in verl's environment). A new file in examples/ fails :func:`test_every_example_is_exercised`."""
 
 from __future__ import annotations
 
@@ -85,6 +86,18 @@ def test_verl_math_reward():
     assert not wrong["divrl_correct"]
     none = module.compute_score("gsm8k", "no answer", "#### 27")
     assert none["divrl_key"] is None and not math.isnan(none["score"])
+
+
+def test_trl_launch_uses_an_accelerate_config_that_trl_ships():
+    """The script finds TRL's accelerate configs with a one-line Python command; run it, and the file it passes to
+    ``accelerate launch --config_file`` exists in the installed TRL."""
+    pytest.importorskip("trl")
+    text = (EXAMPLES / "trl_launch_8gpu.sh").read_text()
+    command = re.search(r'CFG=\$\(python -c "([^"]+)"\)', text)
+    assert command, "the script no longer sets CFG with python -c"
+    folder = subprocess.run([sys.executable, "-c", command.group(1)], capture_output=True, text=True, check=True)
+    used = re.findall(r'--config_file "\$CFG/([\w.]+)"', text)
+    assert used and all((Path(folder.stdout.strip()) / name).is_file() for name in used), (folder.stdout, used)
 
 
 @pytest.mark.parametrize("name", ["verl_darling.sh", "trl_launch_8gpu.sh"])
