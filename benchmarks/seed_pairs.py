@@ -21,11 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
 
 from scipy import stats
+
+SEED = re.compile(r"seed(\d+)")
 
 
 def seeds_for(sd: float, half_width: float, cap: int = 1000) -> int | None:
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     metrics = args.metric or ["pass@1", "pass@32", "distinct_correct_classes"]
     name = "metrics.json" if args.split == "test" else f"metrics-{args.split}.json"
-    seeds = sorted(p for p in args.folder.glob("seed[0-9]*") if p.is_dir())
+    numbered = {int(m.group(1)): p for p in args.folder.iterdir() if p.is_dir() and (m := SEED.fullmatch(p.name))}
+    seeds = [numbered[i] for i in sorted(numbered)]  # seed2 before seed10
     if len(seeds) < 2:
         print(f"{args.folder}: {len(seeds)} seed folder(s); a paired interval needs at least 2", file=sys.stderr)
         return 2

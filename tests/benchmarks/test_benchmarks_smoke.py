@@ -177,6 +177,17 @@ def test_seed_pairs_hand_computed(tmp_path: Path) -> None:
     assert "| base" not in out  # the base model is not a method
 
 
+def test_seed_pairs_orders_seeds_by_number(tmp_path: Path) -> None:
+    """seed2 before seed10 (not the string order), and a folder that only starts like a seed folder is not a seed."""
+    for i, diff in ((10, 0.3), (2, 0.1), (0, 0.2)):
+        for name, value in (("grpo", 0.5), ("darling", 0.5 + diff)):
+            (tmp_path / f"seed{i}" / name).mkdir(parents=True)
+            (tmp_path / f"seed{i}" / name / "metrics.json").write_text(json.dumps({"pass@32": value}))
+    (tmp_path / "seed3x").mkdir()
+    out = run_script("seed_pairs.py", str(tmp_path), "--metric", "pass@32", cwd=tmp_path)
+    assert "3 seeds" in out and "| darling | pass@32 | +0.200, +0.100, +0.300 |" in out
+
+
 def test_signal_summary_hand_computed(tmp_path: Path) -> None:
     """Two seeds of DARLING with rms_ratio 0.02 / 0.04 at every step (mean 0.03, sd 0.0141), a torn last line
     skipped; R1-zero-Div's loss-term diagnostics kept, PPO's and the reasons left out; first/last windows of 2."""
