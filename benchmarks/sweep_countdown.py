@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 KEYS = ["pass@1", "pass@8", "pass@32", "distinct_correct_classes", "div_equ", "entropy"]
-BASE = "builtin:countdown-tiny"
 
 
-def build(setting: str, steps: int, seed: int, common: list[str], base: str = BASE) -> tuple[str, Any]:
+def build(setting: str, steps: int, seed: int, common: list[str], base: str | None = None) -> tuple[str, Any]:
+    """The run config of ``setting`` (``method:override,...``): the method's recipe, then ``model.path=base`` (when
+    given; else the recipe's own base), the steps, the seed, the ``common`` overrides and the setting's own."""
     from divrl.config import apply_overrides, from_dict, load_yaml
     from divrl.eval.demo import RECIPES
     from divrl.trainer.config import RLConfig
@@ -45,7 +46,8 @@ def build(setting: str, steps: int, seed: int, common: list[str], base: str = BA
     method, _, rest = setting.partition(":")
     data = load_yaml(RECIPES / "countdown" / f"{method}.yaml")
     overrides = [o for o in rest.split(",") if o]
-    data = apply_overrides(data, [f"model.path={base}", f"steps={steps}", f"seed={seed}", *common, *overrides])
+    start = [f"model.path={base}"] if base else []
+    data = apply_overrides(data, [*start, f"steps={steps}", f"seed={seed}", *common, *overrides])
     name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", setting.rstrip(":")) + f"_s{seed}"
     return name, from_dict(RLConfig, data)
 
@@ -144,7 +146,7 @@ def run_base(args: argparse.Namespace) -> tuple[str, str, int, dict[str, Any]]:
         _, cfg = build(args.settings[0], args.steps, 0, args.common, args.base)
         keep = args.out / "samples" / "base.json.gz" if args.samples else None
         t0 = time.perf_counter()
-        res = evaluate_folder(args.base, cfg, args, keep)
+        res = evaluate_folder(cfg.model.path, cfg, args, keep)
         res["wall_s"] = time.perf_counter() - t0
         write_metrics(res, path)
     return "base", "base", 0, json.loads(path.read_text())
@@ -167,7 +169,11 @@ def main() -> None:
     parser.add_argument("--samples", action="store_true", help="Keep every evaluation's completions (gzip JSON).")
     parser.add_argument("--problems", type=int, default=0, help="Evaluation problems (0 = the whole split).")
     parser.add_argument("--include-base", action="store_true", help="Also evaluate the base policy.")
-    parser.add_argument("--base", default=BASE, help=f"Policy every run starts from (default {BASE}).")
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="Policy every run starts from (default: each recipe's model.path, the testbed's base).",
+    )
     args = parser.parse_args()
     if args.steps < 1 or args.n < 1 or args.problems < 0:
         parser.error("--steps and --n must be >= 1, --problems >= 0")

@@ -139,6 +139,7 @@ def train(
     from divrl.trainer.config import RLConfig
     from divrl.trainer.rl import train as run_train
 
+    run_dir: Path | None
     try:
         if resume is not None:
             if config is not None:
@@ -331,7 +332,8 @@ def _training_config(model: str) -> tuple[Path, dict[str, Any], int | None] | No
             return None
         if not isinstance(data, dict) or not isinstance(data.get("task"), dict):
             continue
-        rollout = data.get("rollout") if isinstance(data.get("rollout"), dict) else {}
+        raw = data.get("rollout")
+        rollout: dict[str, Any] = raw if isinstance(raw, dict) else {}
         max_new = rollout.get("max_new_tokens") if isinstance(rollout.get("max_new_tokens"), int) else None
         return path, data["task"], max_new
     return None
@@ -403,12 +405,13 @@ def compare(
     from divrl.eval.compare import available_metrics, compare_groups, console_table, load_groups, markdown_table
     from divrl.eval.compare import noise_notes as make_notes
 
+    notes: list[str] = []
     try:
         groups = load_groups(runs, split)
         if metrics is None:
             chosen, notes = available_metrics(groups)
         else:
-            chosen, notes = [m.strip() for m in metrics.split(",") if m.strip()], []
+            chosen = [m.strip() for m in metrics.split(",") if m.strip()]
             for m in chosen:
                 check_metric(m)
         comparisons = compare_groups(

@@ -116,6 +116,10 @@ def test_sweep_countdown(tmp_path: Path) -> None:
     assert list(results) == ["base", "grpo_rollout.prompts_per_step=2_rollout.group_size=2_threads=1_s0"]
     for metrics in results.values():
         assert 0.0 <= metrics["pass@1"] <= 1.0 and "pass@8" not in metrics  # n = 2 samples: no pass@8
+    run_config = (
+        tmp_path / "sweep" / "grpo_rollout.prompts_per_step=2_rollout.group_size=2_threads=1_s0" / "config.yaml"
+    )
+    assert "path: builtin:countdown4-tiny" in run_config.read_text()  # the recipe's own base unless --base is given
     assert (tmp_path / "sweep" / list(results)[1] / "checkpoint-000002").is_dir()
     run = results["grpo_rollout.prompts_per_step=2_rollout.group_size=2_threads=1_s0"]
     assert list(run["at"]) == ["1", "2"] and run["pass@1"] == run["at"]["2"]["pass@1"]  # staged: evaluated twice

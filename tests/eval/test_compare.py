@@ -97,8 +97,10 @@ def test_seed_pairing_modes(tmp_path):
         row = next(line for line in out.read_text().splitlines() if line.startswith("| r1 | pass@1 |"))
         return [c.strip() for c in row.strip("|").split("|")]
 
-    auto, matched, apart = pass1_cells(), pass1_cells("--seed-pairing", "matched"), pass1_cells(
-        "--seed-pairing", "independent"
+    auto, matched, apart = (
+        pass1_cells(),
+        pass1_cells("--seed-pairing", "matched"),
+        pass1_cells("--seed-pairing", "independent"),
     )
     assert auto == matched and auto[6] == "higher"
     assert apart[4] == auto[4] and apart[6] == "within noise"

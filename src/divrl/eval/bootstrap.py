@@ -302,9 +302,7 @@ class Difference:
         return self.low <= 0.0 <= self.high
 
 
-def noise_note(
-    method: str, seeds_method: int, baseline: str, seeds_baseline: int, matched_seeds: bool = False
-) -> str:
+def noise_note(method: str, seeds_method: int, baseline: str, seeds_baseline: int, matched_seeds: bool = False) -> str:
     """In words, which noise an interval of ``method`` vs ``baseline`` covers."""
     evaluation = "evaluation noise (which problems, which samples)"
     if seeds_method == 1 and seeds_baseline == 1:
