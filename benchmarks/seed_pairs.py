@@ -28,6 +28,8 @@ from pathlib import Path
 
 from scipy import stats
 
+from divrl.eval.compare import metrics_filename
+
 SEED = re.compile(r"seed(\d+)")
 
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.03, help="Half-width for the seeds-needed column.")
     args = ap.parse_args(argv)
     metrics = args.metric or ["pass@1", "pass@32", "distinct_correct_classes"]
-    name = "metrics.json" if args.split == "test" else f"metrics-{args.split}.json"
+    name = metrics_filename(args.split)
     numbered = {int(m.group(1)): p for p in args.folder.iterdir() if p.is_dir() and (m := SEED.fullmatch(p.name))}
     seeds = [numbered[i] for i in sorted(numbered)]  # seed2 before seed10
     if len(seeds) < 2:

@@ -68,7 +68,8 @@ METRICS = ("pass@1", "pass@8", "pass@32", "distinct_correct_classes")
 """What ``divrl compare`` and ``divrl demo`` compare by default."""
 
 _PASS = re.compile(r"pass@([1-9][0-9]*)")
-_SEED_FOLDER = re.compile(r"seed[_-]?(\d+)")
+SEED_FOLDER = re.compile(r"seed[_-]?(\d+)")
+"""A seed folder's name (``seed3``, ``seed_3``, ``seed-3``); its number is the seed label (:func:`seed_label`)."""
 
 
 class ComparisonError(ValueError):
@@ -160,7 +161,7 @@ def seed_label(path: str | Path) -> str | None:
     ``seed-<i>``) folder above it, as a string without leading zeros (``runs/demo/seed03/grpo/metrics.json`` ->
     ``"3"``), or ``None`` when no folder above it names a seed."""
     for folder in Path(path).parents:
-        m = _SEED_FOLDER.fullmatch(folder.name)
+        m = SEED_FOLDER.fullmatch(folder.name)
         if m:
             return str(int(m.group(1)))
     return None

@@ -42,6 +42,7 @@ from rich.table import Table
 
 from divrl.eval.bootstrap import (
     METRICS,
+    SEED_FOLDER,
     ComparisonError,
     Difference,
     Run,
@@ -69,7 +70,7 @@ __all__ = [
     "verdict",
 ]
 
-_SKIP = re.compile(r"seed[_-]?\d+|checkpoint-\d+")
+_SKIP = re.compile(rf"{SEED_FOLDER.pattern}|checkpoint-\d+")
 SEED_PAIRINGS = ("auto", "matched", "independent")
 """How ``compare_groups`` resamples two methods' seeds (module docstring)."""
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")

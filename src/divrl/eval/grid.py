@@ -410,7 +410,7 @@ def plan_model(grid: Grid, out: Path, index: int, seed: int, name: str) -> Model
             whose final checkpoint is missing.
     """
     files = grid.files
-    run_dir = out / f"seed{seed}" / name
+    run_dir = out / run_name(seed, name)
     have = [files[split] for split in grid.splits if (run_dir / files[split]).exists()]
     if name == "base":
         return ModelPlan(index, seed, name, run_dir, "" if len(have) == len(grid.splits) else "eval")
