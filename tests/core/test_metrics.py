@@ -176,6 +176,35 @@ def test_self_bleu():
     assert math.isnan(self_bleu([]))
 
 
+def sentence_score_loop(texts, tokenize="13a", max_ngram_order=4):
+    """Self-BLEU the obvious way: sacrebleu's sentence_score of each text against all the others."""
+    from sacrebleu.metrics.bleu import BLEU
+
+    bleu = BLEU(effective_order=True, tokenize=tokenize, max_ngram_order=max_ngram_order)
+    return float(np.mean([bleu.sentence_score(h, texts[:i] + texts[i + 1 :]).score for i, h in enumerate(texts)]))
+
+
+# Short texts over a small alphabet, so that n-grams repeat within and across texts, counts tie, and lengths tie.
+_WORDS = st.sampled_from(["a", "b", "c", "7*7=49", "+", "(", ".", ""])
+_TEXTS = st.lists(st.lists(_WORDS, max_size=9).map(" ".join), min_size=2, max_size=7)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXTS, st.sampled_from(["13a", "char", "none"]), st.integers(1, 4))
+def test_self_bleu_equals_the_sentence_score_loop(texts, tokenize, order):
+    fast, loop = self_bleu(texts, tokenize=tokenize, max_ngram_order=order), sentence_score_loop(texts, tokenize, order)
+    assert fast == pytest.approx(loop, rel=1e-12, abs=1e-12)
+
+
+def test_self_bleu_reference_count_is_the_largest_among_the_others():
+    # "a a" occurs twice in text 0, once in text 1: text 0's clipped count uses 1 (the others' largest), text 1's
+    # uses 2; a count held by two texts is the reference for both. Hand-checkable against the loop.
+    texts = ["a a a", "a a b", "a a a", "c"]
+    assert self_bleu(texts) == pytest.approx(sentence_score_loop(texts), rel=1e-12)
+    texts = ["x y", "x y z w", "x", "x y z"]  # closest reference lengths with ties (toward the shorter)
+    assert self_bleu(texts) == pytest.approx(sentence_score_loop(texts), rel=1e-12)
+
+
 def test_num_classes_and_answer_entropy():
     assert num_classes(["3", "3", "4", None]) == 3
     assert num_classes(torch.tensor([0, 1, 1, 2, 0])) == 3  # values, not tensor identities

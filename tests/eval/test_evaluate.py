@@ -129,24 +129,23 @@ def test_generate_samples_with_a_fake_sampler(monkeypatch):
     """generate_samples groups n samples per problem in order and adds one greedy completion per problem."""
     calls = []
 
-    def fake_sample(model, tokenizer, prompts, *, num_samples, greedy=False, seed=None, **kw):
-        calls.append((list(prompts), num_samples, greedy, seed))
+    def fake_sample(model, tokenizer, prompts, *, num_samples, greedy=False, seed=None, with_entropy=False, **kw):
+        calls.append((list(prompts), num_samples, greedy, seed, with_entropy))
         texts = [f"{'g' if greedy else 's'}{p}-{j}" for p in prompts for j in range(num_samples)]
         n = len(texts)
+        mask = torch.arange(3) < torch.tensor([3, 1] * (n // 2) + [3] * (n % 2))[:, None]  # (N, 3): 3 or 1 tokens
+        entropies = torch.where(mask, torch.tensor([0.5, 2.0] * (n // 2) + [0.5] * (n % 2))[:, None], 0.0)
         return rollout_module.Rollouts(
             prompt_ids=torch.ones(n, 2, dtype=torch.long),
             completion_ids=torch.ones(n, 3, dtype=torch.long),
-            completion_mask=torch.ones(n, 3, dtype=torch.bool),
+            completion_mask=mask,
             texts=texts,
             finished=torch.ones(n, dtype=torch.bool),
             prompt_mask=torch.ones(n, 2, dtype=torch.bool),
+            entropies=entropies if with_entropy else None,
         )
 
-    def fake_logprobs(model, ids, start, mask, **kw):
-        return torch.zeros(mask.shape), torch.full(mask.shape, 0.5)  # (N, Lc) each
-
     monkeypatch.setattr(rollout_module, "sample", fake_sample)
-    monkeypatch.setattr(rollout_module, "token_logprobs", fake_logprobs)
 
     class Task:
         stop = ()
@@ -156,12 +155,14 @@ def test_generate_samples_with_a_fake_sampler(monkeypatch):
 
     out = generate_samples(torch.nn.Linear(1, 1), None, Task(), [0, 1, 2], 2, batch_size=4, progress=False, seed=5)
     assert out.samples == [["sP0-0", "sP0-1"], ["sP1-0", "sP1-1"], ["sP2-0", "sP2-1"]]
-    assert out.greedy == ["gP0-0", "gP1-0", "gP2-0"] and out.entropy == pytest.approx(0.5)
-    # batch_size 4 // n 2 = 2 problems per sampling call, seeded seed + chunk start; then one greedy call
-    assert [(c[0], c[1], c[2], c[3]) for c in calls] == [
-        (["P0", "P1"], 2, False, 5),
-        (["P2"], 2, False, 7),
-        (["P0", "P1", "P2"], 1, True, None),
+    # the mean over sampled tokens: 3 rows of 3 tokens at 0.5, 3 rows of 1 token at 2.0 -> (4.5 + 6) / 12
+    assert out.greedy == ["gP0-0", "gP1-0", "gP2-0"] and out.entropy == pytest.approx(10.5 / 12)
+    # batch_size 4 // n 2 = 2 problems per sampling call, seeded seed + chunk start, with the sampling entropies;
+    # then one greedy call
+    assert calls == [
+        (["P0", "P1"], 2, False, 5, True),
+        (["P2"], 2, False, 7, True),
+        (["P0", "P1", "P2"], 1, True, None, False),
     ]
 
 

@@ -491,6 +491,34 @@ def test_token_logprobs_match_naive(tok, prompts, temperature):
 
 @pytest.mark.parametrize("prompts", [MIXED, ["1+2=", "3*4="]], ids=["left_padded", "equal_lengths"])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampling_entropies_equal_the_log_prob_forwards(tok, prompts, temperature, monkeypatch):
+    """``sample(with_entropy=True)`` gives, from its decode logits, the entropies a separate full forward gives
+    (rows finishing at different steps, pruned from the cache or not), and draws the very same samples."""
+    model = build_policy("tiny", tokenizer=tok, seed=0, **TINY)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(5.0)  # non-trivial distributions
+    kw = dict(num_samples=3, max_new_tokens=8, temperature=temperature, seed=1, stop=("a", "b", "c"))
+    plain = sample(model, tok, prompts, **kw)
+    for prune in (True, False):
+        if not prune:  # finished rows stay in the batch (other samples: the RNG then draws for more rows)
+            monkeypatch.setattr(sampler_module, "_PRUNE_FRACTION", math.inf)
+            plain = sample(model, tok, prompts, **kw)
+        r = sample(model, tok, prompts, **kw, with_entropy=True)
+        assert plain.entropies is None and r.texts == plain.texts
+        assert torch.equal(r.completion_ids, plain.completion_ids)
+        assert len(set(r.completion_mask.sum(1).tolist())) > 1  # rows ended at different steps
+        with torch.no_grad():
+            _, want = token_logprobs(
+                model, r.input_ids, r.completion_start, r.completion_mask, temperature, True, r.attention_mask
+            )
+        torch.testing.assert_close(r.entropies, want, atol=1e-4, rtol=1e-4)
+        assert (r.entropies[~r.completion_mask] == 0).all() and (r.entropies[r.completion_mask] > 0).all()
+
+
+@pytest.mark.parametrize("prompts", [MIXED, ["1+2=", "3*4="]], ids=["left_padded", "equal_lengths"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_token_statistics_ucas_fields_from_one_forward(tok, prompts, temperature):
     """UCAS's per-token self-certainty logsumexp(z/T) - mean(z/T) and the raw sampled-token logit z (before the
     temperature) equal a naive per-position computation, come from the same single forward as the log-probs, and

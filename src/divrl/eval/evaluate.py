@@ -9,7 +9,8 @@ Metrics (all from ``divrl.core.metrics``):
 - ``distinct_correct_classes``: per problem, the number of distinct solution classes among correct samples.
 - ``distinct_4``: distinct character 4-grams of the completions of one problem, averaged over problems.
 - ``self_bleu``: sacrebleu self-BLEU (0-100, lower = more diverse) of one problem's completions, averaged.
-- ``entropy``: mean full-vocabulary token entropy of the policy on its own samples.
+- ``entropy``: mean full-vocabulary token entropy of the policy on its own samples (from the logits each token was
+  drawn from, ``sample(with_entropy=True)``: no second forward pass).
 
 The one-line meaning of each row of `divrl eval`'s table is :data:`divrl.eval.columns.METRIC_NOTES`.
 
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from divrl.core import metrics as M
@@ -134,7 +134,7 @@ def generate_samples(
     progress: bool = True,
 ) -> EvalSamples:
     """n sampled + 1 greedy completion per problem, plus the mean token entropy of the samples."""
-    from divrl.rollout import sample, token_logprobs
+    from divrl.rollout import sample
 
     prompts = [task.prompt(p) for p in problems]
     per_chunk = max(1, batch_size // n)
@@ -154,22 +154,12 @@ def generate_samples(
             stop=task.stop,
             seed=seed + i,
             batch_size=batch_size,
+            with_entropy=True,  # from the sampling logits: no second forward pass
         )
         texts.extend(ro.texts)
-        with torch.inference_mode():
-            ids = torch.cat([ro.prompt_ids, ro.completion_ids], dim=1)
-            _, ent = token_logprobs(
-                model,
-                ids,
-                ro.prompt_ids.shape[1],
-                ro.completion_mask,
-                temperature=temperature,
-                with_entropy=True,
-                attention_mask=getattr(ro, "attention_mask", None),
-            )
-            m = ro.completion_mask.float()
-            ent_sum += float((ent * m).sum())
-            ent_count += int(m.sum())
+        assert ro.entropies is not None
+        ent_sum += float(ro.entropies.sum())  # 0 outside the completion mask
+        ent_count += int(ro.completion_mask.sum())
     greedy = sample(
         model,
         tokenizer,

@@ -45,6 +45,8 @@ class Rollouts:
         prompt_mask: (N, Lp) bool, True for real prompt tokens (False for left padding).
         stats: numbers a sampler reports about itself (e.g. LATR's forks and pruned branches); the trainer logs them
             as ``sampler/<name>``. Empty for :func:`sample`.
+        entropies: (N, Lc) float32 token entropies of the sampling distribution (``sample(with_entropy=True)``; 0
+            where ``completion_mask`` is False), else ``None``.
     """
 
     prompt_ids: Tensor
@@ -54,6 +56,7 @@ class Rollouts:
     finished: Tensor
     prompt_mask: Tensor
     stats: dict[str, float] = field(default_factory=dict)
+    entropies: Tensor | None = None
 
     @property
     def completion_start(self) -> int:
@@ -93,6 +96,7 @@ def sample(
     seed: int | None = None,
     batch_size: int = 512,
     greedy: bool = False,
+    with_entropy: bool = False,
 ) -> Rollouts:
     """Sample ``num_samples`` completions for every prompt.
 
@@ -115,6 +119,11 @@ def sample(
             RNG is neither used nor advanced. ``None`` samples from the global RNG.
         batch_size: most rows decoded at once; rows are processed in consecutive chunks of this size.
         greedy: argmax decoding (temperature/top-p/top-k ignored).
+        with_entropy: also return :attr:`Rollouts.entropies`: at each completion token, ``-sum_v p_v log p_v`` over
+            the full vocabulary of ``softmax(logits / temperature)`` (before top-k/top-p; ``temperature`` 1 when
+            ``greedy``), from the logits the token was drawn from. This is
+            :func:`divrl.rollout.logprobs.token_logprobs`'s ``with_entropy`` without a second forward pass; the two
+            differ only by floating-point rounding (cached vs full attention).
 
     EOS: the tokenizer's ``eos_token_id`` plus any ``model.generation_config.eos_token_id``; a row that samples one
     is finished, with the EOS in ``completion_mask`` but not in ``texts``.
@@ -141,6 +150,7 @@ def sample(
         stop_ids=None if stop_ids is None else [i.to(device) for i in stop_ids],
         max_new_tokens=max_new_tokens,
         pick=_Picker(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator),
+        entropy_temperature=(1.0 if greedy else temperature) if with_entropy else None,
     )
 
     lens = torch.tensor([len(ids) for ids in encoded], device=device)  # (P,)
@@ -174,6 +184,9 @@ def sample(
     lengths = torch.cat([c.lengths for c in chunks]).clone()  # (N,)
     finished = torch.cat([c.finished for c in chunks]).clone()  # (N,)
     completion_mask = torch.arange(lc, device=device) < lengths[:, None]  # (N, Lc)
+    entropies = None
+    if with_entropy:
+        entropies = torch.cat([c.entropies[:, :lc] for c in chunks]).masked_fill(~completion_mask, 0.0)  # (N, Lc)
     last = completion_ids.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)  # (N,) final token
     text_lengths = lengths - (finished & torch.isin(last, decoder.eos_ids)).long()  # (N,) the EOS is not text
     rows_ids = completion_ids.tolist()
@@ -187,6 +200,7 @@ def sample(
         texts=list(texts),
         finished=finished,
         prompt_mask=prompt_mask,
+        entropies=entropies,
     )
 
 
@@ -195,6 +209,7 @@ class _Chunk:
     tokens: Tensor  # (B, max_new_tokens) pad after each row's end
     lengths: Tensor  # (B,) completion lengths
     finished: Tensor  # (B,) bool
+    entropies: Tensor | None = None  # (B, max_new_tokens) float32 when asked for, else None
 
 
 @dataclass
@@ -234,6 +249,7 @@ class _Decoder:
     stop_ids: list[Tensor] | None  # token ids per stop string when matching on ids is exact, else None
     max_new_tokens: int
     pick: _Picker
+    entropy_temperature: float | None = None  # token entropies of softmax(logits / this), or none
 
     def run(self, prompt_ids: Tensor, prompt_mask: Tensor, row_prompt: Tensor) -> _Chunk:
         """Decode one chunk: (B, Lb) left-padded prompts, their (B, Lb) mask, (B,) prompt index of each row
@@ -270,11 +286,16 @@ class _Decoder:
         tokens = torch.full((b, self.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)  # (B, T)
         lengths = torch.zeros(b, dtype=torch.long, device=self.device)  # (B,)
         finished = torch.zeros(b, dtype=torch.bool, device=self.device)  # (B,)
+        entropies = None
+        if self.entropy_temperature is not None:
+            entropies = torch.zeros(b, self.max_new_tokens, dtype=torch.float32, device=self.device)  # (B, T)
         active = torch.arange(b, device=self.device)  # (b,) chunk rows still in the batch
         done = torch.zeros(b, dtype=torch.bool, device=self.device)  # (b,) finished rows not yet pruned
         attn = prompt_mask.long() if masked else None  # (b, Lb + t)
         pos = lens.clone()  # (b,) position of the next fed token
         for t in range(self.max_new_tokens):
+            if entropies is not None:
+                entropies[active, t] = _entropy(logits, self.entropy_temperature)  # (b,) masked at the end
             nxt = self.pick(logits).masked_fill(done, self.pad_id)  # (b,)
             tokens[active, t] = nxt
             lengths[active] += (~done).long()
@@ -298,7 +319,7 @@ class _Decoder:
             out = self.model(**kwargs)
             past, logits = getattr(out, cache_name), out.logits[:, -1, :]  # (b, V)
             pos = pos + 1
-        return _Chunk(tokens, lengths, finished)
+        return _Chunk(tokens, lengths, finished, entropies)
 
     def _stop_hit(self, generated: Tensor) -> Tensor:  # (b, t) -> (b,) bool
         """Whether each row's generated text now ends with a stop string."""
@@ -320,6 +341,13 @@ class _Decoder:
             for text, prev in zip(now, before, strict=True)
         ]
         return torch.tensor(flags, dtype=torch.bool, device=generated.device)
+
+
+def _entropy(logits: Tensor, temperature: float) -> Tensor:  # (b, V) -> (b,)
+    """``-sum_v p_v log p_v`` of ``softmax(logits / temperature)``, as :func:`divrl.rollout.logprobs.token_statistics`
+    computes it."""
+    z = logits.float() / temperature  # (b, V)
+    return torch.logsumexp(z, -1) - (z.softmax(-1) * z).sum(-1)  # (b,)
 
 
 def _check_sample_args(
