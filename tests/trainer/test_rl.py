@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -270,6 +271,39 @@ def test_off_policy_iterations_and_kl_reference(tiny_policy, tmp_path):
     assert metrics["ppo/approx_kl"] > 0.0  # later iterations see a moved policy against the stored old log-probs
 
 
+def test_mini_batches_take_one_adamw_step_each(tiny_policy, tmp_path, monkeypatch):
+    """mini_batches=2 splits a step's 4 groups in order into two AdamW steps (verl's ppo_mini_batch_size): the first on
+    groups 0-1 at the behaviour policy (ratios 1), the second on groups 2-3 after the first moved the policy (the old
+    pass's stored log-probs, ratios off 1); the lr schedule steps once; a batch that does not split evenly is refused."""
+    import divrl.trainer.rl as rl
+
+    cfg = _cfg(
+        "grpo", tiny_policy, steps=1, extra=["mini_batches=2", "rollout.prompts_per_step=4", "rollout.group_size=8"]
+    )
+    trainer = rl.RLTrainer(cfg, tmp_path, progress=False)
+    events: list[Any] = []
+    compute = rl.compute_loss
+    monkeypatch.setattr(
+        rl, "compute_loss", lambda name, sub, adv, **o: events.append((sub, adv)) or compute(name, sub, adv, **o)
+    )
+    real_step = trainer.optimizer.step
+    monkeypatch.setattr(trainer.optimizer, "step", lambda *a, **k: events.append("step") or real_step(*a, **k))
+    lrs = []
+    real_sched = trainer.scheduler.step
+    monkeypatch.setattr(trainer.scheduler, "step", lambda *a, **k: lrs.append(1) or real_sched(*a, **k))
+    metrics = trainer.step(0)
+    assert [e if e == "step" else tuple(e[0].rewards.shape) for e in events] == [(2, 8), "step", (2, 8), "step"]
+    (first, adv1), (second, adv2) = events[0], events[2]
+    assert float(adv1.abs().max()) > 0, "no mixed group in the first mini-batch: nothing would move"
+    assert float(torch.cat([adv1, adv2]).abs().mean()) == pytest.approx(metrics["adv_abs_mean"])  # all 4 groups
+    m1, m2 = first.mask.bool(), second.mask.bool()
+    torch.testing.assert_close(first.logprobs[m1], first.old_logprobs[m1], atol=1e-5, rtol=0)  # behaviour policy
+    assert float((second.logprobs - second.old_logprobs)[m2].abs().max()) > 1e-4  # moved by the first AdamW step
+    assert lrs == [1]
+    with pytest.raises(ConfigError, match="mini_batches: must be a divisor of rollout.prompts_per_step"):
+        _cfg("grpo", tiny_policy, extra=["mini_batches=3", "rollout.prompts_per_step=4"])
+
+
 def test_learned_partition_and_embedding_kernel(tiny_policy, tmp_path):
     """DARLING with a learned (bi-encoder) partition, and SetPO with an embedding cosine kernel, train a step.
     Uses the weight-free hashed char-n-gram embedder, so no sentence-transformers model is needed."""
@@ -470,6 +504,7 @@ FORWARDS = [  # (recipe, overrides, the no-grad forwards' fields, the training f
     ("repexp", [], [("logprobs", "hidden")], [("logprobs", "entropies")]),
     ("grpo", ["num_iterations=2"], [("logprobs",)], [("logprobs", "entropies")] * 2),
     ("repexp", ["num_iterations=2"], [("logprobs", "hidden")], [("logprobs", "entropies")] * 2),
+    ("grpo", ["mini_batches=2"], [("logprobs",)], [("logprobs", "entropies")] * 2),  # one old pass, 2 mini-batches
     ("rover", ["num_iterations=1"], [], [("logprobs", "entropies", "vocab_mean_logprobs")]),
     ("rover", [], [("logprobs", "vocab_mean_logprobs")], [("logprobs", "entropies", "vocab_mean_logprobs")] * 2),
     ("flowrl", [], [("logprobs",)], [("logprobs", "entropies", "prompt_hidden")]),  # no grad: the reference model
@@ -516,18 +551,18 @@ def test_forward_plan_by_hand():
     plan = forward_plan(Needs.of(["mask", "self_certainty", "token_logits"]), ppo)
     assert (plan.before_advantage, plan.old) == (True, ("old_logprobs", "self_certainty", "token_logits"))
     assert plan.old_stats() == ["logprobs", "self_certainty", "token_logits"]
-    plan = forward_plan(Needs.of(["hidden"]), ppo, num_iterations=3)
+    plan = forward_plan(Needs.of(["hidden"]), ppo, updates=3)
     assert (plan.before_advantage, plan.old, plan.old_stats()) == (
         True,
         ("old_logprobs", "hidden"),
         ["logprobs", "hidden"],
     )
-    plan = forward_plan(Needs(), ppo, num_iterations=2)
+    plan = forward_plan(Needs(), ppo, updates=2)
     assert (plan.before_advantage, plan.old, plan.train) == (False, ("old_logprobs",), ("logprobs", "entropies"))
     rover = Needs.of(["logprobs", "mask", "vocab_mean_logprobs", "old_vocab_mean_logprobs"], ["old_logprobs"])
     plan = forward_plan(Needs(), rover)  # on-policy: the old means are the training forward's, detached
     assert (plan.old, plan.train) == ((), ("logprobs", "entropies", "vocab_mean_logprobs"))
-    plan = forward_plan(Needs(), rover, num_iterations=2)
+    plan = forward_plan(Needs(), rover, updates=2)
     assert plan.old == ("old_logprobs", "old_vocab_mean_logprobs")
     assert plan.old_stats() == ["logprobs", "vocab_mean_logprobs"]
     plan = forward_plan(Needs(), Needs.of(["logprobs", "log_z"]))  # flowrl: the head's input from the same forward

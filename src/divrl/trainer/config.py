@@ -203,6 +203,12 @@ class RLConfig:
     """Optimizer steps (one rollout batch per step when ``num_iterations`` = 1)."""
     num_iterations: int = 1
     """Optimizer passes over each rollout batch (> 1 reuses stored old log-probs: off-policy PPO)."""
+    mini_batches: int = 1
+    """Optimizer steps per pass: each rollout batch's groups are split, in order, into this many equal mini-batches,
+    each its own AdamW step (verl's ``data.train_batch_size / actor.ppo_mini_batch_size``, TRL's
+    ``steps_per_generation``). > 1 costs no extra training forward, but the policy moves within the batch, so the
+    old-log-prob pass runs and PPO's clip applies from the second mini-batch on. ``rollout.prompts_per_step`` must be
+    a multiple of it; ``micro_batch_prompts`` then splits each mini-batch; the lr schedule steps once per batch."""
     micro_batch_prompts: int = 0
     """Prompts per forward/backward chunk (0 = the whole step at once); losses are averaged over chunks."""
     length_buckets: int = 4
@@ -246,10 +252,17 @@ class RLConfig:
     RETIRED_DEFAULTS: ClassVar[dict[str, Any]] = {"embed_rows": "all"}
 
     def __post_init__(self) -> None:
-        for name in ("steps", "num_iterations", "length_buckets", "save_every", "eval_problems", "eval_n"):
+        for name in ("steps", "num_iterations", "mini_batches", "length_buckets", "save_every", "eval_problems", "eval_n"):
             _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
         for name in ("micro_batch_prompts", "keep_checkpoints", "threads", "eval_every"):
             _require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+        per_step = self.rollout.prompts_per_step
+        _require(
+            per_step % self.mini_batches == 0,
+            "mini_batches",
+            f"a divisor of rollout.prompts_per_step ({per_step}) so that mini-batches are equal",
+            self.mini_batches,
+        )
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def check_methods(cfg: RLConfig) -> None:
         for field in loss_needs(term.name, term.options).missing(available):
             hint = _PROVIDE_HINTS.get(field, "divrl train does not provide it")
             raise ConfigError(f"loss {term.name!r} (loss.{i}) needs GroupBatch.{field}: {hint}")
-    plan = forward_plan(needs, Needs(), cfg.num_iterations)  # the estimator's side of the trainer's forwards
+    plan = forward_plan(needs, Needs(), cfg.num_iterations * cfg.mini_batches)  # the estimator's side of the forwards
     batch = synthetic_group(
         cfg.rollout.group_size,
         partition=cfg.partition.source != "none",
@@ -145,7 +145,8 @@ class ForwardPlan:
 
     Attributes:
         before_advantage: the estimator requires a field of the old pass, which then runs before the advantage
-            (its log-probs are PPO's old ones); otherwise it runs only when ``num_iterations`` > 1, in ``optimize``.
+            (its log-probs are PPO's old ones); otherwise it runs only when there is more than one optimizer step per
+            rollout batch (``num_iterations`` or ``mini_batches`` > 1), in ``optimize``.
         old: GroupBatch fields of the old pass (``old_logprobs`` first), keys of :data:`OLD_PASS`; empty when no old
             pass runs.
         train: :func:`divrl.rollout.token_statistics` fields of the training forward.
@@ -160,18 +161,19 @@ class ForwardPlan:
         return [OLD_PASS[f] for f in self.old]
 
 
-def forward_plan(estimator: Needs, losses: Needs, num_iterations: int = 1) -> ForwardPlan:
+def forward_plan(estimator: Needs, losses: Needs, updates: int = 1) -> ForwardPlan:
     """The statistics of ``divrl train``'s forwards for an estimator and loss terms (their united needs ``losses``).
 
     The old pass runs when the estimator requires one of its :data:`OLD_PASS` fields (before the advantage), or when
-    ``num_iterations`` > 1 (PPO's old log-probs) or a loss term requires an old field without an on-policy stand-in
+    ``updates`` > 1 (optimizer steps per rollout batch: ``num_iterations * mini_batches``; PPO's old log-probs) or a
+    loss term requires an old field without an on-policy stand-in
     (both in ``optimize``); it computes ``old_logprobs`` and every other
     :data:`OLD_PASS` field the estimator requires or a loss term reads. The training forward computes log-probs and
     entropies, every :data:`TRAIN_PASS` field a loss term reads, and the on-policy stand-in (:data:`ON_POLICY`) of an
     old field a loss term reads when no old pass gives it. Plain GRPO (``ppo`` loss, one iteration): no old pass, the
     training forward's log-probs and entropies only."""
     early = [f for f in OLD_PASS if estimator.requires(f)]
-    runs = bool(early) or num_iterations > 1 or any(losses.requires(f) for f in OLD_PASS if f not in ON_POLICY)
+    runs = bool(early) or updates > 1 or any(losses.requires(f) for f in OLD_PASS if f not in ON_POLICY)
     old = tuple(f for f in OLD_PASS if f == "old_logprobs" or f in early or losses.uses(f)) if runs else ()
     train = [TRAIN_PASS[f] for f in TRAIN_PASS if f in ("logprobs", "entropies") or losses.uses(f)]
     train += [ON_POLICY[f] for f in ON_POLICY if losses.uses(f) and f not in old]

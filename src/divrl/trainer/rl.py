@@ -100,7 +100,7 @@ class RLTrainer:
         self.loss_reads = Needs()  # what the loss terms read together (e.g. dsdr_entropy: texts or embeddings)
         for term in cfg.loss:
             self.loss_reads = self.loss_reads | loss_needs(term.name, term.options)
-        self.plan = forward_plan(self.needs, self.loss_reads, cfg.num_iterations)  # what each forward computes
+        self.plan = forward_plan(self.needs, self.loss_reads, cfg.num_iterations * cfg.mini_batches)  # each forward's fields
         self.advantage_state: dict[str, Any] = {}  # problem id -> the estimator's record; in every checkpoint
         self.progress = progress
         set_threads(cfg.threads)
@@ -460,10 +460,16 @@ class RLTrainer:
         rows = (self.needs | self.loss_reads).embed_rows
         return embed_groups(texts, self.embedder, rows, scored.correct)  # (P, G, D)
 
-    def _chunks(self, p_count: int) -> list[tuple[int, int]]:
-        """Prompt ranges of the forward/backward micro-batches (``micro_batch_prompts``; 0 = one chunk)."""
-        chunk = self.cfg.micro_batch_prompts or p_count
-        return [(i, min(p_count, i + chunk)) for i in range(0, p_count, chunk)]
+    def _chunks(self, hi: int, lo: int = 0) -> list[tuple[int, int]]:
+        """Prompt ranges of the forward/backward micro-batches of prompts ``lo:hi`` (``micro_batch_prompts``; 0 = one
+        chunk)."""
+        chunk = self.cfg.micro_batch_prompts or hi - lo
+        return [(i, min(hi, i + chunk)) for i in range(lo, hi, chunk)]
+
+    def _mini_batches(self, p_count: int) -> list[tuple[int, int]]:
+        """Prompt ranges of the optimizer steps of one pass over a rollout batch (``mini_batches`` equal ones)."""
+        size = p_count // self.cfg.mini_batches
+        return [(i, i + size) for i in range(0, p_count, size)]
 
     def _forward(
         self, model: Any, rollouts: Any, lo: int, hi: int, g: int, grad: bool, fields: tuple[str, ...] | list[str]
@@ -501,13 +507,15 @@ class RLTrainer:
     def optimize(
         self, batch: GroupBatch, advantages: torch.Tensor, rollouts: Any, old: dict[str, torch.Tensor] | None = None
     ) -> dict[str, float]:
-        """``num_iterations`` AdamW steps on one rollout batch, in micro-batches of whole groups.
+        """``num_iterations`` passes over one rollout batch, each ``mini_batches`` AdamW steps on consecutive equal
+        mini-batches of whole groups, each computed in micro-batches.
 
         ``old``: the old pass's fields (``old_logprobs`` (P, G, T), ...) when it already ran before the advantage
-        (else it runs here if ``num_iterations`` > 1; without it the old values are the current ones, detached).
-        With ``micro_batch_prompts`` set, each chunk's loss is aggregated within the chunk and the chunk
-        losses are averaged (as verl does with gradient accumulation); for ``token-mean`` this weights
-        chunks equally rather than by their token counts."""
+        (else it runs here if there is more than one AdamW step per batch; without it the old values are the current
+        ones, detached). With ``micro_batch_prompts`` set, each chunk's loss is aggregated within the chunk and the
+        chunk losses of a mini-batch are averaged (as verl does with gradient accumulation); for ``token-mean`` this
+        weights chunks equally rather than by their token counts. Logged values are means over chunks (``grad_norm``:
+        over AdamW steps, each weighted by its chunk count)."""
         cfg, dev = self.cfg, self.device
         p_count, g = batch.num_prompts, batch.group_size
         advantages = advantages.to(dev)  # (P, G)
@@ -515,17 +523,15 @@ class RLTrainer:
         correct = batch.correct.to(dev) if batch.correct is not None else None  # (P, G)
         mask = rollouts.completion_mask  # (N, Lc)
         t = mask.shape[1]
-        chunks = self._chunks(p_count)
-
         ref = None
-        if not old and self.plan.old:  # num_iterations > 1 and no old pass before the advantage
+        if not old and self.plan.old:  # several AdamW steps per batch and no old pass before the advantage
             old = self.old_pass(rollouts, p_count, g)
         old = old or {}
         if self.ref_model is not None:
             ref = torch.cat(
                 [
                     self._forward(self.ref_model, rollouts, lo, hi, g, False, ["logprobs"])["logprobs"]
-                    for lo, hi in chunks
+                    for lo, hi in self._chunks(p_count)
                 ]
             )  # (P, G, T)
         # training-forward fields the loss terms read besides log-probs and entropies (rover, flowrl)
@@ -536,8 +542,11 @@ class RLTrainer:
         ]
 
         sums: dict[str, float] = {}
-        for _ in range(cfg.num_iterations):
+        n = 0  # chunks computed
+        for mlo, mhi in [m for _ in range(cfg.num_iterations) for m in self._mini_batches(p_count)]:
             self.optimizer.zero_grad(set_to_none=True)
+            chunks = self._chunks(mhi, mlo)
+            n += len(chunks)
             for lo, hi in chunks:
                 stats = self._forward(self.train_model, rollouts, lo, hi, g, True, self.plan.train)
                 lp, ent = stats["logprobs"], stats["entropies"]  # (p, G, T) each
@@ -577,7 +586,6 @@ class RLTrainer:
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * len(chunks)
             self.optimizer.step()
         self.scheduler.step()
-        n = len(chunks) * cfg.num_iterations
         return {k: v / n for k, v in sums.items()}
 
 
