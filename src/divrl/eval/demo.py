@@ -105,10 +105,11 @@ class Budget:
         return self.eval_problems
 
 
-# Testbed v2 (4 numbers, 72 new tokens) on 2 idle cores: about 2.1 s per 16 x 16 RL step and about 70 s to evaluate
-# one model on 200 test + 100 ood problems x 32 samples. 80 steps took 17.5 minutes in all, over the 15-minute target
-# of issue 12, so the demo runs 56 (quick: 20 steps took 5.7 minutes against 4, so 10). Measured totals in
-# docs/results.md. The recipes' own length (120 steps) is `divrl bench`'s.
+# Testbed v2 (4 numbers, 72 new tokens) on 2 idle cores: 1.4-2.4 s per 16 x 16 RL step (this box varies) and, since
+# 2026-11-29, about 25 s to evaluate one model on 200 test + 100 ood problems x 32 samples (about 60 s before). 80 steps
+# took 17.5 minutes in all with the slower evaluation, over the 15-minute target of issue 12, so the demo runs 56 (7.5
+# to 12.5 minutes; quick: 20 steps took 5.7 minutes against 4, so 10). Measured totals in docs/results.md. The
+# recipes' own length (120 steps) is `divrl bench`'s.
 FULL = Budget(steps=56, eval_problems=200, eval_n=32, ood_problems=100)
 QUICK = Budget(steps=10, eval_problems=80, eval_n=16, ood_problems=40)
 MANIFEST = "demo.json"
