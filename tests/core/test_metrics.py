@@ -192,7 +192,10 @@ _TEXTS = st.lists(st.lists(_WORDS, max_size=9).map(" ".join), min_size=2, max_si
 @settings(max_examples=300, deadline=None)
 @given(_TEXTS, st.sampled_from(["13a", "char", "none"]), st.integers(1, 4))
 def test_self_bleu_equals_the_sentence_score_loop(texts, tokenize, order):
-    fast, loop = self_bleu(texts, tokenize=tokenize, max_ngram_order=order), sentence_score_loop(texts, tokenize, order)
+    fast, loop = (
+        self_bleu(texts, tokenize=tokenize, max_ngram_order=order),
+        sentence_score_loop(texts, tokenize, order),
+    )
     assert fast == pytest.approx(loop, rel=1e-12, abs=1e-12)
 
 

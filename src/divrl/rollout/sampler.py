@@ -186,7 +186,8 @@ def sample(
     completion_mask = torch.arange(lc, device=device) < lengths[:, None]  # (N, Lc)
     entropies = None
     if with_entropy:
-        entropies = torch.cat([c.entropies[:, :lc] for c in chunks]).masked_fill(~completion_mask, 0.0)  # (N, Lc)
+        parts = [c.entropies[:, :lc] for c in chunks if c.entropies is not None]  # every chunk has them
+        entropies = torch.cat(parts).masked_fill(~completion_mask, 0.0)  # (N, Lc)
     last = completion_ids.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)  # (N,) final token
     text_lengths = lengths - (finished & torch.isin(last, decoder.eos_ids)).long()  # (N,) the EOS is not text
     rows_ids = completion_ids.tolist()
@@ -287,15 +288,16 @@ class _Decoder:
         lengths = torch.zeros(b, dtype=torch.long, device=self.device)  # (B,)
         finished = torch.zeros(b, dtype=torch.bool, device=self.device)  # (B,)
         entropies = None
-        if self.entropy_temperature is not None:
+        temperature = self.entropy_temperature
+        if temperature is not None:
             entropies = torch.zeros(b, self.max_new_tokens, dtype=torch.float32, device=self.device)  # (B, T)
         active = torch.arange(b, device=self.device)  # (b,) chunk rows still in the batch
         done = torch.zeros(b, dtype=torch.bool, device=self.device)  # (b,) finished rows not yet pruned
         attn = prompt_mask.long() if masked else None  # (b, Lb + t)
         pos = lens.clone()  # (b,) position of the next fed token
         for t in range(self.max_new_tokens):
-            if entropies is not None:
-                entropies[active, t] = _entropy(logits, self.entropy_temperature)  # (b,) masked at the end
+            if entropies is not None and temperature is not None:
+                entropies[active, t] = _entropy(logits, temperature)  # (b,) masked at the end
             nxt = self.pick(logits).masked_fill(done, self.pad_id)  # (b,)
             tokens[active, t] = nxt
             lengths[active] += (~done).long()

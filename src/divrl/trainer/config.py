@@ -252,7 +252,15 @@ class RLConfig:
     RETIRED_DEFAULTS: ClassVar[dict[str, Any]] = {"embed_rows": "all"}
 
     def __post_init__(self) -> None:
-        for name in ("steps", "num_iterations", "mini_batches", "length_buckets", "save_every", "eval_problems", "eval_n"):
+        for name in (
+            "steps",
+            "num_iterations",
+            "mini_batches",
+            "length_buckets",
+            "save_every",
+            "eval_problems",
+            "eval_n",
+        ):
             _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
         for name in ("micro_batch_prompts", "keep_checkpoints", "threads", "eval_every"):
             _require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))

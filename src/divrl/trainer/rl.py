@@ -100,7 +100,8 @@ class RLTrainer:
         self.loss_reads = Needs()  # what the loss terms read together (e.g. dsdr_entropy: texts or embeddings)
         for term in cfg.loss:
             self.loss_reads = self.loss_reads | loss_needs(term.name, term.options)
-        self.plan = forward_plan(self.needs, self.loss_reads, cfg.num_iterations * cfg.mini_batches)  # each forward's fields
+        updates = cfg.num_iterations * cfg.mini_batches  # AdamW steps per rollout batch
+        self.plan = forward_plan(self.needs, self.loss_reads, updates)  # what each forward computes
         self.advantage_state: dict[str, Any] = {}  # problem id -> the estimator's record; in every checkpoint
         self.progress = progress
         set_threads(cfg.threads)
