@@ -95,7 +95,7 @@ def embed_groups(texts: list[list[str]], embedder: Any, rows: str, correct: Tens
     """(P, G, D) embeddings of ``texts``, of the ``rows`` the declared needs read (``needs.embed_rows`` of the union
     of the estimator's and the loss terms' needs): ``"all"``, or ``"correct"``: only the correct rollouts are
     embedded and the others are zero vectors, which no entry declared to read correct rows only ever reads."""
-    from divrl.semantic import embed_texts
+    from divrl.semantic.embedder import embed_texts
 
     if rows not in ("all", "correct"):
         raise ValueError(f"embed_groups: rows must be 'all' or 'correct', got {rows!r}")
@@ -272,7 +272,11 @@ def partition_labels(
     if source == "none":
         return None, 0
     keep = scored.correct.tolist() if members == "correct" else None  # (P, G) bools
-    keys = {"exact": scored.keys, "answer": scored.answers, "text": texts}
+    keys: dict[str, Sequence[Sequence[Hashable | None]]] = {
+        "exact": scored.keys,
+        "answer": scored.answers,
+        "text": texts,
+    }
     if source in keys:
         return labels_from_keys(keys[source], keep), 0
     if source != "learned":

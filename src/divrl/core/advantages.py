@@ -54,7 +54,7 @@ import math
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -95,6 +95,7 @@ __all__ = [
 ]
 
 AdvantageFn = Callable[..., Tensor | tuple[Tensor, Mapping[str, Any]]]
+_Estimator = TypeVar("_Estimator", bound=AdvantageFn)  # register_advantage keeps the decorated function's own type
 """``fn(batch: GroupBatch, *, **options) -> Tensor  # (P, G)``; a stateful one returns ``(advantages, updates)``."""
 
 ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
@@ -115,7 +116,7 @@ def register_advantage(
     handles_unscored: bool = False,
     stateful: bool = False,
     token_level: bool = False,
-) -> Callable[[AdvantageFn], AdvantageFn]:
+) -> Callable[[_Estimator], _Estimator]:
     """Decorator registering an estimator under ``name`` (a different function under a taken name raises).
 
     ``needs``: ``needs(options) -> Needs``, the :class:`GroupBatch` fields the estimator reads with those options
@@ -163,7 +164,13 @@ def register_advantage(
 
     if handles_unscored:
         _HANDLES_UNSCORED.add(name)
-    return ADVANTAGES.register(name, needs)
+    register = ADVANTAGES.register(name, needs)
+
+    def decorate(fn: _Estimator) -> _Estimator:
+        register(fn)
+        return fn
+
+    return decorate
 
 
 def advantage_needs(name: str, options: Mapping[str, Any] | None = None) -> Needs:

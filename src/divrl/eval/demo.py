@@ -70,7 +70,7 @@ def split_note(split: str, task: Any) -> str:
     """What the problems of ``split`` are, for report.md (numbers from the Countdown task's config; "" when unknown)."""
     cfg = getattr(task, "config", None)
     low, high, ood_high = (getattr(cfg, name, None) for name in ("low", "high", "ood_high"))
-    if None in (low, high, ood_high):
+    if low is None or high is None or ood_high is None:
         return ""
     if split == "test":
         return f"held-out problems drawn like the training ones (numbers {low}..{high})"

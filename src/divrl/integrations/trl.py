@@ -284,7 +284,7 @@ def darling_reward(
         div = darling_diversity(labels, floor, scored).reshape(-1).tolist()  # (P*G,)
         out: list[float | None] = []
         for r, d in zip(base, div, strict=True):
-            if _unscorable(r):
+            if r is None or _unscorable(r):
                 out.append(None)
             elif r < 0:
                 raise ValueError(f"darling_reward: base rewards must be >= 0, got {r}")
@@ -485,6 +485,7 @@ class DiversityGRPOTrainer(GRPOTrainer):
             raise ValueError(
                 f"correct_reward={correct_reward} is out of range for {len(self.reward_func_names)} funcs"
             )
+        assert self.num_generations is not None  # TRL types it Optional; GRPOTrainer.__init__ has set it
         _dry_run(advantage, options, entropy_options, self.num_generations, partition_fn or partition_key, embedder)
         self.divrl_advantage = advantage
         self.divrl_advantage_options = options
@@ -556,7 +557,7 @@ class DiversityGRPOTrainer(GRPOTrainer):
         for _ in range(min(flat.numel(), len(logged))):
             logged.pop()
         logged.extend(flat.tolist())
-        if batch.partition is not None:
+        if batch.partition is not None and batch.correct is not None:  # group_batch was given correct= above
             classes = (batch.partition.sort(-1).values.diff(dim=-1) != 0).sum(-1) + 1  # (P,)
             self._metrics[mode]["divrl/classes_per_group"].append(classes.float().mean().item())
             dcc = distinct_correct_classes(batch.partition.tolist(), batch.correct)  # core.metrics' one definition

@@ -32,7 +32,7 @@ from divrl.eval.periodic import PeriodicEval
 __all__ = ["DivrlEvalCallback"]
 
 
-class DivrlEvalCallback(TrainerCallback):  # type: ignore[misc]
+class DivrlEvalCallback(TrainerCallback):
     """Evaluate ``num_problems`` held-out problems every ``every`` optimizer steps (and, with ``at_start``, before the
     first) and log divrl's metrics, named ``prefix + name`` (``eval_divrl/pass@8``, ...).
 

@@ -443,7 +443,7 @@ class RLTrainer:
             "finished_frac": float(rollouts.finished.float().mean()),
             "adv_abs_mean": _abs_mean(advantages, batch.mask),
             **signal_size(advantages, batch),
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": float(self.scheduler.get_last_lr()[0]),
             "time_sample_s": t_sample,
             "time_score_s": t_score - t_sample,
             "time_step_s": timer(),
@@ -550,6 +550,7 @@ class RLTrainer:
             n += len(chunks)
             for lo, hi in chunks:
                 stats = self._forward(self.train_model, rollouts, lo, hi, g, True, self.plan.train)
+                chunk_mask = mask[lo * g : hi * g].view(hi - lo, g, t)  # (p, G, T)
                 lp, ent = stats["logprobs"], stats["entropies"]  # (p, G, T) each
                 extra: dict[str, Any] = {
                     f: old[f][lo:hi] if f in old else stats[ON_POLICY[f]].detach() for f in loss_old
@@ -566,7 +567,7 @@ class RLTrainer:
                     logprobs=lp,
                     old_logprobs=old["old_logprobs"][lo:hi] if old else lp.detach(),
                     ref_logprobs=ref[lo:hi] if ref is not None else None,
-                    mask=mask[lo * g : hi * g].view(hi - lo, g, t),
+                    mask=chunk_mask,
                     entropies=ent,
                     **extra,
                 )
@@ -577,7 +578,7 @@ class RLTrainer:
                     for key, value in out.metrics.items():
                         sums[f"{term.name}/{key}"] = sums.get(f"{term.name}/{key}", 0.0) + value
                 with torch.no_grad():
-                    m = sub.mask.float()
+                    m = chunk_mask.float()  # (p, G, T)
                     sums["entropy"] = sums.get("entropy", 0.0) + float((ent * m).sum() / m.sum().clamp(min=1))
                 sums["loss"] = sums.get("loss", 0.0) + total.item()
                 (total / len(chunks)).backward()

@@ -120,7 +120,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, overwr
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         scheduler.step()
-        metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0], "elapsed_s": timer()}
+        metrics = {"loss": loss.item(), "lr": float(scheduler.get_last_lr()[0]), "elapsed_s": timer()}
         logger.log(step + 1, metrics)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         done = step + 1 == cfg.steps or (cfg.max_minutes > 0 and timer() > 60 * cfg.max_minutes)
