@@ -175,13 +175,18 @@ def token_statistics(
         logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse  # (N, Lc)
         out["logprobs"] = logp.masked_fill(~mask, 0.0)
     if "entropies" in fields:
-        entropy = lse - (logits.softmax(-1) * logits).sum(-1)  # (N, Lc): -sum p log p with log p = z - lse
-        out["entropies"] = entropy.masked_fill(~mask, 0.0)
+        out["entropies"] = entropy_of(logits, lse).masked_fill(~mask, 0.0)  # (N, Lc)
     if "self_certainty" in fields:
         out["self_certainty"] = (lse - logits.mean(-1)).masked_fill(~mask, 0.0)  # (N, Lc)
     if "vocab_mean_logprobs" in fields:
         out["vocab_mean_logprobs"] = (logits.mean(-1) - lse).masked_fill(~mask, 0.0)  # (N, Lc): mean_v log p_v
     return {f: out[f] for f in fields}
+
+
+def entropy_of(z: Tensor, lse: Tensor) -> Tensor:  # (..., V), (...) -> (...)
+    """``-sum_v p_v log p_v`` of ``softmax(z)`` given ``lse = logsumexp(z)`` (``log p = z - lse``); the one formula of
+    the training forward's entropies and the sampler's (``sample(with_entropy=True)``)."""
+    return lse - (z.softmax(-1) * z).sum(-1)
 
 
 def _prompt_mean(last_hidden: Tensor, completion_start: int, attention_mask: Tensor | None) -> Tensor:

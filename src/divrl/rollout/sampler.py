@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from divrl.rollout._hf import accepts, cache_arg, model_device
+from divrl.rollout.logprobs import entropy_of
 
 _PRUNE_FRACTION = 0.25  # drop finished rows from the KV cache once they are at least this share of the batch
 
@@ -346,10 +347,9 @@ class _Decoder:
 
 
 def _entropy(logits: Tensor, temperature: float) -> Tensor:  # (b, V) -> (b,)
-    """``-sum_v p_v log p_v`` of ``softmax(logits / temperature)``, as :func:`divrl.rollout.logprobs.token_statistics`
-    computes it."""
+    """``-sum_v p_v log p_v`` of ``softmax(logits / temperature)``."""
     z = logits.float() / temperature  # (b, V)
-    return torch.logsumexp(z, -1) - (z.softmax(-1) * z).sum(-1)  # (b,)
+    return entropy_of(z, z.logsumexp(-1))  # (b,)
 
 
 def _check_sample_args(

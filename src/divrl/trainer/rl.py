@@ -461,7 +461,7 @@ class RLTrainer:
         rows = (self.needs | self.loss_reads).embed_rows
         return embed_groups(texts, self.embedder, rows, scored.correct)  # (P, G, D)
 
-    def _chunks(self, hi: int, lo: int = 0) -> list[tuple[int, int]]:
+    def _chunks(self, lo: int, hi: int) -> list[tuple[int, int]]:
         """Prompt ranges of the forward/backward micro-batches of prompts ``lo:hi`` (``micro_batch_prompts``; 0 = one
         chunk)."""
         chunk = self.cfg.micro_batch_prompts or hi - lo
@@ -501,7 +501,7 @@ class RLTrainer:
         :data:`OLD_PASS`), (P, G, T) or (P, G, H) each."""
         stats = self.plan.old_stats()
         parts = [
-            self._forward(self.train_model, rollouts, lo, hi, g, False, stats) for lo, hi in self._chunks(p_count)
+            self._forward(self.train_model, rollouts, lo, hi, g, False, stats) for lo, hi in self._chunks(0, p_count)
         ]
         return {f: torch.cat([p[OLD_PASS[f]] for p in parts]) for f in self.plan.old}
 
@@ -532,7 +532,7 @@ class RLTrainer:
             ref = torch.cat(
                 [
                     self._forward(self.ref_model, rollouts, lo, hi, g, False, ["logprobs"])["logprobs"]
-                    for lo, hi in self._chunks(p_count)
+                    for lo, hi in self._chunks(0, p_count)
                 ]
             )  # (P, G, T)
         # training-forward fields the loss terms read besides log-probs and entropies (rover, flowrl)
@@ -546,7 +546,7 @@ class RLTrainer:
         n = 0  # chunks computed
         for mlo, mhi in [m for _ in range(cfg.num_iterations) for m in self._mini_batches(p_count)]:
             self.optimizer.zero_grad(set_to_none=True)
-            chunks = self._chunks(mhi, mlo)
+            chunks = self._chunks(mlo, mhi)
             n += len(chunks)
             for lo, hi in chunks:
                 stats = self._forward(self.train_model, rollouts, lo, hi, g, True, self.plan.train)
