@@ -37,7 +37,7 @@ kernel, which torch's counter does not know by default. Achieved GFLOP/s = count
 step time. The rule-of-thumb estimate printed beside it is ``6 * N * T_train + 2 * N * T_sample`` with N the
 parameter count (embedding tied with the LM head, counted once), T_train the tokens of the training forward
 (rows x padded prompt+completion length; for divrl, summed over its ``--length-buckets`` row buckets, each cut
-to its longest completion) and T_sample the tokens fed while sampling (divrl: each distinct prompt
+to its longest completion; with ``--prefix-sharing``, each bucket's distinct prompts once plus its rows' completions) and T_sample the tokens fed while sampling (divrl: each distinct prompt
 once, then each row's generated tokens but the last; TRL/transformers ``generate``: every row's prompt, then one
 token per row per decode step until the last row finishes); it ignores attention's L x L term and whatever padding the sampler does or avoids. The
 peak is the best fp32 ``torch.matmul`` rate over square sizes 256..2048 at the same thread count.
@@ -164,6 +164,7 @@ def run_divrl(args: argparse.Namespace, repeat: int, stop: bool, run_dir: Path) 
         save_every=10**9,
         threads=args.threads,
         length_buckets=args.length_buckets,
+        prefix_sharing=args.prefix_sharing,
         compile=args.compile,
         name="divrl" if stop else "divrl-eos",
     )
@@ -180,9 +181,16 @@ def run_divrl(args: argparse.Namespace, repeat: int, stop: bool, run_dir: Path) 
         # records the batch's shapes, then calls the trainer's own optimize with whatever else it was given
         n, lp = rollouts.prompt_ids.shape
         lengths = rollouts.completion_mask.sum(-1)  # (N,)
-        # tokens the training forward sees: per length bucket, its rows x (prompt + its longest completion)
-        buckets = lengths.sort().values.chunk(max(1, min(args.length_buckets, n)))
-        train_tokens = sum(len(b) * (lp + max(int(b.max()), 1)) for b in buckets)
+        # tokens the training forward sees: per length bucket, its rows x (prompt + its longest completion); with
+        # prefix sharing, its distinct prompts x prompt + its rows x (longest completion - 1)
+        order = torch.argsort(lengths, stable=True)  # (N,)
+        train_tokens = 0
+        for rows in order.chunk(max(1, min(args.length_buckets, n))):
+            width = max(int(lengths[rows].max()), 1)
+            if args.prefix_sharing:
+                train_tokens += len(set((rows // args.group).tolist())) * lp + len(rows) * (width - 1)
+            else:
+                train_tokens += len(rows) * (lp + width)
         generated = int(lengths.sum())
         shapes.append((n, lp, train_tokens, generated))
         return optimize(batch, advantages, rollouts, *rest, **options)
@@ -455,6 +463,9 @@ def main() -> None:
         "--length-buckets", type=int, default=4, help="divrl's length_buckets (1 = one padded forward, as TRL)"
     )
     parser.add_argument("--compile", action="store_true", help="divrl compile=true (the warm-up steps compile)")
+    parser.add_argument(
+        "--prefix-sharing", action="store_true", help="divrl prefix_sharing=true (each prompt's forward shared by its G rows)"
+    )
     parser.add_argument("--trl-compile", action="store_true", help="TRL torch_compile=True")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP-counted step and the matmul peak")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw per-step times here")

@@ -51,7 +51,7 @@ def test_trainer_vs_trl(tmp_path: Path) -> None:
     out = run_script(
         "trainer_vs_trl.py",
         *("--steps", "1", "--repeats", "1", "--prompts", "2", "--group", "2", "--warmup", "0"),
-        *("--max-new-tokens", "8", "--threads", "1", "--json", str(raw)),
+        *("--max-new-tokens", "8", "--threads", "1", "--prefix-sharing", "--json", str(raw)),
         cwd=tmp_path,
     )
     assert re.search(r"divrl / TRL samples/s: \*\*\d+\.\d\dx\*\* native", out)
@@ -71,9 +71,10 @@ def test_logprob_forward(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     diffs = [float(x) for x in re.findall(r"max \|logp - one pass\| = (\S+)", out)]
-    assert len(diffs) == 3 and max(diffs) < 1e-4  # length buckets do not change the log-probs
+    assert len(diffs) == 5 and max(diffs) < 1e-4  # length buckets and prefix sharing do not change the log-probs
     assert re.search(r"^\(4, \d+\) tokens", out, re.M)  # 2 prompts x 2 samples
     assert len(re.findall(r"^eager, buckets \d: \d+\.\d+ s$", out, re.M)) == 4
+    assert len(re.findall(r"^eager, buckets \d, prefix-shared: \d+\.\d+ s$", out, re.M)) == 2
 
 
 def test_embed_speed(tmp_path: Path) -> None:

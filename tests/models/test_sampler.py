@@ -681,3 +681,70 @@ def test_token_statistics_vocab_means_and_prompt_hidden_match_naive(tok, buckets
     assert stats["prompt_hidden"].dtype == torch.float32
     lp, _ = token_logprobs(model, r.input_ids, r.completion_start, r.completion_mask, 0.7, False, r.attention_mask)
     torch.testing.assert_close(stats["logprobs"], lp, atol=1e-5, rtol=1e-5)
+
+
+ALL_FIELDS = ("logprobs", "entropies", "self_certainty", "token_logits", "vocab_mean_logprobs", "hidden", "prompt_hidden")
+
+
+def _input_shapes(model):
+    """Record the input_ids shape of every forward call of ``model`` (a pre-hook: the signature stays the model's)."""
+    shapes = []
+    handle = model.register_forward_pre_hook(lambda _m, _a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    return shapes, handle
+
+
+@pytest.mark.parametrize("prompts", [MIXED, ["1+2=", "3*4="]], ids=["left_padded", "equal_lengths"])
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_prefix_shared_forward_matches_the_plain_one(tok, prompts, buckets):
+    """``group_size``: each prompt runs once per length bucket and its KV cache serves its rows. Every field and the
+    parameter gradients equal the plain forward's up to float rounding, and the calls are the ones described: per
+    bucket, one forward of its distinct prompts, one of its completions' first width - 1 tokens (width with hidden)."""
+    model = sharp(tok, scale=5.0)
+    g = 3
+    r = sample(model, tok, prompts, num_samples=g, max_new_tokens=8, seed=1, stop=("a", "b", "c"))
+    lengths = r.completion_mask.sum(-1)  # (N,)
+    assert len(set(lengths.tolist())) > 1  # ragged completions, or the buckets prove nothing
+    args = (r.input_ids, r.completion_start, r.completion_mask)
+    kwargs = {"temperature": 0.7, "attention_mask": r.attention_mask, "length_buckets": buckets}
+    want = token_statistics(model, *args, ALL_FIELDS, **kwargs)
+    sum(v.sum() for v in want.values()).backward()
+    want_grad = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    shapes, handle = _input_shapes(model)
+    got = token_statistics(model, *args, ALL_FIELDS, group_size=g, **kwargs)
+    handle.remove()
+    sum(v.sum() for v in got.values()).backward()
+    assert list(got) == list(ALL_FIELDS)
+    for f in ALL_FIELDS:
+        torch.testing.assert_close(got[f], want[f], atol=1e-5, rtol=1e-5, msg=f)
+    for p, w in zip(model.parameters(), want_grad, strict=True):
+        torch.testing.assert_close(p.grad, w, atol=1e-4, rtol=1e-4)
+    expected = []
+    for rows in torch.argsort(lengths, stable=True).chunk(buckets):
+        width = max(int(lengths[rows].max()), 1)
+        expected += [(len(set((rows // g).tolist())), r.completion_start), (len(rows), width)]  # hidden: width fed
+    assert shapes == expected
+
+    shapes, handle = _input_shapes(model)  # without hidden states the last completion token is not fed
+    with torch.no_grad():
+        lp = token_statistics(model, *args, ("logprobs",), group_size=g, **kwargs)["logprobs"]
+    handle.remove()
+    torch.testing.assert_close(lp, want["logprobs"].detach(), atol=1e-5, rtol=1e-5)
+    lean = []
+    for prompt_call, (n, width) in zip(expected[::2], expected[1::2], strict=True):
+        lean += [prompt_call] + ([(n, width - 1)] if width > 1 else [])  # width 1: the prompt's logits suffice
+    assert shapes == lean
+
+
+def test_prefix_sharing_refuses_rows_that_do_not_share_prompts_and_falls_back_without_a_cache(tok):
+    model = sharp(tok, scale=5.0)
+    r = sample(model, tok, MIXED, num_samples=2, max_new_tokens=6, seed=1)
+    args = (r.input_ids, r.completion_start, r.completion_mask)
+    with pytest.raises(ValueError, match=r"group_size=3 does not divide the number of rows N=8"):
+        token_logprobs(model, *args, attention_mask=r.attention_mask, group_size=3)
+    with pytest.raises(ValueError, match=r"group_size=4: rows p\*G .. p\*G\+G-1 must share one prompt"):
+        token_logprobs(model, *args, attention_mask=r.attention_mask, group_size=4)
+    mock = chain(tok, "12+3")  # returns no KV cache: the plain forward, exactly
+    want, _ = token_logprobs(mock, *args, attention_mask=r.attention_mask, length_buckets=2)
+    got, _ = token_logprobs(mock, *args, attention_mask=r.attention_mask, length_buckets=2, group_size=2)
+    assert torch.equal(got, want) and float(want.abs().sum()) > 0

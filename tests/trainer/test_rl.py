@@ -584,12 +584,19 @@ def _one_step_grads(cfg: RLConfig, run_dir) -> dict[str, torch.Tensor]:
 
 
 def test_length_buckets_and_compile_give_the_same_update(tiny_policy, tmp_path):
-    """Bucketing rows by length (the default) and torch.compile change the speed, not the step: the gradients
+    """Bucketing rows by length (the default), sharing each prompt's forward among its rows and torch.compile change
+    the speed, not the step: the gradients
     match the plain one-pass eager step's up to float rounding (and are not all zero)."""
     size = ["rollout.prompts_per_step=4", "rollout.group_size=8"]  # 32 rollouts: some groups mixed
     plain = _one_step_grads(_cfg("grpo", tiny_policy, steps=1, extra=[*size, "length_buckets=1"]), tmp_path / "a")
     assert max(float(g.abs().max()) for g in plain.values()) > 1e-3
-    for i, extra in enumerate((["length_buckets=3"], ["length_buckets=3", "compile=true"])):
+    variants = (
+        ["length_buckets=3"],
+        ["length_buckets=3", "compile=true"],
+        ["length_buckets=3", "prefix_sharing=true"],
+        ["length_buckets=1", "prefix_sharing=true", "compile=true"],
+    )
+    for i, extra in enumerate(variants):
         got = _one_step_grads(_cfg("grpo", tiny_policy, steps=1, extra=[*size, *extra]), tmp_path / f"b{i}")
         for k in plain:
             torch.testing.assert_close(got[k], plain[k], atol=1e-5, rtol=1e-3, msg=f"{extra}: {k}")

@@ -492,6 +492,7 @@ class RLTrainer:
                 temperature=self.cfg.rollout.temperature,
                 attention_mask=attention_mask[rows] if attention_mask is not None else None,
                 length_buckets=self.cfg.length_buckets,
+                group_size=g if self.cfg.prefix_sharing else 1,
             )
         return {f: v.view(hi - lo, g, *v.shape[1:]) for f, v in out.items()}  # (p, G, T) or (p, G, H) each
 
