@@ -115,6 +115,14 @@ def test_leaderboard_from_fixed_metrics_files(tmp_path):
     base = next(line for line in lines if line.startswith("| base (no RL) | "))
     assert base.split("|")[2].strip() == "**-0.031 [-0.031, -0.031] lower**"
     assert any("seed-paired hierarchical bootstrap over 2 matched seeds" in line for line in lines)
+    start = lines.index("In words: beyond noise against GRPO (95% interval excluding 0):")
+    assert lines[start + 2 : start + 7] == [
+        "- pass@1: higher: DARLING; lower: none",
+        "- pass@8: higher: DARLING; lower: none",
+        "- pass@32: higher: none; lower: none",
+        "- distinct correct classes: higher: DARLING; lower: none",
+        "- within noise on every metric: SetPO",
+    ]  # the base (lower on everything) is not a method
     assert lines[-2] == "![pass@1 against pass@32, test split](leaderboard.png)"
 
     env = {"divrl": "9.9", "commit": "abc", "torch": "t1", "transformers": "tf2", "python": "3.x"}

@@ -182,6 +182,7 @@ def board_markdown(board: Board, picture: str | None = None) -> list[str]:
             continue
         diffs = found.comparisons[name]
         lines.append(f"| {_name(name, board)} | " + " | ".join(_difference(diffs[m]) for m in found.metrics) + " |")
+    lines += ["", *board_verdict(board)]
     lines += [
         "",
         f"Paired difference (method − {base}) over the same problems with its {_confidence(found):.0%} interval "
@@ -194,6 +195,24 @@ def board_markdown(board: Board, picture: str | None = None) -> list[str]:
     if picture is not None:
         x, y = board.frontier
         lines += [f"![{x} against {y}, {board.split} split]({picture})", ""]
+    return lines
+
+
+def board_verdict(board: Board) -> list[str]:
+    """The difference table in words: per metric, the methods whose interval against the baseline excludes 0, above
+    and below it, then the methods within noise on every metric (the base is left out: it is not a method)."""
+    found = board.found
+    methods = [name for name in board.rows if name not in (found.baseline, "base")]
+    base = label(found.baseline)
+    lines = [f"In words: beyond noise against {base} ({_confidence(found):.0%} interval excluding 0):", ""]
+    for m in found.metrics:
+        parts = []
+        for direction in ("higher", "lower"):
+            names = [label(n) for n in methods if compare.verdict(found.comparisons[n][m]) == direction]
+            parts.append(f"{direction}: {', '.join(names) if names else 'none'}")
+        lines.append(f"- {METRIC_NAMES.get(m, m)}: {'; '.join(parts)}")
+    quiet = [label(n) for n in methods if all(d.within_noise for d in found.comparisons[n].values())]
+    lines.append(f"- within noise on every metric: {', '.join(quiet) if quiet else 'none'}")
     return lines
 
 
@@ -380,6 +399,9 @@ def print_board(board: Board) -> None:
         table.add_row(_name(name, board), str(board.seeds[name]), *means)
     console.print(table)
     console.print(compare.console_table(board.found.comparisons, board.found.baseline, grid.LABELS, board.split))
+    for line in board_verdict(board):
+        if line:
+            console.print(line, soft_wrap=True, markup=False)
     for note in board.found.notes:
         console.print(f"note: {note}", soft_wrap=True)
 
