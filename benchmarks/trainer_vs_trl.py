@@ -464,7 +464,9 @@ def main() -> None:
     )
     parser.add_argument("--compile", action="store_true", help="divrl compile=true (the warm-up steps compile)")
     parser.add_argument(
-        "--prefix-sharing", action="store_true", help="divrl prefix_sharing=true (each prompt's forward shared by its G rows)"
+        "--prefix-sharing",
+        action="store_true",
+        help="divrl prefix_sharing=true (each prompt's forward shared by its G rows)",
     )
     parser.add_argument("--trl-compile", action="store_true", help="TRL torch_compile=True")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP-counted step and the matmul peak")

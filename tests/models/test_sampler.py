@@ -683,13 +683,23 @@ def test_token_statistics_vocab_means_and_prompt_hidden_match_naive(tok, buckets
     torch.testing.assert_close(stats["logprobs"], lp, atol=1e-5, rtol=1e-5)
 
 
-ALL_FIELDS = ("logprobs", "entropies", "self_certainty", "token_logits", "vocab_mean_logprobs", "hidden", "prompt_hidden")
+ALL_FIELDS = (
+    "logprobs",
+    "entropies",
+    "self_certainty",
+    "token_logits",
+    "vocab_mean_logprobs",
+    "hidden",
+    "prompt_hidden",
+)
 
 
 def _input_shapes(model):
     """Record the input_ids shape of every forward call of ``model`` (a pre-hook: the signature stays the model's)."""
     shapes = []
-    handle = model.register_forward_pre_hook(lambda _m, _a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    handle = model.register_forward_pre_hook(
+        lambda _m, _a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
     return shapes, handle
 
 

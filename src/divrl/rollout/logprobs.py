@@ -189,7 +189,9 @@ def token_statistics(
     return {f: out[f] for f in fields}
 
 
-def _from_logits(raw: Tensor, targets: Tensor, mask: Tensor, temperature: float, fields: Sequence[str]) -> dict[str, Tensor]:
+def _from_logits(
+    raw: Tensor, targets: Tensor, mask: Tensor, temperature: float, fields: Sequence[str]
+) -> dict[str, Tensor]:
     """The per-token fields (:data:`TOKEN_FIELDS` among ``fields``) from the (N, Lc, V) logits ``raw`` predicting the
     (N, Lc) ``targets``; 0 where the bool ``mask`` is False."""
     raw = raw.float()  # (N, Lc, V)
@@ -342,8 +344,13 @@ def _prefix_shared(
         if cache is None or not hasattr(cache, "batch_select_indices"):  # no transformers Cache: the plain forward
             mask_rows = attention_mask[rows, : completion_start + width] if attention_mask is not None else None
             out = token_statistics(
-                model, input_ids[rows, : completion_start + width], completion_start, mask[rows, :width], fields,
-                temperature=temperature, attention_mask=mask_rows,
+                model,
+                input_ids[rows, : completion_start + width],
+                completion_start,
+                mask[rows, :width],
+                fields,
+                temperature=temperature,
+                attention_mask=mask_rows,
             )
         else:
             out = {}
