@@ -189,9 +189,30 @@ def test_bench_progress_with_workers_counts_finished_models(monkeypatch):
     text = buffer.getvalue()
     assert "bench 3/5: GRPO, seed 1: train 2 steps + eval" in text
     assert "bench 3/5: GRPO, seed 1 done in 2.0 min (elapsed 0.0 min) (1 of 5 finished)" in text
-    assert "at most about 4 min left (models to go: 4)" in text
+    assert "about 4 min left (models to go: 4)" in text
     assert text.rstrip().endswith("ValueError: boom\nbench 2/5 FAILED: DARLING, seed 0: ValueError: boom")
     assert progress.finished == 2
     serial = bench_module.BenchProgress()  # one worker: as before, the models to go are those after this one
     serial.done(1, 5, 0, "grpo", 120.0)
-    assert "at most about 8 min left (models to go: 4)" in buffer.getvalue()
+    assert "about 8 min left (models to go: 4)" in buffer.getvalue()
+
+
+def test_bench_estimate_ignores_resumed_runs_and_base_evaluations(monkeypatch):
+    """A method that only finished its evaluation (trained before) or resumed its training cost less than a whole
+    one, and a base only evaluates: none of them enters the estimate, which waits for a method trained from step 0."""
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(bench_module, "console", Console(file=buffer, width=300, color_system=None))
+    progress = bench_module.BenchProgress(workers=2)
+    for index, (name, todo, seconds) in enumerate(
+        [("base", "eval", 60.0), ("grpo", "eval", 30.0), ("darling", "train 5 more steps + eval", 90.0)], start=1
+    ):
+        progress.start(index, 10, 0, name, todo)
+        progress.done(index, 10, 0, name, seconds)
+    assert "min left" not in buffer.getvalue()
+    progress.start(4, 10, 0, "setpo", "train 120 steps + eval")
+    progress.done(4, 10, 0, "setpo", 480.0)
+    assert buffer.getvalue().rstrip().endswith("about 24 min left (models to go: 6)")  # 6 x 8 min / 2 workers

@@ -408,16 +408,19 @@ def print_board(board: Board) -> None:
 
 class BenchProgress(grid.Progress):
     """One line per model on the console: what runs, what it cost, the time so far and an estimate of what is
-    left (the mean cost of the runs done now, times the runs still to come, shared among ``workers``). With
-    several workers a model's line says when it starts and when it ends; ``index`` is its place in the grid."""
+    left (the mean cost of the methods trained from step 0 and evaluated now, times the models still to come, shared
+    among ``workers``; a resumed run that only finishes its training or evaluation says nothing about a whole one).
+    With several workers a model's line says when it starts and when it ends; ``index`` is its place in the grid."""
 
     def __init__(self, workers: int = 1) -> None:
         self.begin = time.perf_counter()
         self.workers = workers
         self.finished = 0  # models done, kept or failed (the serial grid's `index`)
-        self.costs: dict[bool, list[float]] = {True: [], False: []}  # trained?, seconds
+        self.costs: list[float] = []  # seconds of each method trained from step 0 and evaluated now
+        self.todo: dict[tuple[int, str], str] = {}  # what each started model runs
 
     def start(self, index: int, total: int, seed: int, name: str, todo: str) -> None:
+        self.todo[seed, name] = todo
         if todo:
             console.rule(f"[bold]bench {index}/{total}[/bold]: {label(name)}, seed {seed}: {todo}")
 
@@ -427,16 +430,17 @@ class BenchProgress(grid.Progress):
         if seconds is None:
             console.print(f"[dim]bench {index}/{total}: {label(name)}, seed {seed}: finished before, kept[/dim]")
             return
-        self.costs[name != "base"].append(seconds)
+        todo = self.todo.get((seed, name), "train + eval")
+        if name != "base" and todo.startswith("train ") and " more " not in todo:
+            self.costs.append(seconds)
         count = f" ({self.finished} of {total} finished)" if self.workers > 1 else ""
         console.print(
             f"[bold]bench {index}/{total}[/bold]: {label(name)}, seed {seed} done in {seconds / 60:.1f} min "
             f"(elapsed {elapsed:.1f} min){count}"
         )
-        costs = self.costs[True] or self.costs[False]
-        if self.finished < total and costs:
-            left = (total - self.finished) * sum(costs) / len(costs) / 60 / self.workers
-            console.print(f"[dim]at most about {left:.0f} min left (models to go: {total - self.finished})[/dim]")
+        if self.finished < total and self.costs:
+            left = (total - self.finished) * sum(self.costs) / len(self.costs) / 60 / self.workers
+            console.print(f"[dim]about {left:.0f} min left (models to go: {total - self.finished})[/dim]")
 
     def failed(self, index: int, total: int, seed: int, name: str, error: str, detail: str) -> None:
         self.finished += 1
