@@ -758,3 +758,51 @@ def test_prefix_sharing_refuses_rows_that_do_not_share_prompts_and_falls_back_wi
     want, _ = token_logprobs(mock, *args, attention_mask=r.attention_mask, length_buckets=2)
     got, _ = token_logprobs(mock, *args, attention_mask=r.attention_mask, length_buckets=2, group_size=2)
     assert torch.equal(got, want) and float(want.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("prompts", [MIXED, ["1+2=", "3*4="]], ids=["left_padded", "equal_lengths"])
+def test_reserved_kv_cache_changes_no_sample(tok, arch, prompts, monkeypatch):
+    """The decode loop writes each step's keys and values into preallocated room (``reserve_cache``) instead of
+    concatenating the cache: the samples, lengths and entropies are bit for bit those of the stock cache, with rows
+    finishing at different steps (pruned from the cache) and a batch split into chunks."""
+    model = sharp(tok, arch=arch, scale=5.0)
+    kwargs = {"num_samples": 5, "max_new_tokens": 10, "seed": 4, "stop": tuple("0123456789"), "with_entropy": True}
+    reserved = []
+    real = sampler_module.reserve_cache
+    monkeypatch.setattr(sampler_module, "reserve_cache", lambda past, room: reserved.append(real(past, room) or room))
+    got = sample(model, tok, prompts, batch_size=7, **kwargs)
+    assert reserved == [9] * math.ceil(len(prompts) * 5 / 7)  # once per chunk, room for the steps after the first
+    monkeypatch.setattr(sampler_module, "reserve_cache", lambda past, room: None)
+    want = sample(model, tok, prompts, batch_size=7, **kwargs)
+    assert len(set(want.completion_mask.sum(-1).tolist())) > 1  # rows end at different steps
+    assert torch.equal(got.completion_ids, want.completion_ids) and got.texts == want.texts
+    assert torch.equal(got.completion_mask, want.completion_mask) and torch.equal(got.entropies, want.entropies)
+
+
+def test_reserved_cache_layer_matches_concatenation(tok):
+    """``reserve_cache`` on a real transformers cache: updates past the reserved room (the buffer doubles) and row
+    selection with repeats (LATR's forks) give exactly the keys and values of the stock concatenating layer."""
+    from divrl.rollout._hf import reserve_cache
+
+    model = sharp(tok, scale=1.0)
+    ids = torch.tensor(tok(["1+2=", "3*4="])["input_ids"])  # (2, 4)
+    name = cache_arg(model)
+    stock = getattr(model(input_ids=ids, use_cache=True), name)
+    mine = getattr(model(input_ids=ids, use_cache=True), name)
+    reserve_cache(mine, 2)
+    assert {type(layer).__name__ for layer in mine.layers} == {"_ReservedLayer"}
+    torch.manual_seed(0)
+    for step, cache_rows in enumerate([None, torch.tensor([1, 0, 0]), None, torch.tensor([2, 1])]):
+        if cache_rows is not None:
+            stock.batch_select_indices(cache_rows)
+            mine.batch_select_indices(cache_rows)
+        rows = stock.layers[0].keys.shape[0]
+        for i, (a, b) in enumerate(zip(stock.layers, mine.layers, strict=True)):
+            k = torch.randn(rows, a.keys.shape[1], 1 + step % 2, a.keys.shape[-1])  # (B, H, q, D)
+            v = torch.randn_like(k)
+            want = a.update(k, v)
+            got = b.update(k, v)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (step, i)
+    assert mine.get_seq_length() == stock.get_seq_length() == 4 + 1 + 2 + 1 + 2
+    assert mine.layers[0]._key_buffer.shape[-2] > 4 + 2  # it grew past the reserved room

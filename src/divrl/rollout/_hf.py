@@ -42,3 +42,75 @@ def cache_arg(model: Any) -> str:
     signature names it (transformers >= 5.24, which deprecates ``past_key_values`` and removes it in 5.40), else
     ``"past_key_values"`` (older transformers, and models of other origin)."""
     return "cache" if accepts(model, "cache") else "past_key_values"
+
+
+def reserve_cache(past: Any, room: int) -> None:
+    """Give every plain ``DynamicLayer`` of the transformers cache ``past`` space for ``room`` more positions, so that
+    each decode step writes its keys and values in place instead of concatenating the whole cache again
+    (``torch.cat`` copies it every step: O(L^2) memory traffic over a completion). The values, and so every sample,
+    are unchanged (tested bit for bit). Layers of other kinds (sliding windows, quantised, offloaded) and caches of
+    other origin are left as they are.
+
+    The layer's class becomes :class:`_ReservedLayer` (a ``DynamicLayer`` whose ``keys`` / ``values`` are views of a
+    longer buffer); ``update`` and ``batch_select_indices``, the two calls a decode loop makes, keep the buffer."""
+    layers = getattr(past, "layers", None)
+    if room < 1 or not isinstance(layers, list):
+        return
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # pragma: no cover - transformers without per-layer caches
+        return
+    for layer in layers:
+        keys = getattr(layer, "keys", None)
+        if type(layer) is DynamicLayer and isinstance(keys, torch.Tensor) and keys.dim() == 4:
+            layer.__class__ = _reserved_layer_class(DynamicLayer)
+            layer.reserve(room)
+
+
+_RESERVED: dict[type, type] = {}
+
+
+def _reserved_layer_class(base: type) -> type:
+    """:class:`DynamicLayer` with preallocated storage (built once, on first use: importing this module does not
+    import transformers)."""
+    if base in _RESERVED:
+        return _RESERVED[base]
+
+    class _ReservedLayer(base):  # type: ignore[misc, valid-type]
+        """``keys`` / ``values``: (B, H, length, D) views of (B, H, capacity, D) buffers."""
+
+        def reserve(self, room: int) -> None:
+            self._length = int(self.keys.shape[-2])
+            self._key_buffer = self._grown(self.keys, self._length + room)
+            self._value_buffer = self._grown(self.values, self._length + room)
+            self._views()
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            start, end = self._length, self._length + key_states.shape[-2]
+            if end > self._key_buffer.shape[-2]:  # out of room: double it
+                self._key_buffer = self._grown(self._key_buffer[:, :, :start], 2 * end)
+                self._value_buffer = self._grown(self._value_buffer[:, :, :start], 2 * end)
+            self._key_buffer[:, :, start:end] = key_states
+            self._value_buffer[:, :, start:end] = value_states
+            self._length = end
+            self._views()
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self._key_buffer = self._key_buffer[indices, ...]
+            self._value_buffer = self._value_buffer[indices, ...]
+            self._views()
+
+        def _views(self) -> None:
+            self.keys = self._key_buffer[:, :, : self._length]  # (B, H, length, D)
+            self.values = self._value_buffer[:, :, : self._length]  # (B, H, length, D)
+
+        @staticmethod
+        def _grown(states: torch.Tensor, capacity: int) -> torch.Tensor:
+            b, h, length, d = states.shape
+            buffer = states.new_empty(b, h, capacity, d)  # (B, H, capacity, D)
+            buffer[:, :, :length] = states
+            return buffer
+
+    _RESERVED[base] = _ReservedLayer
+    return _ReservedLayer

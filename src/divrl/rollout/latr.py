@@ -47,7 +47,7 @@ from divrl.core.latr import (
     tree_rows,
     trees_full,
 )
-from divrl.rollout._hf import accepts, cache_arg, model_device
+from divrl.rollout._hf import accepts, cache_arg, model_device, reserve_cache
 from divrl.rollout.sampler import (
     Rollouts,
     _check_sample_args,
@@ -278,6 +278,7 @@ class _TreeDecoder:
                 source.append(u)
         index = torch.tensor(source, device=self.device)  # (R,)
         past.batch_select_indices(index)
+        reserve_cache(past, self.max_new_tokens)  # decode steps write in place (no cat per step)
         logits = out.logits[:, -1, :][index]  # (R, V)
         attn = pmask.long()[index] if masked else None  # (R, Lp + t)
         pos = torch.tensor(lens, device=self.device)[index]  # (R,)
