@@ -63,21 +63,28 @@ def reserve_cache(past: Any, room: int) -> None:
     for layer in layers:
         keys = getattr(layer, "keys", None)
         if type(layer) is DynamicLayer and isinstance(keys, torch.Tensor) and keys.dim() == 4:
-            layer.__class__ = _reserved_layer_class(DynamicLayer)
-            layer.reserve(room)
+            reserved: Any = layer
+            reserved.__class__ = _reserved_layer_class(DynamicLayer)
+            reserved.reserve(room)
 
 
-_RESERVED: dict[type, type] = {}
+_RESERVED: dict[Any, Any] = {}
 
 
-def _reserved_layer_class(base: type) -> type:
+def _reserved_layer_class(base: Any) -> Any:
     """:class:`DynamicLayer` with preallocated storage (built once, on first use: importing this module does not
     import transformers)."""
     if base in _RESERVED:
         return _RESERVED[base]
 
-    class _ReservedLayer(base):  # type: ignore[misc, valid-type]
+    class _ReservedLayer(base):  # type: ignore[misc]
         """``keys`` / ``values``: (B, H, length, D) views of (B, H, capacity, D) buffers."""
+
+        keys: torch.Tensor
+        values: torch.Tensor
+        _length: int
+        _key_buffer: torch.Tensor
+        _value_buffer: torch.Tensor
 
         def reserve(self, room: int) -> None:
             self._length = int(self.keys.shape[-2])

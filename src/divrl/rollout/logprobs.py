@@ -4,7 +4,8 @@ and FlowRL's mean prompt hidden state): :func:`token_statistics`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -144,31 +145,14 @@ def token_statistics(
         raise ValueError(f"attention_mask must have shape (N, L) = {(n, length)}, got {tuple(attention_mask.shape)}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if group_size > 1:
+    share = group_size > 1
+    if share:
         _check_groups(input_ids[:, :completion_start], attention_mask, group_size)
-        if _can_share_prompts(model):
-            return _prefix_shared(
-                model,
-                input_ids,
-                completion_start,
-                completion_mask,
-                temperature,
-                tuple(fields),
-                attention_mask,
-                group_size,
-                max(1, min(length_buckets, n)),
-            )
-    if length_buckets > 1 and n > 1:
-        return _bucketed(
-            model,
-            input_ids,
-            completion_start,
-            completion_mask,
-            temperature,
-            tuple(fields),
-            attention_mask,
-            min(length_buckets, n),
-        )
+        share = _can_share_prompts(model)
+    if share or (length_buckets > 1 and n > 1):
+        request = _Request(model, input_ids, completion_start, completion_mask.bool(), temperature, tuple(fields))
+        part = _shared_part if share else _plain_part
+        return _by_length(request, attention_mask, group_size, max(1, min(length_buckets, n)), part)
 
     kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
     if attention_mask is not None:
@@ -233,18 +217,29 @@ def _prompt_mean(last_hidden: Tensor, completion_start: int, attention_mask: Ten
     return total / keep.sum(1, keepdim=True).clamp_min(1)  # (N, H)
 
 
-def _bucketed(
-    model: Any,
-    input_ids: Tensor,
-    completion_start: int,
-    completion_mask: Tensor,
-    temperature: float,
-    fields: tuple[str, ...],
-    attention_mask: Tensor | None,
-    buckets: int,
+@dataclass(frozen=True)
+class _Request:
+    """What :func:`token_statistics` was asked, for the per-bucket parts: the (N, L) ids, the completions' first
+    column, their (N, Lc) bool mask, the temperature and the fields."""
+
+    model: Any
+    input_ids: Tensor
+    completion_start: int
+    mask: Tensor
+    temperature: float
+    fields: tuple[str, ...]
+
+
+_Part = Callable[[_Request, Tensor, int, Tensor | None, int], dict[str, Tensor]]
+
+
+def _by_length(
+    request: _Request, attention_mask: Tensor | None, group_size: int, buckets: int, part: _Part
 ) -> dict[str, Tensor]:
-    """:func:`token_statistics` over length-sorted row buckets, each trimmed to its longest completion."""
-    mask = completion_mask.bool()
+    """:func:`token_statistics` over length-sorted row buckets: ``part(request, rows, width, attention_mask,
+    group_size)`` computes the (n_b,) ``rows`` cut to their longest completion ``width``; the results are padded back
+    to Lc and put back in row order."""
+    mask, fields = request.mask, request.fields
     lc = mask.shape[1]
     columns = torch.arange(1, lc + 1, device=mask.device)  # (Lc,)
     ends = (mask * columns).amax(-1)  # (N,) one past the last real completion token (0 = empty)
@@ -252,20 +247,27 @@ def _bucketed(
     parts: dict[str, list[Tensor]] = {f: [] for f in fields}
     for rows in order.chunk(buckets):  # (n_b,) each
         width = max(int(ends[rows].max()), 1)
-        cut = completion_start + width
-        out = token_statistics(
-            model,
-            input_ids[rows, :cut],  # (n_b, Ls + width)
-            completion_start,
-            mask[rows, :width],
-            fields,
-            temperature=temperature,
-            attention_mask=attention_mask[rows, :cut] if attention_mask is not None else None,
-        )
+        out = part(request, rows, width, attention_mask, group_size)
         for f in fields:
             parts[f].append(out[f] if f in ROW_FIELDS else F.pad(out[f], (0, lc - width)))  # (n_b, H) or (n_b, Lc)
     inverse = torch.argsort(order)  # (N,)
     return {f: torch.cat(parts[f])[inverse] for f in fields}  # (N, Lc) or (N, H) each
+
+
+def _plain_part(
+    request: _Request, rows: Tensor, width: int, attention_mask: Tensor | None, group_size: int
+) -> dict[str, Tensor]:
+    """One bucket by the plain forward: its rows cut to prompt + ``width`` columns."""
+    cut = request.completion_start + width
+    return token_statistics(
+        request.model,
+        request.input_ids[rows, :cut],  # (n_b, Ls + width)
+        request.completion_start,
+        request.mask[rows, :width],
+        request.fields,
+        temperature=request.temperature,
+        attention_mask=attention_mask[rows, :cut] if attention_mask is not None else None,
+    )
 
 
 def _completion_mean(states: Tensor, completion_mask: Tensor) -> Tensor:
@@ -298,84 +300,53 @@ def _can_share_prompts(model: Any) -> bool:
     return accepts(model, "cache") or accepts(model, "past_key_values")
 
 
-def _prefix_shared(
-    model: Any,
-    input_ids: Tensor,
-    completion_start: int,
-    completion_mask: Tensor,
-    temperature: float,
-    fields: tuple[str, ...],
-    attention_mask: Tensor | None,
-    group_size: int,
-    buckets: int,
+def _shared_part(
+    request: _Request, rows: Tensor, width: int, attention_mask: Tensor | None, group_size: int
 ) -> dict[str, Tensor]:
-    """:func:`token_statistics` with each prompt run once per length bucket and its KV cache copied to its rows.
+    """One bucket with each of its distinct prompts run once (``group_size`` rows per prompt).
 
-    Rows are sorted by completion length into ``buckets`` sub-batches as in :func:`_bucketed`. For each: one forward
-    of the bucket's distinct prompts (with cache; its last logits predict completion token 0), the cache indexed to
-    the bucket's rows (``batch_select_indices``, differentiable), then one forward of the completions' first
-    ``width - 1`` tokens (``width``: every one with ``hidden``) on that cache, positions continuing each prompt's own.
-    """
+    One forward of the bucket's distinct prompts (with cache; its last logits predict completion token 0), the cache
+    indexed to the bucket's rows (``batch_select_indices``, differentiable), then one forward of the completions'
+    first ``width - 1`` tokens (``width``: every one with ``hidden``) on that cache, positions continuing each
+    prompt's own. A model that returns no transformers ``Cache`` gets the plain forward."""
     from divrl.rollout._hf import cache_arg
 
-    mask = completion_mask.bool()
-    lc = mask.shape[1]
-    prompt_mask = attention_mask[:, :completion_start].bool() if attention_mask is not None else None  # (N, Lp)
-    columns = torch.arange(1, lc + 1, device=mask.device)  # (Lc,)
-    ends = (mask * columns).amax(-1)  # (N,) one past the last real completion token (0 = empty)
-    order = torch.argsort(ends, stable=True)  # (N,)
-    name = cache_arg(model)
-    keep_one = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+    model, ids, start, fields = request.model, request.input_ids, request.completion_start, request.fields
+    mask = request.mask[rows, :width]  # (n_b, width)
     hidden_states = {"output_hidden_states": True} if "hidden" in fields or "prompt_hidden" in fields else {}
-    parts: dict[str, list[Tensor]] = {f: [] for f in fields}
-    for rows in order.chunk(buckets):  # (n_b,) each
-        width = max(int(ends[rows].max()), 1)
-        groups, inverse = torch.unique(rows // group_size, return_inverse=True)  # (u,), (n_b,)
-        first = groups * group_size  # (u,) a row of each distinct prompt
-        kwargs: dict[str, Any] = {"input_ids": input_ids[first, :completion_start], "use_cache": True}
-        positions = None
+    groups, inverse = torch.unique(rows // group_size, return_inverse=True)  # (u,), (n_b,)
+    first = groups * group_size  # (u,) a row of each distinct prompt
+    kwargs: dict[str, Any] = {"input_ids": ids[first, :start], "use_cache": True, **hidden_states}
+    prompt_mask = attention_mask[first, :start].long() if attention_mask is not None else None  # (u, Lp)
+    if prompt_mask is not None:
+        kwargs["attention_mask"] = prompt_mask
+        kwargs["position_ids"] = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (u, Lp)
+    if accepts(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = 1
+    name = cache_arg(model)
+    head = model(**kwargs)
+    cache = getattr(head, name, None)
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        return _plain_part(request, rows, width, attention_mask, group_size)
+    out: dict[str, Tensor] = {}
+    if "prompt_hidden" in fields:
+        out["prompt_hidden"] = _prompt_mean(head.hidden_states[-1], start, prompt_mask)[inverse]  # (n_b, H)
+    logits = [head.logits[:, -1:, :][inverse]]  # (n_b, 1, V): predicts completion token 0
+    feed = width if "hidden" in fields else width - 1  # completion tokens fed on the prompts' cache
+    if feed > 0:
+        cache.batch_select_indices(inverse)
+        step: dict[str, Any] = {"input_ids": ids[rows, start : start + feed], name: cache, "use_cache": True}
+        offsets = torch.arange(feed, device=ids.device)  # (feed,)
         if prompt_mask is not None:
-            pm = prompt_mask[first].long()  # (u, Lp)
-            kwargs["attention_mask"] = pm
-            kwargs["position_ids"] = (pm.cumsum(-1) - 1).clamp(min=0)  # (u, Lp)
-            positions = pm.sum(-1)[inverse]  # (n_b,) position of each row's first completion token
-        head = model(**kwargs, **keep_one, **hidden_states)
-        cache = getattr(head, name, None)
-        if cache is None or not hasattr(cache, "batch_select_indices"):  # no transformers Cache: the plain forward
-            mask_rows = attention_mask[rows, : completion_start + width] if attention_mask is not None else None
-            out = token_statistics(
-                model,
-                input_ids[rows, : completion_start + width],
-                completion_start,
-                mask[rows, :width],
-                fields,
-                temperature=temperature,
-                attention_mask=mask_rows,
-            )
+            ones = torch.ones(len(rows), feed, dtype=torch.long, device=ids.device)  # (n_b, feed)
+            step["attention_mask"] = torch.cat([prompt_mask[inverse], ones], dim=1)  # (n_b, Lp + feed)
+            step["position_ids"] = prompt_mask.sum(-1)[inverse][:, None] + offsets  # (n_b, feed)
         else:
-            out = {}
-            if "prompt_hidden" in fields:
-                prompt_mean = _prompt_mean(head.hidden_states[-1], completion_start, kwargs.get("attention_mask"))
-                out["prompt_hidden"] = prompt_mean[inverse]  # (n_b, H)
-            logits = [head.logits[:, -1:, :][inverse]]  # (n_b, 1, V): predicts completion token 0
-            feed = width if "hidden" in fields else width - 1  # completion tokens fed on the prompts' cache
-            if feed > 0:
-                cache.batch_select_indices(inverse)
-                step: dict[str, Any] = {"input_ids": input_ids[rows, completion_start : completion_start + feed]}
-                offsets = torch.arange(feed, device=mask.device)  # (feed,)
-                if prompt_mask is not None and positions is not None:
-                    ones = torch.ones(len(rows), feed, dtype=torch.long, device=mask.device)  # (n_b, feed)
-                    step["attention_mask"] = torch.cat([prompt_mask[rows].long(), ones], dim=1)  # (n_b, Lp + feed)
-                    step["position_ids"] = positions[:, None] + offsets  # (n_b, feed)
-                else:
-                    step["position_ids"] = (completion_start + offsets).expand(len(rows), feed)  # (n_b, feed)
-                tail = model(**step, **{name: cache}, use_cache=True, **hidden_states)
-                logits.append(tail.logits[:, : width - 1, :])  # (n_b, width - 1, V)
-                if "hidden" in fields:
-                    out["hidden"] = _completion_mean(tail.hidden_states[-1], mask[rows, :width])  # (n_b, H)
-            targets = input_ids[rows, completion_start : completion_start + width]  # (n_b, width)
-            out.update(_from_logits(torch.cat(logits, dim=1), targets, mask[rows, :width], temperature, fields))
-        for f in fields:
-            parts[f].append(out[f] if f in ROW_FIELDS else F.pad(out[f], (0, lc - width)))  # (n_b, H) or (n_b, Lc)
-    inverse_order = torch.argsort(order)  # (N,)
-    return {f: torch.cat(parts[f])[inverse_order] for f in fields}  # (N, Lc) or (N, H) each
+            step["position_ids"] = (start + offsets).expand(len(rows), feed)  # (n_b, feed)
+        tail = model(**step, **hidden_states)
+        logits.append(tail.logits[:, : width - 1, :])  # (n_b, width - 1, V)
+        if "hidden" in fields:
+            out["hidden"] = _completion_mean(tail.hidden_states[-1], mask)  # (n_b, H)
+    targets = ids[rows, start : start + width]  # (n_b, width)
+    out.update(_from_logits(torch.cat(logits, dim=1), targets, mask, request.temperature, fields))
+    return out
