@@ -806,3 +806,26 @@ def test_reserved_cache_layer_matches_concatenation(tok):
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (step, i)
     assert mine.get_seq_length() == stock.get_seq_length() == 4 + 1 + 2 + 1 + 2
     assert mine.layers[0]._key_buffer.shape[-2] > 4 + 2  # it grew past the reserved room
+
+
+def test_reserved_cache_layer_hands_other_calls_to_the_stock_layer(tok):
+    """A call a decode loop does not make (crop, reset, beam reordering, ...) turns the layer back into a stock
+    ``DynamicLayer`` with the same values, then runs the stock code: cropping then updating gives the stock result."""
+    from transformers.cache_utils import DynamicLayer
+
+    from divrl.rollout._hf import reserve_cache
+
+    model = sharp(tok, scale=1.0)
+    ids = torch.tensor(tok(["1+2=", "3*4="])["input_ids"])  # (2, 4)
+    name = cache_arg(model)
+    stock = getattr(model(input_ids=ids, use_cache=True), name)
+    mine = getattr(model(input_ids=ids, use_cache=True), name)
+    reserve_cache(mine, 8)
+    k = torch.randn(2, *stock.layers[0].keys.shape[1:2], 1, stock.layers[0].keys.shape[-1])  # (B, H, 1, D)
+    for cache in (stock, mine):
+        cache.layers[0].update(k, k)
+        cache.crop(-2)  # drop the last two positions
+        cache.layers[0].update(k + 1, k + 1)
+    assert type(mine.layers[0]) is DynamicLayer and mine.get_seq_length() == stock.get_seq_length() == 4
+    for a, b in zip(stock.layers, mine.layers, strict=True):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)

@@ -54,7 +54,7 @@ def reserve_cache(past: Any, room: int) -> None:
     The layer's class becomes :class:`_ReservedLayer` (a ``DynamicLayer`` whose ``keys`` / ``values`` are views of a
     longer buffer); ``update`` and ``batch_select_indices``, the two calls a decode loop makes, keep the buffer."""
     layers = getattr(past, "layers", None)
-    if room < 1 or not isinstance(layers, list):
+    if room < 1 or not isinstance(layers, list) or getattr(past, "offloading", False):
         return
     try:
         from transformers.cache_utils import DynamicLayer
@@ -108,6 +108,12 @@ def _reserved_layer_class(base: Any) -> Any:
             self._value_buffer = self._value_buffer[indices, ...]
             self._views()
 
+        def _plain(self) -> None:
+            """Back to a stock ``DynamicLayer`` holding the same values (for any other call on the cache)."""
+            self.keys, self.values = self.keys.clone(), self.values.clone()
+            del self._key_buffer, self._value_buffer, self._length
+            self.__class__ = base
+
         def _views(self) -> None:
             self.keys = self._key_buffer[:, :, : self._length]  # (B, H, length, D)
             self.values = self._value_buffer[:, :, : self._length]  # (B, H, length, D)
@@ -119,5 +125,16 @@ def _reserved_layer_class(base: Any) -> Any:
             buffer[:, :, :length] = states
             return buffer
 
+    def fall_back(name: str) -> Any:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            self._plain()
+            return getattr(self, name)(*args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    for name in ("crop", "reset", "batch_repeat_interleave", "reorder_cache", "offload", "prefetch"):
+        if hasattr(base, name):  # calls a decode loop does not make: the stock layer's own code, on its own storage
+            setattr(_ReservedLayer, name, fall_back(name))
     _RESERVED[base] = _ReservedLayer
     return _ReservedLayer
