@@ -780,9 +780,8 @@ def test_reserved_kv_cache_changes_no_sample(tok, arch, prompts, monkeypatch):
     assert torch.equal(got.completion_mask, want.completion_mask) and torch.equal(got.entropies, want.entropies)
 
 
-def test_reserved_cache_layer_matches_concatenation(tok):
-    """``reserve_cache`` on a real transformers cache: updates past the reserved room (the buffer doubles) and row
-    selection with repeats (LATR's forks) give exactly the keys and values of the stock concatenating layer."""
+def _two_caches(tok, room: int):
+    """The KV caches of the same two prompts from a tiny Llama: one stock, one given ``room`` by ``reserve_cache``."""
     from divrl.rollout._hf import reserve_cache
 
     model = sharp(tok, scale=1.0)
@@ -790,7 +789,14 @@ def test_reserved_cache_layer_matches_concatenation(tok):
     name = cache_arg(model)
     stock = getattr(model(input_ids=ids, use_cache=True), name)
     mine = getattr(model(input_ids=ids, use_cache=True), name)
-    reserve_cache(mine, 2)
+    reserve_cache(mine, room)
+    return stock, mine
+
+
+def test_reserved_cache_layer_matches_concatenation(tok):
+    """``reserve_cache`` on a real transformers cache: updates past the reserved room (the buffer doubles) and row
+    selection with repeats (LATR's forks) give exactly the keys and values of the stock concatenating layer."""
+    stock, mine = _two_caches(tok, room=2)
     assert {type(layer).__name__ for layer in mine.layers} == {"_ReservedLayer"}
     torch.manual_seed(0)
     for step, cache_rows in enumerate([None, torch.tensor([1, 0, 0]), None, torch.tensor([2, 1])]):
@@ -813,14 +819,7 @@ def test_reserved_cache_layer_hands_other_calls_to_the_stock_layer(tok):
     ``DynamicLayer`` with the same values, then runs the stock code: cropping then updating gives the stock result."""
     from transformers.cache_utils import DynamicLayer
 
-    from divrl.rollout._hf import reserve_cache
-
-    model = sharp(tok, scale=1.0)
-    ids = torch.tensor(tok(["1+2=", "3*4="])["input_ids"])  # (2, 4)
-    name = cache_arg(model)
-    stock = getattr(model(input_ids=ids, use_cache=True), name)
-    mine = getattr(model(input_ids=ids, use_cache=True), name)
-    reserve_cache(mine, 8)
+    stock, mine = _two_caches(tok, room=8)
     k = torch.randn(2, *stock.layers[0].keys.shape[1:2], 1, stock.layers[0].keys.shape[-1])  # (B, H, 1, D)
     for cache in (stock, mine):
         cache.layers[0].update(k, k)
