@@ -56,7 +56,7 @@ def token_logprobs(
         group_size: > 1 declares that rows come in consecutive runs of this many sharing one prompt (the sampler's
             layout: prompt ``p``'s group at rows ``p*G .. p*G+G-1``; checked). Each prompt then goes through the model
             once per length bucket, and its KV cache serves its rows' completions (a prefix-shared forward: on the
-            Countdown testbed a third less forward/backward time; docs/results.md). Same values up to float rounding
+            Countdown testbed 27% less forward/backward time; docs/results.md). Same values up to float rounding
             (cached vs full attention, as in the sampler). Needs a transformers ``Cache`` (``batch_select_indices``):
             a model without one runs the plain forward.
 
