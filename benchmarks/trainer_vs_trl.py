@@ -37,8 +37,9 @@ kernel, which torch's counter does not know by default. Achieved GFLOP/s = count
 step time. The rule-of-thumb estimate printed beside it is ``6 * N * T_train + 2 * N * T_sample`` with N the
 parameter count (embedding tied with the LM head, counted once), T_train the tokens of the training forward
 (rows x padded prompt+completion length; for divrl, summed over its ``--length-buckets`` row buckets, each cut
-to its longest completion; with ``--prefix-sharing``, each bucket's distinct prompts once plus its rows' completions) and T_sample the tokens fed while sampling (divrl: each distinct prompt
-once, then each row's generated tokens but the last; TRL/transformers ``generate``: every row's prompt, then one
+to its longest completion; with ``--prefix-sharing``, each bucket's distinct prompts once plus its rows'
+completions) and T_sample the tokens fed while sampling (divrl: each distinct prompt once, then each row's
+generated tokens but the last; TRL/transformers ``generate``: every row's prompt, then one
 token per row per decode step until the last row finishes); it ignores attention's L x L term and whatever padding the sampler does or avoids. The
 peak is the best fp32 ``torch.matmul`` rate over square sizes 256..2048 at the same thread count.
 """

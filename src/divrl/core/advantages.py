@@ -95,8 +95,8 @@ __all__ = [
 ]
 
 AdvantageFn = Callable[..., Tensor | tuple[Tensor, Mapping[str, Any]]]
-_Estimator = TypeVar("_Estimator", bound=AdvantageFn)  # register_advantage keeps the decorated function's own type
 """``fn(batch: GroupBatch, *, **options) -> Tensor  # (P, G)``; a stateful one returns ``(advantages, updates)``."""
+_Estimator = TypeVar("_Estimator", bound=AdvantageFn)  # register_advantage keeps the decorated function's own type
 
 ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
 
