@@ -10,6 +10,10 @@ step, plus the training curve in 20-step windows); ``--samples`` also keeps ever
     python benchmarks/sweep_countdown.py --out runs/sweep --steps 80 \
         "grpo:" "r1_zero_div:loss.1.options.lam=0.1" "darling:advantage.options.scale=none"
 
+    # the recipes' defaults at seeds 0-2 were trained by `divrl bench`: evaluate those models on val instead of
+    # training them again (a run is reused only when its config.yaml equals the setting's config)
+    python benchmarks/sweep_countdown.py --out runs/val --steps 120 --reuse runs/bench "grpo:" "grpo:seed=1"
+
     # three seeds, four runs at a time, evaluated at steps 120, 180 and 240
     python benchmarks/sweep_countdown.py --out runs/sweep --steps 240 --seeds 0,1,2 --workers 4 \
         --eval-steps 120,180,240 --common optim.lr=1e-4 "grpo:"
@@ -60,6 +64,52 @@ def windows(run_dir: Path, width: int = 20) -> list[float]:
     return [sum(rewards[i : i + width]) / len(rewards[i : i + width]) for i in range(0, len(rewards), width)]
 
 
+def find_reusable(cfg: Any, root: Path | None, step: int) -> Path | None:
+    """A finished run under ``root`` (any depth) whose ``config.yaml`` equals ``cfg`` and whose newest complete
+    checkpoint is at ``step``: the trainer is deterministic for a config and seed, so its model is the one this
+    setting would train. None when there is none (or no ``root``). With a constant learning rate the configs'
+    ``steps`` may differ (a staged run saves its first stage's)."""
+    from divrl.config import ConfigError, from_dict, load_yaml, to_dict
+    from divrl.trainer.common import checkpoint_step, latest_checkpoint
+    from divrl.trainer.config import RLConfig
+
+    if root is None:
+        return None
+    want = to_dict(cfg)
+    for path in sorted(root.rglob("config.yaml")):
+        run_dir = path.parent
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None or checkpoint_step(ckpt.name) != step:
+            continue
+        try:
+            saved = to_dict(from_dict(RLConfig, load_yaml(path)))
+        except ConfigError:  # not an RL run's config
+            continue
+        # a staged run (--eval-steps) saved the steps of its first stage; with a constant learning rate the
+        # total does not change the model at a step (the trainer reseeds every step), otherwise it must match
+        if saved["optim"]["schedule"] == "constant":
+            saved["steps"] = want["steps"]
+        if saved == want:
+            return run_dir
+    return None
+
+
+def reuse_run(source: Path, run_dir: Path) -> None:
+    """Copy ``source``'s config, metrics and newest checkpoint into ``run_dir`` (which must hold no run yet)."""
+    import shutil
+
+    from divrl.trainer.common import LATEST, latest_checkpoint
+
+    ckpt = latest_checkpoint(source)
+    assert ckpt is not None
+    run_dir.mkdir(parents=True, exist_ok=False)
+    shutil.copy2(source / "config.yaml", run_dir / "config.yaml")
+    shutil.copy2(source / "metrics.jsonl", run_dir / "metrics.jsonl")
+    shutil.copytree(ckpt, run_dir / ckpt.name)
+    (run_dir / LATEST).write_text(ckpt.name)
+    (run_dir / "reused_from.txt").write_text(f"{source.resolve()}\n")
+
+
 def evaluate_folder(folder: str, cfg: Any, args: argparse.Namespace, keep: Path | None) -> dict[str, Any]:
     """Evaluate the policy in ``folder`` on ``args.split`` (``args.problems`` problems, ``args.n`` samples, seed 7)
     with the task and rollout length of the run config ``cfg``; ``keep``: also save the completions there."""
@@ -104,6 +154,11 @@ def run_one(
         raise ValueError(f"{name}: --eval-steps trains in stages, which needs optim.schedule 'constant'")
     t0 = time.perf_counter()
     result: dict[str, Any] = {"at": {}}
+    if not run_dir.exists() and not eval_steps:
+        source = find_reusable(cfg, args.reuse, args.steps)
+        if source is not None:
+            reuse_run(source, run_dir)
+            result["reused_from"] = str(source)
     partial = run_dir / f"{args.split}_partial.json"
     if partial.exists():
         result = json.loads(partial.read_text())
@@ -169,6 +224,13 @@ def main() -> None:
     parser.add_argument("--samples", action="store_true", help="Keep every evaluation's completions (gzip JSON).")
     parser.add_argument("--problems", type=int, default=0, help="Evaluation problems (0 = the whole split).")
     parser.add_argument("--include-base", action="store_true", help="Also evaluate the base policy.")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="Folder of finished runs (e.g. a `divrl bench` output): a setting whose exact config was already trained "
+        "there to --steps is evaluated from that model instead of trained again (not with --eval-steps).",
+    )
     parser.add_argument(
         "--base",
         default=None,

@@ -127,6 +127,25 @@ def test_sweep_countdown(tmp_path: Path) -> None:
     assert len(run["reward_windows"]) == 1 and len(run["at"]["2"]["per_problem"]) == 3
     assert len(re.findall(r"^\| ", out, re.M)) == 3  # header + base + the one setting
 
+    # --reuse: the same config trained to the same step is evaluated from that model; another config is trained
+    same = "grpo:rollout.prompts_per_step=2,rollout.group_size=2,threads=1"
+    other = same + ",rollout.temperature=0.9"
+    run_script(
+        "sweep_countdown.py",
+        *("--out", str(tmp_path / "again"), "--steps", "2", "--n", "2", "--problems", "3"),
+        *("--reuse", str(tmp_path / "sweep"), same, other),
+        cwd=tmp_path,
+    )
+    again = json.loads((tmp_path / "again" / "sweep.json").read_text())
+    name = "grpo_rollout.prompts_per_step=2_rollout.group_size=2_threads=1_s0"
+    reused, trained = again[name], again[name.replace("_s0", "_rollout.temperature=0.9_s0")]
+    assert Path(reused["reused_from"]) == (tmp_path / "sweep" / name).resolve() and "reused_from" not in trained
+    assert reused["per_problem"] == run["at"]["2"]["per_problem"]  # the same model, the same evaluation seed
+    assert (tmp_path / "again" / name / "metrics.jsonl").read_bytes() == (
+        tmp_path / "sweep" / name / "metrics.jsonl"
+    ).read_bytes()
+    assert (tmp_path / "again" / name.replace("_s0", "_rollout.temperature=0.9_s0") / "checkpoint-000002").is_dir()
+
 
 def test_recipe_fingerprint(tmp_path: Path) -> None:
     """Two runs of one recipe at one step are identical; another seed is reported as a difference and exits 1."""
