@@ -493,7 +493,7 @@ def _init_worker(threads: int, parent: int) -> None:
 
     if threads > 0:
         torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # many workers' load/save bars: noise
+    hf_logging.disable_progress_bar()  # many workers' load/save bars: noise
 
     def watch() -> None:
         while os.getppid() == parent:
