@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
 SMOKED = {
     "embed_speed.py", "gpu_check.py", "logprob_forward.py", "partition_cost.py", "sweep_countdown.py", "trainer_vs_trl.py",
-    "recipe_fingerprint.py", "step_time.py", "seed_pairs.py", "signal_summary.py",
+    "recipe_fingerprint.py", "step_time.py", "seed_pairs.py", "signal_summary.py", "per_problem_shift.py",
     "fuzz_cli.py",  # smoke-tested in tests/test_cli_fuzz.py
 }  # fmt: skip
 
@@ -145,6 +145,27 @@ def test_sweep_countdown(tmp_path: Path) -> None:
         tmp_path / "sweep" / name / "metrics.jsonl"
     ).read_bytes()
     assert (tmp_path / "again" / name.replace("_s0", "_rollout.temperature=0.9_s0") / "checkpoint-000002").is_dir()
+
+
+def test_per_problem_shift(tmp_path: Path) -> None:
+    """Hand-made per-problem results: 4 problems, base 0, 1, 2, 8 of 8 correct; model 2, 0, 6, 8."""
+
+    def write(name: str, correct: list[int]) -> str:
+        rows = [{"id": f"p{i}", "n": 8, "correct": c} for i, c in enumerate(correct)]
+        (tmp_path / name).write_text(json.dumps({"per_problem": rows}))
+        return str(tmp_path / name)
+
+    out = run_script(
+        "per_problem_shift.py", write("b.json", [0, 1, 2, 8]), write("m.json", [2, 0, 6, 8]), cwd=tmp_path
+    )
+    # pass@1 11/32 -> 16/32; at 0: p0 -> p1; abandoned p1, opened p0; >= 0.5: p2, p3
+    assert "pass@1 0.344 -> 0.500 (gain +0.156); problems at 0 correct 0.250 -> 0.250; abandoned 0.250, " in out
+    assert "opened 0.250; model >= 0.5: 0.500" in out
+    # rate gains +0.25 (p0, bin = 0), -0.125 (p1, 0.125 in [0.05, 0.15)), +0.5 (p2), 0 (p3): of 0.625 in all
+    assert "base rate = 0: 1 problems, 0.000 -> 0.250, 40% of the gain" in out
+    assert "base rate in [0.05, 0.15): 1 problems, 0.125 -> 0.000, -20% of the gain" in out
+    assert "base rate in [0.15, 0.30): 1 problems, 0.250 -> 0.750, 80% of the gain" in out
+    assert "base rate in [0.50, 1.00]: 1 problems, 1.000 -> 1.000, 0% of the gain" in out
 
 
 def test_recipe_fingerprint(tmp_path: Path) -> None:
