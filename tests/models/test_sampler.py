@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerFast
 
 import divrl.rollout.sampler as sampler_module
 from divrl.models import build_char_tokenizer, build_policy
-from divrl.rollout import Rollouts, sample, token_logprobs, token_statistics
+from divrl.rollout import Rollouts, concat_rollouts, sample, token_logprobs, token_statistics
 from divrl.rollout._hf import cache_arg
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
@@ -339,6 +339,38 @@ def test_chunking_across_groups_gives_the_same_greedy_result(tok, llama):
     for batch_size in (1, 5, 7):  # chunks that split groups and mix widths
         chunked = sample(llama, tok, prompts, num_samples=3, max_new_tokens=12, greedy=True, batch_size=batch_size)
         assert chunked.texts == whole.texts and torch.equal(chunked.prompt_ids, whole.prompt_ids)
+
+
+def test_concat_rollouts_equals_sampling_the_kept_prompts_together(tok, llama):
+    """Greedy output does not depend on batch mates, so the kept rows of two sampling calls, concatenated, are
+    exactly one greedy call on the kept prompts: ids, masks, widths, texts, finished, entropies."""
+    a = sample(llama, tok, ["abc", "d"], max_new_tokens=16, greedy=True, with_entropy=True)
+    b = sample(llama, tok, MIXED, max_new_tokens=16, greedy=True, with_entropy=True)
+    got = concat_rollouts([a, b], [[1], [3, 1]], pad_id=tok.pad_token_id)
+    want = sample(llama, tok, ["d", "12+30=4", "(3*4)-5="], max_new_tokens=16, greedy=True, with_entropy=True)
+    for name in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "finished"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    assert got.texts == want.texts and got.stats == {}
+    torch.testing.assert_close(got.entropies, want.entropies)
+    check_invariants(got, tok, ["d", "12+30=4", "(3*4)-5="], 1, 16)
+
+
+def test_concat_rollouts_drops_unused_columns(tok, llama):
+    """Only short prompts kept: the prompt width shrinks to theirs and no attention mask is needed any more; a
+    part without entropies makes the result carry none."""
+    a = sample(llama, tok, MIXED, num_samples=2, max_new_tokens=16, greedy=True)  # widths 8, masked
+    assert a.attention_mask is not None and a.prompt_ids.shape[1] == 8
+    got = concat_rollouts([a, a], [[0, 1], [7]], pad_id=tok.pad_token_id)  # "1+2=" twice, then "12+30=4"
+    assert got.prompt_ids.shape[1] == 7 and got.entropies is None
+    assert got.texts == [a.texts[0], a.texts[1], a.texts[7]]
+    lengths = got.completion_mask.sum(-1)
+    assert got.completion_ids.shape[1] == int(lengths.max())
+    only_short = concat_rollouts([a], [[0, 1]], pad_id=tok.pad_token_id)
+    assert only_short.attention_mask is None and only_short.prompt_ids.shape[1] == 4
+    with pytest.raises(ValueError, match="no rows to keep"):
+        concat_rollouts([a], [[]], pad_id=0)
+    with pytest.raises(ValueError, match="one row list per part"):
+        concat_rollouts([a, a], [[0]], pad_id=0)
 
 
 def test_dropping_finished_rows_changes_nothing(tok, llama, monkeypatch):

@@ -134,3 +134,120 @@ def test_adapter_refusal_is_one_line():
     assert adapter_refusal("X", "standard", "uniform") is None
     for message in (adapter_refusal("X", sampler="latr"), adapter_refusal("X", prompt_selector="gdro")):
         assert message is not None and "\n" not in message and message.startswith("X: ")
+
+
+# ---------------------------------------------------------------------------------------------- dynamic sampling
+
+
+def _spy_rounds(monkeypatch) -> tuple[list[Any], list[Any]]:
+    """Record each generation round's rollouts and the batch each optimizer call trains on."""
+    rounds: list[Any] = []
+    trained: list[Any] = []
+    sample_, optimize = RLTrainer._sample, RLTrainer.optimize
+
+    def spy_sample(self, step, round_, problems):
+        out = sample_(self, step, round_, problems)
+        rounds.append((round_, problems, out))
+        return out
+
+    def spy_optimize(self, batch, advantages, rollouts, old=None):
+        trained.append((batch, rollouts))
+        return optimize(self, batch, advantages, rollouts, old)
+
+    monkeypatch.setattr(RLTrainer, "_sample", spy_sample)
+    monkeypatch.setattr(RLTrainer, "optimize", spy_optimize)
+    return rounds, trained
+
+
+@pytest.mark.parametrize("signal", ["reward", "correct"])
+def test_filter_groups_trains_on_the_first_informative_groups_in_draw_order(tmp_path, monkeypatch, signal):
+    """DAPO's dynamic sampling: round 0 is the default step's draw and sampling (same seeds); every group whose
+    signal varies is kept in draw order until P are in hand; the batch trained on is exactly those rows."""
+    cfg = _cfg("grpo", steps=1, extra=[f"rollout.filter_groups={signal}", "rollout.max_gen_rounds=0"])
+    rounds, trained = _spy_rounds(monkeypatch)
+    trainer = RLTrainer(cfg, tmp_path, progress=False)
+    metrics = trainer.step(0)
+    first = random.Random(derive_seed(0, 0, 1)).sample(trainer.problems, 3)
+    assert rounds[0][0] == 0 and rounds[0][1] == first  # round 0 = the unfiltered step's prompts
+    expected_texts, expected_problems, informative, drawn = [], [], 0, 0
+    for _, problems, out in rounds:
+        for p, problem in enumerate(problems):
+            texts = out.texts[p * 4 : (p + 1) * 4]
+            verdicts = [trainer.task.verify(problem, t) for t in texts]
+            values = [v.reward if signal == "reward" else float(v.correct) for v in verdicts]
+            drawn += 1
+            if len(set(values)) > 1:
+                informative += 1
+                if len(expected_problems) < 3:
+                    expected_problems.append(problem)
+                    expected_texts.extend(texts)
+    assert informative >= 3 and len(rounds) == metrics["filter/gen_rounds"] >= 1
+    batch, rollouts = trained[0]
+    assert rollouts.texts == expected_texts and batch.num_prompts == 3
+    assert metrics["filter/drawn_groups"] == drawn and metrics["filter/kept_frac"] == informative / drawn
+    values = batch.rewards if signal == "reward" else batch.correct.float()  # (P, G)
+    assert bool((values.max(-1).values > values.min(-1).values).all())  # every trained group varies
+    later = [problem for _, problems, _ in rounds[1:] for problem in problems]
+    assert len(set(map(str, later))) == len(later) and not set(map(str, later)) & set(map(str, first))
+
+
+def test_filter_groups_off_is_the_default_and_logs_nothing_new(tmp_path):
+    cfg = _cfg("grpo", steps=1)
+    assert cfg.rollout.filter_groups == "none"
+    metrics = RLTrainer(cfg, tmp_path, progress=False).step(0)
+    assert not any(k.startswith("filter/") for k in metrics)
+
+
+def test_filter_groups_gives_up_after_max_gen_rounds_keeping_the_checkpoints(tmp_path, monkeypatch):
+    """No group varies any more: after max_gen_rounds rounds the run stops with an error naming the field; the
+    checkpoint and metrics written before stay."""
+    import divrl.trainer.rl as rl
+
+    extra = ["rollout.filter_groups=reward", "save_every=1"]
+    train(_cfg("grpo", steps=1, extra=[*extra, "rollout.max_gen_rounds=0"]), tmp_path, progress=False)
+    real_score = rl.score
+
+    def flat(task, problems, texts, g):  # every reward the same
+        scored = real_score(task, problems, texts, g)
+        scored.rewards.zero_()
+        scored.correct.zero_()
+        return scored
+
+    monkeypatch.setattr(rl, "score", flat)
+    trainer = RLTrainer(_cfg("grpo", steps=2, extra=[*extra, "rollout.max_gen_rounds=2"]), tmp_path, resume=True)
+    with pytest.raises(ConfigError, match=r"^rollout.max_gen_rounds: step 2 found 0 of 3 groups whose reward varies"):
+        trainer.run()
+    checkpoint = latest_checkpoint(tmp_path)
+    assert checkpoint is not None and checkpoint.name.endswith("1") and len(read_metrics(tmp_path)) == 1
+
+
+def test_filter_groups_resumes_exactly(tmp_path):
+    cfg = _cfg(
+        "grpo",
+        steps=4,
+        extra=["rollout.filter_groups=correct", "rollout.gen_prompts=4", "rollout.max_gen_rounds=0", "save_every=2"],
+    )
+    train(cfg, tmp_path / "full", progress=False)
+    trainer = RLTrainer(cfg, tmp_path / "split", progress=False)
+    for step in range(2):
+        trainer.logger.log(step + 1, trainer.step(step))
+    trainer.save(2)
+    trainer.logger.close()
+    del trainer
+    RLTrainer(cfg, tmp_path / "split", resume=True, progress=False).run()
+    full, split = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "split")
+    assert _strip(full) == _strip(split) and len(full) == 4
+    assert all(r["filter/drawn_groups"] % 4 == 0 and r["filter/gen_rounds"] >= 1 for r in full)
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["rollout.filter_groups=acc"], r"rollout.filter_groups"),
+        (["rollout.gen_prompts=-1"], r"rollout.gen_prompts: must be >= 0"),
+        (["rollout.max_gen_rounds=-2"], r"rollout.max_gen_rounds: must be >= 0"),
+    ],
+)
+def test_bad_filter_settings_name_the_field(extra, match):
+    with pytest.raises(ConfigError, match=match):
+        _cfg("grpo", steps=1, extra=extra)

@@ -52,9 +52,9 @@ from divrl.rollout.sampler import (
     Rollouts,
     _check_sample_args,
     _Picker,
-    _special_ids,
     _stop_token_ids,
     sample,
+    special_ids,
 )
 
 
@@ -179,7 +179,7 @@ def latr_sample(
         out.stats = {"forks": 0.0, "pruned": 0.0, "tree_steps": 0.0, "tree_rows": 0.0}
         return out
     device = model_device(model)
-    pad_id, eos_ids = _special_ids(model, tokenizer)
+    pad_id, eos_ids = special_ids(model, tokenizer)
     encoded: list[list[int]] = tokenizer(list(prompts))["input_ids"]
     for i, ids in enumerate(encoded):
         if len(ids) == 0:

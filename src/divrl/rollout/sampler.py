@@ -85,6 +85,63 @@ class Rollouts:
         return torch.cat([self.prompt_mask.long(), ones], dim=1)
 
 
+def concat_rollouts(parts: Sequence[Rollouts], rows: Sequence[Sequence[int]], pad_id: int) -> Rollouts:
+    """The rows ``rows[i]`` of ``parts[i]``, in that order, as one :class:`Rollouts` (e.g. the groups that DAPO's
+    dynamic sampling keeps from several generation rounds, ``rollout.filter_groups``).
+
+    Prompts are left-padded with ``pad_id`` to the longest kept prompt and completions right-padded with it to the
+    longest kept completion (columns no kept row uses are dropped, so ``attention_mask`` is ``None`` again when the
+    kept prompts have one length); each row's real tokens, masks, text, ``finished`` and entropies are unchanged.
+    ``stats`` stays empty (the caller merges the parts' own). Entropies: kept when every part has them, else
+    ``None``."""
+    if len(parts) != len(rows) or not parts:
+        raise ValueError(f"concat_rollouts needs one row list per part, got {len(parts)} parts and {len(rows)} lists")
+    picked = [(part, torch.as_tensor(list(r), dtype=torch.long)) for part, r in zip(parts, rows, strict=True)]
+    picked = [(part, r) for part, r in picked if len(r)]
+    if not picked:
+        raise ValueError("concat_rollouts: no rows to keep")
+    device = picked[0][0].prompt_ids.device
+    prompt_lens = [part.prompt_mask[r.to(device)].sum(-1) for part, r in picked]  # (n_i,) each
+    completion_lens = [part.completion_mask[r.to(device)].sum(-1) for part, r in picked]  # (n_i,) each
+    lp = int(torch.cat(prompt_lens).max())
+    lc = max(1, int(torch.cat(completion_lens).max()))
+    with_entropy = all(part.entropies is not None for part, _ in picked)
+    prompt_ids, prompt_mask, completion_ids, completion_mask, finished, entropies = [], [], [], [], [], []
+    texts: list[str] = []
+    for part, r in picked:
+        rd = r.to(device)
+        n, width = len(r), part.prompt_ids.shape[1]
+        ids = torch.full((n, lp), pad_id, dtype=torch.long, device=device)  # (n, Lp)
+        keep = min(lp, width)  # a row's prompt is right-aligned: its last ``keep`` columns hold every real token
+        ids[:, lp - keep :] = part.prompt_ids[rd, width - keep :]
+        mask = torch.zeros(n, lp, dtype=torch.bool, device=device)  # (n, Lp)
+        mask[:, lp - keep :] = part.prompt_mask[rd, width - keep :]
+        prompt_ids.append(ids)
+        prompt_mask.append(mask)
+        c_width = min(lc, part.completion_ids.shape[1])
+        c_ids = torch.full((n, lc), pad_id, dtype=torch.long, device=device)  # (n, Lc)
+        c_ids[:, :c_width] = part.completion_ids[rd, :c_width]
+        c_mask = torch.zeros(n, lc, dtype=torch.bool, device=device)  # (n, Lc)
+        c_mask[:, :c_width] = part.completion_mask[rd, :c_width]
+        completion_ids.append(c_ids.masked_fill(~c_mask, pad_id))
+        completion_mask.append(c_mask)
+        finished.append(part.finished[rd])
+        texts.extend(part.texts[i] for i in r.tolist())
+        if with_entropy:
+            ent = torch.zeros(n, lc, dtype=torch.float32, device=device)  # (n, Lc)
+            ent[:, :c_width] = part.entropies[rd, :c_width]  # type: ignore[index]
+            entropies.append(ent.masked_fill(~c_mask, 0.0))
+    return Rollouts(
+        prompt_ids=torch.cat(prompt_ids),
+        completion_ids=torch.cat(completion_ids),
+        completion_mask=torch.cat(completion_mask),
+        texts=texts,
+        finished=torch.cat(finished),
+        prompt_mask=torch.cat(prompt_mask),
+        entropies=torch.cat(entropies) if with_entropy else None,
+    )
+
+
 def sample(
     model: Any,
     tokenizer: Any,
@@ -133,7 +190,7 @@ def sample(
     """
     _check_sample_args(prompts, num_samples, max_new_tokens, temperature, top_p, top_k, stop, batch_size, greedy)
     device = model_device(model)
-    pad_id, eos_ids = _special_ids(model, tokenizer)
+    pad_id, eos_ids = special_ids(model, tokenizer)
     encoded: list[list[int]] = tokenizer(list(prompts))["input_ids"]
     for i, ids in enumerate(encoded):
         if len(ids) == 0:
@@ -387,7 +444,7 @@ def _check_sample_args(
             raise ValueError(f"stop[{i}] must be a non-empty string, got {s!r}")
 
 
-def _special_ids(model: Any, tokenizer: Any) -> tuple[int, set[int]]:
+def special_ids(model: Any, tokenizer: Any) -> tuple[int, set[int]]:
     """The pad id (falling back to EOS, then 0) and the set of EOS ids of tokenizer and generation config."""
     eos: set[int] = set()
     for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from divrl.rollout.sampler import Rollouts, _check_sample_args, _special_ids
+from divrl.rollout.sampler import Rollouts, _check_sample_args, special_ids
 
 
 def rollouts_from_ids(
@@ -185,7 +185,7 @@ class VLLMSampler:
     ) -> Rollouts:
         """Same contract as :func:`divrl.rollout.sample` (``model`` gives the pad/EOS ids; the engine samples)."""
         _check_sample_args(prompts, num_samples, max_new_tokens, temperature, top_p, top_k, stop, 1, greedy)
-        pad_id, eos_ids = _special_ids(model, self.tokenizer)
+        pad_id, eos_ids = special_ids(model, self.tokenizer)
         encoded: list[list[int]] = self.tokenizer(list(prompts))["input_ids"]
         params = self._vllm.SamplingParams(
             n=num_samples,

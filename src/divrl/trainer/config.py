@@ -75,10 +75,30 @@ class RolloutConfig:
     and tested against a fake vLLM only, see ``divrl.rollout.vllm_backend``)."""
     vllm_gpu_memory_utilization: float = 0.3
     """Share of GPU memory vLLM may take (the rest is the policy's and the optimizer's)."""
+    filter_groups: Literal["none", "reward", "correct"] = "none"
+    """DAPO's dynamic sampling (Yu et al., arXiv 2503.14476: the constraint ``0 < |{o_i : o_i correct}| < G`` of its
+    objective; verl's ``algorithm.filter_groups``):
+    drop every group whose ``reward`` (the verifier's scored rewards) or ``correct`` (correctness; verl's ``acc``)
+    does not vary, and draw more prompts in further generation rounds until ``prompts_per_step`` groups remain; the
+    first ``prompts_per_step`` kept, in draw order, are trained on. A group with no variation has GRPO advantage 0
+    everywhere, so the filter gives every step ``prompts_per_step`` groups with a learning signal at the cost of
+    extra sampling. ``none`` (the default) draws once, as before. Logged per step: ``filter/gen_rounds``,
+    ``filter/drawn_groups``, ``filter/kept_frac`` (informative share of the drawn groups) and
+    ``filter/drawn_accuracy`` (accuracy over every drawn rollout; ``accuracy`` and ``reward`` are the trained
+    batch's, as verl logs them). A prompt selector (gdro) learns from every drawn group."""
+    gen_prompts: int = 0
+    """Prompts drawn per generation round when ``filter_groups`` is on (verl's ``data.gen_batch_size``; 0 =
+    ``prompts_per_step``). Later rounds of a step draw problems not yet drawn in it (uniform draw)."""
+    max_gen_rounds: int = 10
+    """Generation rounds per step before a step with too few informative groups stops the run with an error naming
+    this field (verl's ``max_num_gen_batches``, whose DAPO recipe uses 10; 0 = no limit). Checkpoints already
+    written stay; ``divrl train --resume RUN --set rollout.max_gen_rounds=0`` continues."""
 
     def __post_init__(self) -> None:
         for name in ("prompts_per_step", "group_size", "max_new_tokens", "batch_size"):
             _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        for name in ("gen_prompts", "max_gen_rounds"):
+            _require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
         _require(_finite(self.temperature) and self.temperature > 0, "temperature", "> 0", self.temperature)
         _require(_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", "in (0, 1]", self.top_p)
         u = self.vllm_gpu_memory_utilization

@@ -349,49 +349,20 @@ class RLTrainer:
     # ----------------------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, float]:
         """One RL step: rollout → verify → signals → advantage → loss → AdamW. Returns its metrics."""
-        from divrl.rollout import sample
-
         cfg, ro = self.cfg, self.cfg.rollout
         timer = Timer()
-        rng = random.Random(derive_seed(cfg.seed, step, 1))
         torch.manual_seed(derive_seed(cfg.seed, step, 3))  # dropout (e.g. model.lora_dropout): exact on resume
-        if self.problem_ids is not None:  # a registered selector, e.g. gdro (bins of the running pass rates)
-            chosen = self.selector.select(
-                self.problem_ids, ro.prompts_per_step, rng, self.selector_state, self.selector_options
-            )
-            problems = [self.problems[i] for i in chosen]
-        else:
-            problems = rng.sample(self.problems, ro.prompts_per_step)  # uniform (the default)
-        prompts = [self.task.prompt(p) for p in problems]
-
-        self.model.eval()
-        options: dict[str, Any] = {
-            "num_samples": ro.group_size,
-            "max_new_tokens": ro.max_new_tokens,
-            "temperature": ro.temperature,
-            "top_p": ro.top_p,
-            "stop": self.task.stop,
-            "seed": derive_seed(cfg.seed, step, 2),
-        }
-        if self.vllm is not None:
-            self.vllm.sync_weights(self.model)
-            rollouts = self.vllm.sample(self.model, prompts, **options)
-        elif cfg.sampler.name == "standard":
-            rollouts = sample(self.model, self.tokenizer, prompts, batch_size=ro.batch_size, **options)
-        else:  # a registered sampler (e.g. latr), hf backend only (checked before the model loads)
-            rollouts = self.sampler(
-                self.model,
-                self.tokenizer,
-                prompts,
-                batch_size=ro.batch_size,
-                step=step,
-                options=self.sampler_options,
-                **options,
-            )
-        self.model.train()
-        t_sample = timer()
-
-        scored = score(self.task, problems, rollouts.texts, ro.group_size)
+        state_metrics: dict[str, float] = {}
+        if ro.filter_groups == "none":
+            problems = self._draw(step, 0, ro.prompts_per_step, set())
+            rollouts = self._sample(step, 0, problems)
+            t_sample = timer()
+            scored = score(self.task, problems, rollouts.texts, ro.group_size)
+            state_metrics.update(self._update_selector(problems, scored))
+        else:  # DAPO's dynamic sampling: only groups whose rewards vary, from as many rounds as it takes
+            problems, rollouts, scored, filter_metrics = self._sample_filtered(step)
+            t_sample = timer()
+            state_metrics.update(filter_metrics)
         texts = [rollouts.texts[p * ro.group_size : (p + 1) * ro.group_size] for p in range(len(problems))]
         old: dict[str, torch.Tensor] = {}  # GroupBatch field of the behaviour policy -> (P, G, T) or (P, G, H)
         mask = None
@@ -413,14 +384,7 @@ class RLTrainer:
             **{f: v.cpu() for f, v in old.items() if self.needs.uses(f)},  # what the estimator reads of the old pass
             problem_ids=[problem_id(p) for p in problems] if self.needs.uses("problem_ids") else None,
         )
-        state_metrics = {f"sampler/{k}": float(v) for k, v in getattr(rollouts, "stats", {}).items()}
-        if self.selector.stateful:  # the step's correctness moves the bin weights and the per-problem rates
-            ids = [problem_id(p) for p in problems]
-            self.selector_state = self.selector.update(
-                self.selector_state, ids, scored.correct.tolist(), self.selector_options
-            )
-            if self.selector.metrics is not None:
-                state_metrics.update(self.selector.metrics(self.selector_state, self.selector_options))
+        state_metrics.update({f"sampler/{k}": float(v) for k, v in getattr(rollouts, "stats", {}).items()})
         if self.stateful:  # (batch, state) -> (advantages, new state); the state goes into every checkpoint
             advantages, self.advantage_state = compute_advantages_and_state(
                 cfg.advantage.name, batch, self.advantage_state, **cfg.advantage.options
@@ -452,6 +416,134 @@ class RLTrainer:
             **{f"reasons/{kind.replace(' ', '_')}": float(n) for kind, n in sorted(scored.reasons.items())},
         }
         return metrics
+
+    def _draw(self, step: int, round_: int, count: int, drawn: set[int]) -> list[Any]:
+        """The problems of generation round ``round_`` of ``step``: ``count`` of them, by the prompt selector (e.g.
+        gdro) or uniformly without replacement; a later round (dynamic sampling) draws uniformly among the problems
+        not in ``drawn`` (indices, updated in place)."""
+        seed = derive_seed(self.cfg.seed, step, 1) if round_ == 0 else derive_seed(self.cfg.seed, step, 1, round_)
+        rng = random.Random(seed)
+        if self.problem_ids is not None:  # a registered selector, e.g. gdro (bins of the running pass rates)
+            chosen = self.selector.select(self.problem_ids, count, rng, self.selector_state, self.selector_options)
+        elif round_ == 0:  # uniform (the default); the same draw as rng.sample(self.problems, count)
+            chosen = rng.sample(range(len(self.problems)), count)
+        else:
+            left = [i for i in range(len(self.problems)) if i not in drawn]
+            chosen = rng.sample(left, min(count, len(left)))
+        drawn.update(chosen)
+        return [self.problems[i] for i in chosen]
+
+    def _sample(self, step: int, round_: int, problems: list[Any]) -> Any:
+        """G completions of each problem's prompt by the configured backend and sampler (seeded per step and
+        generation round); the policy is in eval mode for the call and in train mode after it."""
+        from divrl.rollout import sample
+
+        cfg, ro = self.cfg, self.cfg.rollout
+        prompts = [self.task.prompt(p) for p in problems]
+        self.model.eval()
+        options: dict[str, Any] = {
+            "num_samples": ro.group_size,
+            "max_new_tokens": ro.max_new_tokens,
+            "temperature": ro.temperature,
+            "top_p": ro.top_p,
+            "stop": self.task.stop,
+            "seed": derive_seed(cfg.seed, step, 2) if round_ == 0 else derive_seed(cfg.seed, step, 2, round_),
+        }
+        if self.vllm is not None:
+            if round_ == 0:
+                self.vllm.sync_weights(self.model)
+            rollouts = self.vllm.sample(self.model, prompts, **options)
+        elif cfg.sampler.name == "standard":
+            rollouts = sample(self.model, self.tokenizer, prompts, batch_size=ro.batch_size, **options)
+        else:  # a registered sampler (e.g. latr), hf backend only (checked before the model loads)
+            rollouts = self.sampler(
+                self.model,
+                self.tokenizer,
+                prompts,
+                batch_size=ro.batch_size,
+                step=step,
+                options=self.sampler_options,
+                **options,
+            )
+        self.model.train()
+        return rollouts
+
+    def _update_selector(self, problems: list[Any], scored: Scored) -> dict[str, float]:
+        """A stateful prompt selector (gdro) learns from the groups just scored; returns its metrics."""
+        if not self.selector.stateful:  # the step's correctness moves the bin weights and the per-problem rates
+            return {}
+        ids = [problem_id(p) for p in problems]
+        self.selector_state = self.selector.update(
+            self.selector_state, ids, scored.correct.tolist(), self.selector_options
+        )
+        if self.selector.metrics is None:
+            return {}
+        return dict(self.selector.metrics(self.selector_state, self.selector_options))
+
+    def _sample_filtered(self, step: int) -> tuple[list[Any], Any, Scored, dict[str, float]]:
+        """DAPO's dynamic sampling (``rollout.filter_groups``; verl ``algorithm.filter_groups``): generation rounds
+        of ``gen_prompts`` problems until ``prompts_per_step`` groups whose ``filter_groups`` signal varies are in
+        hand; returns the first ``prompts_per_step`` of them in draw order (problems, rollouts, their scores) and the
+        ``filter/*`` metrics. Raises :class:`ConfigError` naming ``rollout.max_gen_rounds`` when the rounds run out,
+        or when the split has no problem left to draw."""
+        from divrl.rollout import concat_rollouts
+        from divrl.rollout.sampler import special_ids
+
+        ro = self.cfg.rollout
+        g, want = ro.group_size, ro.prompts_per_step
+        per_round = ro.gen_prompts or want
+        drawn: set[int] = set()
+        kept: list[tuple[int, int]] = []  # (round, group within the round) of each informative group
+        parts: list[Any] = []  # each round's rollouts
+        round_problems: list[list[Any]] = []
+        drawn_groups = correct = 0
+        while len(kept) < want:
+            rounds = len(parts)
+            if ro.max_gen_rounds and rounds >= ro.max_gen_rounds:
+                raise ConfigError(
+                    f"rollout.max_gen_rounds: step {step + 1} found {len(kept)} of {want} groups whose "
+                    f"{ro.filter_groups} varies in {rounds} generation rounds of {per_round} prompts; raise it (0 = "
+                    "no limit) or train on easier problems. Checkpoints already written stay: divrl train --resume "
+                    "RUN --set rollout.max_gen_rounds=0"
+                )
+            problems = self._draw(step, rounds, per_round, drawn)
+            if not problems:
+                raise ConfigError(
+                    f"rollout.filter_groups: step {step + 1} drew every problem of the split ({len(self.problems)}) "
+                    f"and found {len(kept)} of {want} groups whose {ro.filter_groups} varies"
+                )
+            rollouts = self._sample(step, rounds, problems)
+            scored = score(self.task, problems, rollouts.texts, g)
+            self._update_selector(problems, scored)
+            signal = scored.rewards if ro.filter_groups == "reward" else scored.correct.float()  # (p, G) NaN: unscored
+            for p in range(len(problems)):
+                values = signal[p][~torch.isnan(signal[p])]  # (scored,)
+                if g == 1 or (len(values) >= 2 and bool(values.max() > values.min())):  # verl: std > 0 or n == 1
+                    kept.append((rounds, p))
+            parts.append(rollouts)
+            round_problems.append(problems)
+            drawn_groups += len(problems)
+            correct += int(scored.correct.sum())
+        informative = len(kept)
+        kept = kept[:want]
+        rows: list[list[int]] = [[] for _ in parts]
+        for r, p in kept:
+            rows[r].extend(range(p * g, (p + 1) * g))
+        problems = [round_problems[r][p] for r, p in kept]
+        rollouts = concat_rollouts(parts, rows, special_ids(self.model, self.tokenizer)[0])
+        stats: dict[str, list[float]] = {}
+        for part in parts:
+            for k, v in getattr(part, "stats", {}).items():
+                stats.setdefault(k, []).append(float(v))
+        rollouts.stats = {k: sum(v) / len(v) for k, v in stats.items()}  # mean over the generation rounds
+        scored = score(self.task, problems, rollouts.texts, g)  # the kept groups' verdicts (their reasons too)
+        metrics = {
+            "filter/gen_rounds": float(len(parts)),
+            "filter/drawn_groups": float(drawn_groups),
+            "filter/kept_frac": informative / drawn_groups,
+            "filter/drawn_accuracy": correct / (drawn_groups * g),
+        }
+        return problems, rollouts, scored, metrics
 
     def _embeddings(self, texts: list[list[str]], scored: Scored) -> torch.Tensor | None:
         """(P, G, D) embeddings for a cosine kernel, of the rows the estimator and the loss terms declare they read
