@@ -60,8 +60,8 @@ from divrl.trainer.plan import OLD_PASS, ON_POLICY, TRAIN_PASS, check_methods, c
 
 
 def resolve_dtype(name: str, device: torch.device | None = None) -> str:
-    """``auto`` = bfloat16 on a GPU, float32 on CPU (this CPU class has no native bf16); ``device``: the one the
-    model goes to (``None``: a GPU when torch sees one)."""
+    """``auto`` = bfloat16 on a GPU, float32 on CPU (bf16 autocast was no faster on the project's AMX CPU box at the
+    testbed's size, docs/results.md); ``device``: the one the model goes to (``None``: a GPU when torch sees one)."""
     if name == "auto":
         gpu = torch.cuda.is_available() if device is None else device.type == "cuda"
         return "bfloat16" if gpu else "float32"
