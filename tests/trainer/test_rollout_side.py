@@ -251,3 +251,10 @@ def test_filter_groups_resumes_exactly(tmp_path):
 def test_bad_filter_settings_name_the_field(extra, match):
     with pytest.raises(ConfigError, match=match):
         _cfg("grpo", steps=1, extra=extra)
+
+
+def test_gen_prompts_larger_than_the_split_is_refused_before_anything_is_written(tmp_path):
+    cfg = _cfg("grpo", steps=1, extra=["rollout.filter_groups=reward", "rollout.gen_prompts=100000"])
+    with pytest.raises(ConfigError, match=r"problems, fewer than rollout.gen_prompts=100000"):
+        RLTrainer(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

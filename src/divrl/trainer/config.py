@@ -88,7 +88,8 @@ class RolloutConfig:
     batch's, as verl logs them). A prompt selector (gdro) learns from every drawn group."""
     gen_prompts: int = 0
     """Prompts drawn per generation round when ``filter_groups`` is on (verl's ``data.gen_batch_size``; 0 =
-    ``prompts_per_step``). Later rounds of a step draw problems not yet drawn in it (uniform draw)."""
+    ``prompts_per_step``). Later rounds of a step draw problems not yet drawn in it (uniform draw; a prompt selector
+    such as gdro draws from the whole pool every round)."""
     max_gen_rounds: int = 10
     """Generation rounds per step before a step with too few informative groups stops the run with an error naming
     this field (verl's ``max_num_gen_batches``, whose DAPO recipe uses 10; 0 = no limit). Checkpoints already

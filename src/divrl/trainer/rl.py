@@ -114,6 +114,11 @@ class RLTrainer:
                 f"task {cfg.task.name!r} split {cfg.task.split!r} has {len(self.problems)} problems, fewer than "
                 f"rollout.prompts_per_step={cfg.rollout.prompts_per_step}"
             )
+        if cfg.rollout.filter_groups != "none" and len(self.problems) < cfg.rollout.gen_prompts:
+            raise ConfigError(
+                f"task {cfg.task.name!r} split {cfg.task.split!r} has {len(self.problems)} problems, fewer than "
+                f"rollout.gen_prompts={cfg.rollout.gen_prompts}"
+            )
         # a stateful prompt selector (gdro): its state (bin weights, per-problem rates) is in every checkpoint
         self.selector_state: Any = (
             self.selector.initial_state(self.selector_options) if self.selector.stateful else None
