@@ -26,6 +26,7 @@ def random_batch(p: int, g: int, seed: int, t: int = 3) -> GroupBatch:
     answers = [[pool[int(i)] for i in torch.randint(0, 4, (g,), generator=gen)] for _ in range(p)]
     return GroupBatch(
         rewards=rewards,
+        correct=rewards.bool(),
         answers=answers,
         partition=torch.randint(0, 3, (p, g), generator=gen),
         old_logprobs=-torch.rand(p, g, t, generator=gen),
@@ -37,6 +38,7 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("outcome_batch", {}),
     ("outcome_batch", {"coef": 1.0, "scale": "none", "missing": "own_class"}),
     ("outcome_batch", {"classes": "partition"}),
+    ("outcome_batch", {"gate": "correct"}),
     ("seed_grpo", {}),
     ("seed_grpo", {"f": "exp", "alpha": 2.0, "scale": "group"}),
     ("seed_grpo", {"f": "inverse", "entropy": "logprob"}),
@@ -81,6 +83,37 @@ def test_outcome_batch_reduces_to_grpo(scale: str) -> None:
     assert torch.allclose(adv("outcome_batch", same, scale=scale), base, atol=1e-5)
     assert torch.allclose(adv("outcome_batch", b, scale=scale, coef=0.0), base, atol=1e-6)
     assert not torch.allclose(adv("outcome_batch", b, scale=scale), base, atol=1e-3)  # the penalty acts here
+
+
+@pytest.mark.parametrize("coef", [0.25, 0.5, 1.0])
+def test_outcome_batch_all_wrong_group_ungated_ignores_coef_gated_is_grpo(coef: float) -> None:
+    """All-wrong group with answers (a, a, a, b, b, c): dup = (2/5 x3, 1/5 x2, 0), mean 4/15, centred -coef (2/15 x3,
+    -1/15 x2, -4/15), unbiased std coef sqrt(2/75): the GRPO-scaled advantage is sqrt(2/3) (-1, -1, -1, 1/2, 1/2, 2)
+    whatever coef (the std division cancels it). gate="correct" leaves the group at GRPO's 0."""
+    b = GroupBatch(rewards=torch.zeros(1, 6), correct=torch.zeros(1, 6, dtype=torch.bool), answers=[list("aaabbc")])
+    expected = math.sqrt(2 / 3) * torch.tensor([[-1.0, -1.0, -1.0, 0.5, 0.5, 2.0]])
+    assert torch.allclose(adv("outcome_batch", b, coef=coef), expected, atol=1e-4)
+    assert torch.equal(adv("outcome_batch", b, coef=coef, gate="correct"), torch.zeros(1, 6))
+    assert torch.allclose(adv("outcome_batch", b, coef=coef, gate="incorrect"), expected, atol=1e-4)
+
+
+def test_outcome_batch_gate_hand_computed() -> None:
+    """answers (a, a, b, b), rewards (1, 1, 0, 0), coef 0.5: dup = 1/3 each. Ungated the penalty is a constant (the
+    grpo advantage); gated to correct r' = (5/6, 5/6, 0, 0), centred (5/12, 5/12, -5/12, -5/12) with scale none;
+    gated to incorrect r' = (1, 1, -1/6, -1/6), centred (7/12, 7/12, -7/12, -7/12)."""
+    r = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    b = GroupBatch(rewards=r, correct=r.bool(), answers=[list("aabb")])
+    assert torch.allclose(adv("outcome_batch", b), adv("grpo", b), atol=1e-6)
+    gated = adv("outcome_batch", b, scale="none", gate="correct")
+    assert torch.allclose(gated, torch.tensor([[5 / 12, 5 / 12, -5 / 12, -5 / 12]]), atol=1e-6)
+    wrong = adv("outcome_batch", b, scale="none", gate="incorrect")
+    assert torch.allclose(wrong, torch.tensor([[7 / 12, 7 / 12, -7 / 12, -7 / 12]]), atol=1e-6)
+    assert advantage_needs("outcome_batch", {"gate": "correct"}).uses("correct")
+    assert not advantage_needs("outcome_batch", {}).uses("correct")
+    with pytest.raises(ValueError, match="gate must be"):
+        adv("outcome_batch", b, gate="wrong")
+    with pytest.raises(ValueError, match="needs GroupBatch.correct"):
+        adv("outcome_batch", b.replace(correct=None), gate="correct")
 
 
 def test_outcome_batch_partition_classes_equal_answer_classes() -> None:
@@ -187,6 +220,7 @@ def _permute(b: GroupBatch, perms: torch.Tensor) -> GroupBatch:
     answers = [[row[j] for j in perm.tolist()] for row, perm in zip(b.answers, perms, strict=True)]  # type: ignore[arg-type]
     return GroupBatch(
         rewards=take(b.rewards),  # type: ignore[arg-type]
+        correct=take(b.correct),
         answers=answers,
         partition=take(b.partition),
         old_logprobs=take(b.old_logprobs),
@@ -210,7 +244,7 @@ def test_equal_rewards_give_exact_zeros_and_group_of_one(name: str, options: dic
     """seed_grpo scales a zero advantage; outcome_batch is a diversity estimator: zeros only when the answers are
     all distinct or all the same."""
     r = torch.tensor([0.0, 1.0, 0.3])[:, None].repeat(1, 5)  # (3, 5)
-    b = random_batch(3, 5, seed=1).replace(rewards=r)
+    b = random_batch(3, 5, seed=1).replace(rewards=r, correct=r == 1)
     if name == "outcome_batch":
         b = b.replace(
             answers=[["x"] * 5, ["1", "2", "3", "4", "5"], ["x"] * 5], partition=torch.zeros(3, 5, dtype=torch.long)
@@ -225,6 +259,7 @@ def _one_group(b: GroupBatch, p: int, cols: list[int]) -> GroupBatch:
 
     return GroupBatch(
         rewards=b.rewards[p, cols][None],
+        correct=pick(b.correct),
         answers=[[b.answers[p][g] for g in cols]],  # type: ignore[index]
         partition=pick(b.partition),
         old_logprobs=pick(b.old_logprobs),

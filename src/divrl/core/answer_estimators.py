@@ -72,7 +72,10 @@ def answer_class_sizes(
 
 
 def _outcome_batch_needs(options: Mapping[str, Any]) -> Needs:
-    return Needs.of(_class_needs(options))
+    reads = _class_needs(options)
+    if options.get("gate", "all") != "all":
+        reads.add("correct")
+    return Needs.of(reads)
 
 
 @register_advantage("outcome_batch", handles_unscored=True, needs=_outcome_batch_needs)
@@ -83,6 +86,7 @@ def outcome_batch(
     scale: Scale = "group",
     classes: Classes = "answers",
     missing: Missing = "one_class",
+    gate: Literal["all", "correct", "incorrect"] = "all",
     unbiased: bool = True,
     eps: float = 1e-6,
 ) -> Tensor:
@@ -93,7 +97,7 @@ def outcome_batch(
     (related-methods.md §6), not read in the paper body, and no official code was found::
 
         dup_i = (1/(G-1)) Σ_{j≠i} 1[a_j = a_i]       # share of the other rollouts with i's final answer
-        r'_i  = r_i - coef · dup_i
+        r'_i  = r_i - coef · 1[gate_i] · dup_i
         A_i   = (r'_i - mean_g r') / (std_g r' + eps)  # GRPO normalisation (scale="group")
 
     A group whose answers are all distinct (dup = 0) or all the same (dup = 1, a constant) gets the ``grpo``
@@ -108,6 +112,11 @@ def outcome_batch(
             provides a partition but no answers, as the TRL and verl adapters).
         missing: a missing answer (``None``) is one shared outcome (``"one_class"``, default, ours: otherwise
             failing to answer would dodge the penalty) or a class of its own (``"own_class"``).
+        gate: which rollouts the penalty applies to: ``"all"`` (default, as the notes reconstruct), ``"correct"``
+            or ``"incorrect"`` (ours; repeats are still counted over every scored rollout). With ``scale="group"``
+            and ``gate="all"`` a group whose rewards are all equal (all wrong) gets advantages set by the penalty
+            alone, at unit size and independent of ``coef`` (the std division cancels it); ``"correct"`` leaves
+            such a group at GRPO's 0 (docs/results.md: on Countdown the ungated form costs pass@1 there).
         unbiased, eps: as in ``grpo``.
 
     Unscorable rollouts: ``G`` is the group's number c of scored rollouts and the repeats are counted among them
@@ -115,10 +124,17 @@ def outcome_batch(
     """
     if not (isinstance(coef, (int, float)) and math.isfinite(coef) and coef >= 0):
         raise ValueError(f"outcome_batch: coef must be a finite number >= 0, got {coef!r}")
+    if gate not in ("all", "correct", "incorrect"):
+        raise ValueError(f"outcome_batch: gate must be 'all', 'correct' or 'incorrect', got {gate!r}")
+    if gate != "all" and batch.correct is None:
+        raise ValueError(f"outcome_batch: gate={gate!r} needs GroupBatch.correct (P, G) bool")
     r = batch.rewards  # (P, G)
     _, size = answer_class_sizes(batch, classes, missing, "outcome_batch")  # (P, G)
     c = batch.scored.sum(-1, keepdim=True).to(r.dtype)  # (P, 1)
     dup = (size.to(r.dtype) - 1).clamp(min=0) / (c - 1).clamp(min=1)  # (P, G)  in [0, 1]
+    if gate != "all":
+        correct = batch.correct.to(device=dup.device, dtype=torch.bool)  # type: ignore[union-attr]  # (P, G)
+        dup = dup * (correct if gate == "correct" else ~correct).to(dup.dtype)  # (P, G)
     return _normalise(r - coef * dup.to(r.device), _scored(batch), scale, unbiased, eps)  # (P, G)
 
 
