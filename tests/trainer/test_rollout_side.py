@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from _interrupted import run_first_steps
 
 from divrl.config import ConfigError
 from divrl.eval.demo import Budget, recipe
@@ -83,12 +84,7 @@ def test_default_step_samples_exactly_as_before(tmp_path, monkeypatch):
 def test_gdro_state_is_checkpointed_and_resumes_exactly(tmp_path):
     cfg = _cfg("gdro", steps=4, extra=["save_every=2"])
     train(cfg, tmp_path / "full", progress=False)
-    trainer = RLTrainer(cfg, tmp_path / "split", progress=False)  # the first half, as run() does it
-    for step in range(2):
-        trainer.logger.log(step + 1, trainer.step(step))
-    trainer.save(2)
-    trainer.logger.close()
-    del trainer
+    run_first_steps(cfg, tmp_path / "split", 2)
     resumed = RLTrainer(cfg, tmp_path / "split", resume=True, progress=False)
     assert resumed.start_step == 2 and resumed.selector_state["problems"]
     resumed.run()
@@ -228,12 +224,7 @@ def test_filter_groups_resumes_exactly(tmp_path):
         extra=["rollout.filter_groups=correct", "rollout.gen_prompts=4", "rollout.max_gen_rounds=0", "save_every=2"],
     )
     train(cfg, tmp_path / "full", progress=False)
-    trainer = RLTrainer(cfg, tmp_path / "split", progress=False)
-    for step in range(2):
-        trainer.logger.log(step + 1, trainer.step(step))
-    trainer.save(2)
-    trainer.logger.close()
-    del trainer
+    run_first_steps(cfg, tmp_path / "split", 2)
     RLTrainer(cfg, tmp_path / "split", resume=True, progress=False).run()
     full, split = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "split")
     assert _strip(full) == _strip(split) and len(full) == 4

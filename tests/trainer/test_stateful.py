@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from _interrupted import run_first_steps
 
 from divrl.config import ConfigError
 from divrl.eval.demo import Budget, recipe
@@ -62,12 +63,7 @@ def test_half_then_resume_equals_uninterrupted(tmp_path, recorded):
     full = list(recorded)
     recorded.clear()
 
-    trainer = RLTrainer(cfg, tmp_path / "split", progress=False)  # the first half, as run() does it
-    for step in range(3):
-        trainer.logger.log(step + 1, trainer.step(step))
-    trainer.save(3)
-    trainer.logger.close()
-    del trainer
+    run_first_steps(cfg, tmp_path / "split", 3)
     RLTrainer(cfg, tmp_path / "split", resume=True, progress=False).run()
     split = list(recorded)
 
