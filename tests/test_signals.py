@@ -237,7 +237,13 @@ def test_signal_size_by_hand():
 
     grpo = compute_advantages("grpo", batch)  # (2, 4)
     torch.testing.assert_close(grpo[0], torch.tensor([1.5, -0.5, -0.5, -0.5]), atol=1e-5, rtol=0)
-    assert signal_size(grpo, batch) == {"signal/rms_ratio": 0.0, "signal/groups_changed": 0.0, "signal/corr": 1.0}
+    assert signal_size(grpo, batch) == {
+        "signal/rms_ratio": 0.0,
+        "signal/groups_changed": 0.0,
+        "signal/corr": 1.0,
+        "signal/flat_groups": 0.5,  # group 2
+        "signal/acts_in_flat": 0.0,
+    }
     moved = grpo.clone()
     moved[0, 1] += 0.1
     got = signal_size(moved, batch)
@@ -260,3 +266,26 @@ def test_signal_size_ignores_unscored_rollouts_and_all_zero_advantages():
     flat = group_batch(torch.zeros(1, 4))
     got = signal_size(torch.zeros(1, 4), flat)
     assert got["signal/rms_ratio"] == 0.0 and got["signal/groups_changed"] == 0.0 and math.isnan(got["signal/corr"])
+
+
+def test_signal_size_counts_where_a_method_acts_on_flat_groups():
+    """Groups: (1, 0, 0) spread; (0, 0, 0) flat; (1, NaN, 1) flat (the scored ones equal); (NaN, 0, NaN) flat (one
+    scored). A method that moves the all-zero group and the one-scored group acts in 2 of the 3 flat groups; what it
+    writes at an unscored rollout is not read (the third)."""
+    nan = float("nan")
+    batch = group_batch(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, nan, 1.0], [nan, 0.0, nan]]))
+    from divrl.core.advantages import compute_advantages
+
+    advantages = compute_advantages("grpo", batch)  # (4, 3)
+    assert signal_size(advantages, batch)["signal/flat_groups"] == 0.75
+    assert signal_size(advantages, batch)["signal/acts_in_flat"] == 0.0
+    moved = advantages.clone()
+    moved[1, 0] = 0.5
+    moved[3, 1] = -0.2
+    moved[2, 1] = 3.0  # unscored: not read
+    got = signal_size(moved, batch)
+    assert got["signal/flat_groups"] == 0.75 and got["signal/acts_in_flat"] == pytest.approx(2 / 3)
+    outcome = compute_advantages(
+        "outcome_batch", batch.replace(answers=[list("abc"), list("aab"), list("aaa"), list("abc")])
+    )
+    assert signal_size(outcome, batch)["signal/acts_in_flat"] == pytest.approx(1 / 3)  # the all-wrong (a, a, b) group

@@ -305,8 +305,11 @@ def signal_size(advantages: Tensor, batch: GroupBatch) -> dict[str, float]:
     ``d = A - A_grpo`` over the scored rollouts, ``A_grpo`` the ``grpo`` estimator with its defaults on ``batch``
     (group mean and unbiased std over the scored rollouts). Returns ``signal/rms_ratio`` = RMS(d) / RMS(A_grpo) (0 for
     GRPO itself, 0 when no group has a reward spread), ``signal/groups_changed`` = the share of groups in which some
-    ``|d| > 1e-6``, and ``signal/corr`` = the cosine between ``A`` and ``A_grpo`` (1 when the method only rescales
-    GRPO's advantages; ``nan`` when either is all zero). The definition is ours (no paper): it is the "size relative to
+    ``|d| > 1e-6``, ``signal/corr`` = the cosine between ``A`` and ``A_grpo`` (1 when the method only rescales
+    GRPO's advantages; ``nan`` when either is all zero), ``signal/flat_groups`` = the share of groups whose scored
+    rewards do not vary (fewer than two scored, or all equal: GRPO gives them 0) and ``signal/acts_in_flat`` = the
+    share of those in which the method's advantages are not all 0 (0 when there is none): where a method acts on
+    groups with no reward signal at all, e.g. the ungated outcome methods on all-wrong groups (docs/results.md). The definition is ours (no paper): it is the "size relative to
     the advantage" issue 12 asks for, in one form for every estimator, whatever its own signal is (a multiplier, an
     added bonus, a reshaped reward). A method that acts through a loss term (e.g. ``positive_entropy``) leaves
     ``A = A_grpo`` and reports 0; its term's size is in the loss metrics. A token-level estimator's ``(P, G, T)``
@@ -329,8 +332,16 @@ def signal_size(advantages: Tensor, batch: GroupBatch) -> dict[str, float]:
     rms_b = math.sqrt(float((b * b).sum()) / count)
     rms_d = math.sqrt(float((d * d).sum()) / count)
     norm = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    r = batch.rewards  # (P, G)  NaN = unscored
+    top = torch.where(torch.isnan(r), torch.full_like(r, -math.inf), r).amax(-1)  # (P,)
+    low = torch.where(torch.isnan(r), torch.full_like(r, math.inf), r).amin(-1)  # (P,)
+    flat = ~(top > low)  # (P,)  no spread among the scored rollouts (fewer than two scored included)
+    acts = (a.flatten(1).abs() > 1e-6).any(-1)  # (P,)
+    flat_count = int(flat.sum())
     return {
         "signal/rms_ratio": rms_d / rms_b if rms_b > 0 else 0.0,
         "signal/groups_changed": float((d.abs() > 1e-6).any(-1).float().mean()),
         "signal/corr": float((a * b).sum()) / norm if norm > 0 else math.nan,
+        "signal/flat_groups": flat_count / max(len(flat), 1),
+        "signal/acts_in_flat": float((acts & flat).sum()) / flat_count if flat_count else 0.0,
     }

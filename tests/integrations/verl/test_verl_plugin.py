@@ -191,7 +191,7 @@ def test_darling_with_sample_info_matches_core_and_checks_alignment():
     with divrl_verl.use_sample_info(info):
         out = run_compute_advantage("divrl_darling", b, {"divrl_options": {"floor": 0.1}})
     torch.testing.assert_close(out.batch["advantages"], per_group_expected("darling", b, use_keys=True, floor=0.1))
-    signal = {"signal/rms_ratio", "signal/groups_changed", "signal/corr"}  # divrl.signals.signal_size
+    signal = {"signal/rms_ratio", "signal/groups_changed", "signal/corr", "signal/flat_groups", "signal/acts_in_flat"}
     assert set(info.stats) == {"classes_per_group", "correct_frac", "distinct_correct_classes", *signal}
     shifted = divrl_verl.SampleInfo(uids=np.roll(b["index"], 1), keys=b["keys"])
     with divrl_verl.use_sample_info(shifted), pytest.raises(RuntimeError, match="does not line up"):

@@ -130,6 +130,8 @@ def test_darling_with_keys_hand_computed_on_shuffled_rows():
         "signal/rms_ratio": pytest.approx(math.sqrt((172 / 144) / 3), rel=1e-5),  # RMS(d) / RMS(A_grpo), float32
         "signal/groups_changed": pytest.approx(0.5),
         "signal/corr": pytest.approx(14 / math.sqrt(228), rel=1e-5),  # (7/6) / sqrt(76/144 * 3)
+        "signal/flat_groups": pytest.approx(0.5),  # h: all 0
+        "signal/acts_in_flat": 0.0,  # darling leaves it at 0
     }
     correct = [s == 1.0 for s in scores]  # group g: correct x, x, y -> 2 classes; group h: none correct -> 0
     _, stats = group_advantages("darling", torch.tensor(scores), index, keys=keys, correct=correct)
