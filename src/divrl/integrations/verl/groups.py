@@ -162,10 +162,10 @@ def group_advantages(
     total = sum(n for n, _ in sizes)
     for key in sizes[0][1] if sizes else ():  # divrl.signals.signal_size, weighted by groups across group sizes
         stats[key] = sum(n * size[key] for n, size in sizes) / total
-    flat = sum(n * size["signal/flat_groups"] for n, size in sizes)  # a share of the flat groups: weighted by them
-    if sizes:
+    if sizes:  # acts_in_flat is a share of the flat groups: weighted by them
+        flat_groups = sum(n * size["signal/flat_groups"] for n, size in sizes)
         acts = sum(n * size["signal/flat_groups"] * size["signal/acts_in_flat"] for n, size in sizes)
-        stats["signal/acts_in_flat"] = acts / flat if flat else 0.0
+        stats["signal/acts_in_flat"] = acts / flat_groups if flat_groups else 0.0
     return out.to(scores.device), stats
 
 
