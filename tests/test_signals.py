@@ -16,7 +16,15 @@ from divrl.core.advantages import ADVANTAGES, register_advantage
 from divrl.core.batch import GroupBatch
 from divrl.core.metrics import correct_classes, distinct_correct_classes
 from divrl.core.needs import Needs
-from divrl.signals import check_embedder, check_provided, embed_groups, group_batch, labels_from_keys, signal_size
+from divrl.signals import (
+    check_embedder,
+    check_provided,
+    embed_groups,
+    group_batch,
+    labels_from_keys,
+    select_groups,
+    signal_size,
+)
 from divrl.tasks.base import Verdict
 from divrl.tasks.countdown import CountdownTask, Problem, equivalence_key, verify
 from divrl.tasks.verify import reason_category, verify_all
@@ -83,6 +91,26 @@ def test_score_calls_the_batch_verifier_once_and_counts_reasons():
     failing = _BatchTask(fail=True)  # the batch verifier raises: one at a time, and the keys are asked for
     assert score(failing, [1], ["1", "2"], group_size=2).keys == [["asked1", "asked2"]]
     assert verify_all(failing, [1, 1], ["1", "2"]) == [Verdict(1.0, True, "1", "ok"), failing.verify(1, "2")]
+
+
+def test_select_groups_is_scoring_the_kept_groups_again():
+    """Groups picked from two score() calls, in a given order, equal one score() call on their problems and texts:
+    rewards, correctness, answers, keys and the reason counts (per group and in total)."""
+    task = _BatchTask()
+    first = score(task, [1, 2], ["1", "2", "1", "3"], group_size=2)
+    second = score(task, [3], ["3", "x"], group_size=2)
+    assert first.group_reasons == [{"ok": 1, "wrong value": 1}, {"wrong value": 2}]
+    got = select_groups([first, second], [(1, 0), (0, 0)])
+    want = score(task, [3, 1], ["3", "x", "1", "2"], group_size=2)
+    assert torch.equal(got.rewards, want.rewards) and torch.equal(got.correct, want.correct)
+    assert (got.answers, got.keys, got.reasons, got.group_reasons) == (
+        want.answers,
+        want.keys,
+        want.reasons,
+        want.group_reasons,
+    )
+    with pytest.raises(ValueError, match="no groups"):
+        select_groups([first], [])
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ The design is ours (no paper); see docs/architecture.md, "Signals and declared n
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ __all__ = [
     "labels_from_keys",
     "partition_labels",
     "score",
+    "select_groups",
     "signal_size",
 ]
 
@@ -164,6 +166,28 @@ class Scored:
     answers: list[list[str | None]]
     keys: list[list[str | None]]  # exact equivalence key of each solution (None = none)
     reasons: dict[str, int]  # count per reason_category; logged as reasons/<category> (spaces as _)
+    group_reasons: list[dict[str, int]] = dataclasses.field(default_factory=list)  # the same counts per group (P)
+
+
+def select_groups(parts: Sequence[Scored], groups: Sequence[tuple[int, int]]) -> Scored:
+    """The groups ``(part, group)`` of several :class:`Scored` (from :func:`score`), in that order, as one: what
+    :func:`score` returns for those groups' problems and texts, without verifying them again (e.g. the groups that
+    dynamic sampling keeps from its generation rounds)."""
+    if not groups:
+        raise ValueError("select_groups: no groups to keep")
+    reasons: dict[str, int] = {}
+    group_reasons = [parts[i].group_reasons[p] for i, p in groups]
+    for counts in group_reasons:
+        for kind, n in counts.items():
+            reasons[kind] = reasons.get(kind, 0) + n
+    return Scored(
+        rewards=torch.stack([parts[i].rewards[p] for i, p in groups]),  # (P, G)
+        correct=torch.stack([parts[i].correct[p] for i, p in groups]),  # (P, G)
+        answers=[parts[i].answers[p] for i, p in groups],
+        keys=[parts[i].keys[p] for i, p in groups],
+        reasons=reasons,
+        group_reasons=group_reasons,
+    )
 
 
 def synthetic_group(
@@ -243,9 +267,11 @@ def score(task: Task, problems: list[Any], texts: list[str], group_size: int) ->
     answers: list[list[str | None]] = []
     keys: list[list[str | None]] = []
     reasons: dict[str, int] = {}
+    group_reasons: list[dict[str, int]] = []
     verdicts = verify_all(task, [problem for problem in problems for _ in range(group_size)], texts)
     for p, problem in enumerate(problems):
         row_answers, row_keys = [], []
+        row_reasons: dict[str, int] = {}
         for g in range(group_size):
             text = texts[p * group_size + g]
             verdict = verdicts[p * group_size + g]
@@ -255,9 +281,11 @@ def score(task: Task, problems: list[Any], texts: list[str], group_size: int) ->
             row_keys.append(verdict.key if verdict.keyed else safe_key(task, problem, text))
             reason = reason_category(verdict.reason)
             reasons[reason] = reasons.get(reason, 0) + 1
+            row_reasons[reason] = row_reasons.get(reason, 0) + 1
         answers.append(row_answers)
         keys.append(row_keys)
-    return Scored(rewards, correct, answers, keys, reasons)
+        group_reasons.append(row_reasons)
+    return Scored(rewards, correct, answers, keys, reasons, group_reasons)
 
 
 def partition_labels(
@@ -309,8 +337,8 @@ def signal_size(advantages: Tensor, batch: GroupBatch) -> dict[str, float]:
     GRPO's advantages; ``nan`` when either is all zero), ``signal/flat_groups`` = the share of groups whose scored
     rewards do not vary (fewer than two scored, or all equal: GRPO gives them 0) and ``signal/acts_in_flat`` = the
     share of those in which the method's advantages are not all 0 (0 when there is none): where a method acts on
-    groups with no reward signal at all, e.g. the ungated outcome methods on all-wrong groups (docs/results.md). The definition is ours (no paper): it is the "size relative to
-    the advantage" issue 12 asks for, in one form for every estimator, whatever its own signal is (a multiplier, an
+    groups with no reward signal at all, e.g. the ungated outcome methods on all-wrong groups (docs/results.md).
+    The definition is ours (no paper): it is the "size relative to the advantage" issue 12 asks for, in one form for every estimator, whatever its own signal is (a multiplier, an
     added bonus, a reshaped reward). A method that acts through a loss term (e.g. ``positive_entropy``) leaves
     ``A = A_grpo`` and reports 0; its term's size is in the loss metrics. A token-level estimator's ``(P, G, T)``
     advantages are compared token by token with GRPO's broadcast over the tokens, over the valid tokens

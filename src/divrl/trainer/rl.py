@@ -34,6 +34,7 @@ from divrl.signals import (
     group_batch,
     partition_labels,
     score,
+    select_groups,
     signal_size,
 )
 from divrl.tasks.base import Task, problem_id
@@ -500,6 +501,7 @@ class RLTrainer:
         drawn: set[int] = set()
         kept: list[tuple[int, int]] = []  # (round, group within the round) of each informative group
         parts: list[Any] = []  # each round's rollouts
+        round_scores: list[Scored] = []
         round_problems: list[list[Any]] = []
         drawn_groups = correct = 0
         while len(kept) < want:
@@ -526,6 +528,7 @@ class RLTrainer:
                 if g == 1 or (len(values) >= 2 and bool(values.max() > values.min())):  # verl: std > 0 or n == 1
                     kept.append((rounds, p))
             parts.append(rollouts)
+            round_scores.append(scored)
             round_problems.append(problems)
             drawn_groups += len(problems)
             correct += int(scored.correct.sum())
@@ -541,7 +544,7 @@ class RLTrainer:
             for k, v in getattr(part, "stats", {}).items():
                 stats.setdefault(k, []).append(float(v))
         rollouts.stats = {k: sum(v) / len(v) for k, v in stats.items()}  # mean over the generation rounds
-        scored = score(self.task, problems, rollouts.texts, g)  # the kept groups' verdicts (their reasons too)
+        scored = select_groups(round_scores, kept)  # the kept groups' verdicts (their reasons too)
         metrics = {
             "filter/gen_rounds": float(len(parts)),
             "filter/drawn_groups": float(drawn_groups),
