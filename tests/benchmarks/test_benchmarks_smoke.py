@@ -8,6 +8,7 @@ A new script in benchmarks/ fails :func:`test_every_benchmark_has_a_smoke_test` 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -24,6 +25,7 @@ BENCHMARKS = ROOT / "benchmarks"
 SMOKED = {
     "embed_speed.py", "gpu_check.py", "logprob_forward.py", "partition_cost.py", "sweep_countdown.py", "trainer_vs_trl.py",
     "recipe_fingerprint.py", "step_time.py", "seed_pairs.py", "signal_summary.py", "per_problem_shift.py",
+    "failure_modes.py",
     "fuzz_cli.py",  # smoke-tested in tests/test_cli_fuzz.py
 }  # fmt: skip
 
@@ -166,6 +168,34 @@ def test_per_problem_shift(tmp_path: Path) -> None:
     assert "base rate in [0.05, 0.15): 1 problems, 0.125 -> 0.000, -20% of the gain" in out
     assert "base rate in [0.15, 0.30): 1 problems, 0.250 -> 0.750, 80% of the gain" in out
     assert "base rate in [0.50, 1.00]: 1 problems, 1.000 -> 1.000, 0% of the gain" in out
+
+
+def test_failure_modes(tmp_path: Path) -> None:
+    """Two problems x 2 samples of the shipped 4-number base: the table's shape, shares that add up to 1."""
+    raw = tmp_path / "f.json"
+    small = ("--problems", "2", "--n", "2", "--max-new-tokens", "8", "--threads", "1", "--json", str(raw))
+    out = run_script("failure_modes.py", "builtin:countdown4-tiny", *small, cwd=tmp_path)
+    assert "val: first 2 problems x 2 samples, T = 1.0, seed 0" in out
+    assert re.search(r"^\| builtin:countdown4-tiny( \| \d\.\d{3}){9} \|$", out, re.M)
+    (row,) = json.loads(raw.read_text())
+    assert row["samples"] == 4 and row["truncated"] == 1.0  # 8 tokens end no completion
+    assert sum(row[k] for k in ("correct", "wrong value", "reused", "not available", "no answer", "other")) == 1.0
+
+
+def test_failure_modes_steps() -> None:
+    """The step checker on hand-written completions (the SFT format, fractions and negatives parenthesised)."""
+    spec = importlib.util.spec_from_file_location("failure_modes", BENCHMARKS / "failure_modes.py")
+    assert spec is not None and spec.loader is not None
+    fm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fm)
+    assert fm.steps("7*7=49,10+49=59<answer>10+7*7</answer>") == [True, True]
+    assert fm.steps("10-1=9,9*5=45,45-1=25<answer>(10-1)*5-1</answer>") == [True, True, False]
+    assert fm.steps("1/2=1/2,8/(1/2)=16,3-5=-2,(-2)*2=-4,5/0=1,50=20") == [True, True, True, True, False, None]
+    assert fm.claims_target("10-1=9,9*5=45,45-1=25<answer>(10-1)*5-1</answer>", 25)
+    assert not fm.claims_target("10-1=9,9*5=45,45-1=44<answer>(10-1)*5-1</answer>", 25)
+    assert not fm.claims_target("<answer>1+2</answer>", 3)
+    assert fm.outcome("number reused: 10", False) == "reused" and fm.outcome("ok", True) == "correct"
+    assert fm.outcome("unparsable: unclosed '(' at 3", False) == "other"
 
 
 def test_recipe_fingerprint(tmp_path: Path) -> None:
