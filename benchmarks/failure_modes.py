@@ -9,9 +9,10 @@ seeded as below), each graded by the task's verifier. Prints, per model, the sha
   its verdict);
 
 and of the chain-of-thought steps ``a op b = c`` written before the answer (the SFT format,
-``7*7=49,10+49=59<answer>10+7*7</answer>``): the share whose arithmetic is false (``false steps``), and the share
-of the wrong samples whose last step claims the target (``claims target``: the model writes ``... = target`` although
-its answer does not reach it).
+``7*7=49,10+49=59<answer>10+7*7</answer>``): the share of the steps before a sample's last one whose arithmetic is
+false (``false inner``), the share of samples whose last step is false (``false last``), and the share of the wrong
+samples whose last step claims the target (``claims target``: the model writes ``... = target`` although its answer
+does not reach it).
 
     python benchmarks/failure_modes.py builtin:countdown4-tiny runs/grpo/checkpoint-000120 --split val --problems 200
 
@@ -91,7 +92,7 @@ def analyse(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
     problems = task.problems(args.split)[: args.problems]
     model, tokenizer = load_policy(model_name)
     counts: collections.Counter[str] = collections.Counter()
-    truncated = total_steps = false_steps = wrong = claims = 0
+    truncated = inner = false_inner = lasts = false_last = wrong = claims = 0
     per_chunk = max(1, 512 // args.n)
     for i in range(0, len(problems), per_chunk):
         chunk = problems[i : i + per_chunk]
@@ -104,8 +105,9 @@ def analyse(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
             counts[outcome(verdict.reason, verdict.correct)] += 1
             truncated += int(not bool(rollouts.finished[j]))
             checked = [s for s in steps(text) if s is not None]
-            total_steps += len(checked)
-            false_steps += checked.count(False)
+            if checked:
+                inner, false_inner = inner + len(checked) - 1, false_inner + checked[:-1].count(False)
+                lasts, false_last = lasts + 1, false_last + int(not checked[-1])
             if not verdict.correct:
                 wrong += 1
                 claims += int(claims_target(text, problem.target))
@@ -115,7 +117,8 @@ def analyse(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
         "samples": samples,
         **{name: counts[name] / samples for name in OUTCOMES},
         "truncated": truncated / samples,
-        "false steps": false_steps / max(total_steps, 1),
+        "false inner": false_inner / max(inner, 1),
+        "false last": false_last / max(lasts, 1),
         "claims target": claims / max(wrong, 1),
     }
 
@@ -136,7 +139,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = [analyse(m, args) for m in args.models]
-    columns = [*OUTCOMES, "truncated", "false steps", "claims target"]
+    columns = [*OUTCOMES, "truncated", "false inner", "false last", "claims target"]
     print(f"{args.split}: first {args.problems} problems x {args.n} samples, T = {args.temperature}, seed {args.seed}")
     print("| model | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))

@@ -176,7 +176,7 @@ def test_failure_modes(tmp_path: Path) -> None:
     small = ("--problems", "2", "--n", "2", "--max-new-tokens", "8", "--threads", "1", "--json", str(raw))
     out = run_script("failure_modes.py", "builtin:countdown4-tiny", *small, cwd=tmp_path)
     assert "val: first 2 problems x 2 samples, T = 1.0, seed 0" in out
-    assert re.search(r"^\| builtin:countdown4-tiny( \| \d\.\d{3}){9} \|$", out, re.M)
+    assert re.search(r"^\| builtin:countdown4-tiny( \| \d\.\d{3}){10} \|$", out, re.M)
     (row,) = json.loads(raw.read_text())
     assert row["samples"] == 4 and row["truncated"] == 1.0  # 8 tokens end no completion
     assert sum(row[k] for k in ("correct", "wrong value", "reused", "not available", "no answer", "other")) == 1.0
