@@ -30,6 +30,7 @@ from divrl.tasks.countdown import (
     equivalence_key,
     exact_value,
     extract_answer,
+    failed_attempt,
     format_completion,
     format_prompt,
     generate,
@@ -659,6 +660,67 @@ def test_max_completion_chars_bounds_every_reference_completion() -> None:
         assert max(lengths) <= bound
     with pytest.raises(ValueError, match="no solution"):
         reference_completion(Problem((1, 1, 1), 50), rng)
+
+
+_STEP = re.compile(r"^(\d+)([+\-*/])(\d+)=(\d+)$")
+
+
+def _true_steps(chain: str) -> list[int]:
+    """The values of a failed attempt's steps, each checked to be true arithmetic over positive integers."""
+    values = []
+    for step in chain.split(","):
+        m = _STEP.match(step)
+        assert m is not None, step
+        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+        assert c == {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op] and c > 0, step
+        assert op != "/" or (a % b == 0 and b > 1), step
+        values.append(c)
+    return values
+
+
+def test_failed_attempt_by_hand() -> None:
+    """nums 10 1 5 1 target 25: three true steps over all four numbers, ending away from 25, then ';'."""
+    p = Problem((10, 1, 5, 1), 25)
+    chains = {failed_attempt(p, random.Random(seed)) for seed in range(50)}
+    assert None not in chains and len(chains) > 20
+    for chain in chains:
+        assert chain is not None and chain.endswith(";") and chain.count(";") == 1
+        values = _true_steps(chain[:-1])
+        assert len(values) == 3 and 25 not in values  # 4 numbers, 3 steps; no step reaches the target
+        written = Counter(int(x) for x in re.findall(r"\d+", chain))  # an intermediate: its step, then an operand
+        assert written - Counter(values) - Counter(values[:-1]) == Counter({1: 2, 10: 1, 5: 1})  # each number once
+    # 2+2 = 2*2 = 4 hit the target, 2/2 does not: with one try, either no chain or that one
+    assert {failed_attempt(Problem((2, 2), 4), random.Random(s), tries=1) for s in range(20)} == {None, "2/2=1;"}
+
+
+@FUZZ
+@given(seed=st.integers(0, 10**6), attempts=st.integers(1, 3))
+def test_search_format_reference_completions(seed: int, attempts: int) -> None:
+    """attempts > 0: up to ``attempts`` failed chains, then a correct solution; within max_completion_chars."""
+    cfg = CountdownConfig(num_numbers=4, min_classes=1, attempts=attempts)
+    rng = random.Random(seed)
+    p = generate(1, "train", seed, num_numbers=4, min_classes=1)[0]
+    c = reference_completion(p, rng, attempts=attempts)
+    assert verify(p, c).correct and len(c) <= cfg.max_completion_chars
+    *failed, solution = c.split(";")
+    assert len(failed) <= attempts and "<answer>" not in ";".join(failed)
+    for chain in failed:
+        assert p.target not in _true_steps(chain)
+    assert solution.split("<answer>")[0].split(",")[-1].endswith(f"={p.target}")
+
+
+def test_search_format_option() -> None:
+    """attempts 0 draws exactly the default completions; the bound grows by one chain per attempt; bad values."""
+    problems = generate(50, "train", 0, num_numbers=4, min_classes=1)
+    a, b = random.Random(3), random.Random(3)
+    assert [reference_completion(p, a) for p in problems] == [reference_completion(p, b, attempts=0) for p in problems]
+    assert CountdownConfig(num_numbers=4, attempts=2).max_completion_chars == 65 + 2 * 36
+    task = get_task("countdown", num_numbers=4, attempts=2)
+    rng = random.Random(0)
+    assert any(";" in task.reference_completion(p, rng) for p in problems[:10])
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="attempts"):
+            CountdownConfig(attempts=bad)
 
 
 # --------------------------------------------------------------------------------------------------

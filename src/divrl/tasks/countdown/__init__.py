@@ -139,9 +139,11 @@ from divrl.tasks.countdown.expressions import (  # noqa: F401
     tokenize,
 )
 from divrl.tasks.countdown.formats import (  # noqa: F401
+    ATTEMPT_END,
     _apply,
     _operand,
     _shuffle_commutative,
+    failed_attempt,
     format_completion,
     format_prompt,
     reference_completion,
@@ -172,6 +174,7 @@ from divrl.tasks.countdown.verifier import _usage_error, equivalence_key, extrac
 __all__ = [
     "ANSWER_CLOSE",
     "ANSWER_OPEN",
+    "ATTEMPT_END",
     "MAX_DEPTH",
     "MAX_EXPR_CHARS",
     "MAX_LITERAL_DIGITS",
@@ -189,6 +192,7 @@ __all__ = [
     "equivalence_key",
     "exact_value",
     "extract_answer",
+    "failed_attempt",
     "format_completion",
     "format_prompt",
     "generate",

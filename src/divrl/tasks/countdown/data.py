@@ -48,6 +48,11 @@ class CountdownConfig:
     """Share of all problems (by a stable hash of sorted numbers and target) that form the test split."""
     val_fraction: float = 0.1
     """Share that forms the validation split (hyperparameter sweeps), disjoint from train and test."""
+    attempts: int = 0
+    """The search format: a reference completion (:func:`reference_completion`) first shows ``0..attempts`` failed
+    attempts (uniformly many), each a chain of true steps over all the numbers whose result misses the target,
+    ended by ``;``, then the solution (``5*9=45,45-1=44;1+5=6,...=25<answer>...</answer>``). 0 (default): the
+    solution only, the testbed's format. Only warm-start data reads it; the verifier grades the answer either way."""
     ood_high: int = 20
     """Largest number of the out-of-distribution split ``ood`` (module docstring): its problems have every number
     in ``low..ood_high`` and at least one above ``high``. Only that split reads it; it must exceed ``high`` and have
@@ -60,13 +65,15 @@ class CountdownConfig:
         if not isinstance(sizes, (tuple, list)) or not sizes or not all(_is_int(k) and 2 <= k <= 5 for k in sizes):
             raise ValueError(f"num_numbers must be an int or a tuple of ints in 2..5, got {self.num_numbers!r}")
         object.__setattr__(self, "num_numbers", tuple(sorted(set(sizes))))
-        for name in ("low", "high", "max_target", "min_classes", "ood_high"):
+        for name in ("low", "high", "max_target", "min_classes", "ood_high", "attempts"):
             if not _is_int(getattr(self, name)):
                 raise ValueError(f"{name} must be an int, got {getattr(self, name)!r}")
         if not 1 <= self.low <= self.high < 10**MAX_LITERAL_DIGITS:
             raise ValueError(f"need 1 <= low <= high < 10**{MAX_LITERAL_DIGITS}, got low={self.low}, high={self.high}")
         if self.max_target < 1:
             raise ValueError(f"max_target must be >= 1, got {self.max_target}")
+        if self.attempts < 0:
+            raise ValueError(f"attempts must be >= 0, got {self.attempts}")
         if self.min_classes < 1:
             raise ValueError(f"min_classes must be >= 1, got {self.min_classes}")
         if not isinstance(self.exact_use, bool):
@@ -101,7 +108,8 @@ class CountdownConfig:
         Worst case over tree shapes, with every literal ``len(str(high))`` digits, an intermediate over
         ``j`` numbers at most ``(high+1)**j - 1`` (since ``x+y+1 <= (x+1)(y+1)`` and ``x*y+1 <= (x+1)(y+1)``),
         the final value ``len(str(max_target))`` digits and every non-root operation parenthesised.
-        47 for the default config (the prototype's longest completion was 47).
+        47 for the default config (the prototype's longest completion was 47). With ``attempts``, each failed
+        attempt adds at most the steps text over all ``k`` numbers, its ``k - 2`` commas and the ``;``.
         """
         k = max(self.sizes)
         leaf = len(str(self.high))
@@ -115,7 +123,8 @@ class CountdownConfig:
         root = max(steps[i] + steps[k - i] + digits(i) + digits(k - i) for i in range(1, k)) + 2
         root += len(str(self.max_target))
         answer = k * leaf + (k - 1) + 2 * (k - 2)
-        return root + (k - 2) + len(ANSWER_OPEN) + answer + len(ANSWER_CLOSE)
+        failed = steps[k] + (k - 2) + 1
+        return root + (k - 2) + len(ANSWER_OPEN) + answer + len(ANSWER_CLOSE) + self.attempts * failed
 
 
 def split_of(problem: Problem, test_fraction: float = 0.2, val_fraction: float = 0.1) -> str:

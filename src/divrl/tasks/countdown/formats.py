@@ -81,10 +81,44 @@ def _shuffle_commutative(node: Node, rng: random.Random) -> Node:
     return BinOp(node.op, left, right)
 
 
-def reference_completion(problem: Problem, rng: random.Random, *, exact_use: bool = False) -> str:
+ATTEMPT_END = ";"
+"""Ends a failed attempt in the search format (:attr:`CountdownConfig.attempts`)."""
+
+
+def failed_attempt(problem: Problem, rng: random.Random, tries: int = 100) -> str | None:
+    """A chain of true steps over all the problem's numbers that misses the target, ended by :data:`ATTEMPT_END`:
+    ``10-1=9,9*5=45,45-1=44;`` for ``nums 10 1 5 1 target 25``. Each step combines two values of the pool (shuffled)
+    with an operator drawn uniformly among those giving a positive integer (``-`` when the result is > 0, ``/`` when
+    exact and the divisor is not 1); no intermediate equals the target (that would be a solution). ``None`` when ``tries``
+    draws all hit the target.
+
+    Our construction (the search format is ours): it shows a policy honest arithmetic that can miss, so that a miss
+    is visible in its own completion and another attempt can follow.
+    """
+    for _ in range(tries):
+        pool = [Fraction(x) for x in problem.numbers]
+        rng.shuffle(pool)
+        steps: list[str] = []
+        while len(pool) > 1:
+            a, b = pool.pop(), pool.pop()
+            ops = ["+", "*"] + (["-"] if a > b else []) + (["/"] if b > 1 and a % b == 0 else [])
+            op = ops[rng.randrange(len(ops))]
+            c = _apply(op, a, b)
+            steps.append(f"{a}{op}{b}={c}")
+            if c == problem.target:
+                break
+            pool.insert(rng.randrange(len(pool) + 1), c)
+        else:
+            return ",".join(steps) + ATTEMPT_END
+    return None
+
+
+def reference_completion(problem: Problem, rng: random.Random, *, exact_use: bool = False, attempts: int = 0) -> str:
     """A supervised warm-start completion: a solution class uniformly at random, then one of its
     solver trees uniformly at random, with each ``+``/``*`` operand pair swapped with probability 1/2,
-    written by :func:`format_completion`.
+    written by :func:`format_completion`. With ``attempts`` > 0 (the search format), ``0..attempts``
+    :func:`failed_attempt` chains (uniformly many) come first; with 0, ``rng`` draws exactly what it drew before
+    the option existed.
 
     Raises:
         ValueError: the problem has no solution.
@@ -94,4 +128,8 @@ def reference_completion(problem: Problem, rng: random.Random, *, exact_use: boo
         raise ValueError(f"{problem} has no solution")
     _, texts = classes[rng.randrange(len(classes))]
     node = _shuffle_commutative(parse(texts[rng.randrange(len(texts))]), rng)
-    return format_completion(problem, render(node))
+    solution = format_completion(problem, render(node))
+    if attempts <= 0:
+        return solution
+    failed = [failed_attempt(problem, rng) for _ in range(rng.randrange(attempts + 1))]
+    return "".join(f for f in failed if f is not None) + solution

@@ -54,7 +54,7 @@ class CountdownTask:
 
     def reference_completion(self, problem: Problem, rng: random.Random) -> str:
         """See :func:`reference_completion`."""
-        return reference_completion(problem, rng, exact_use=self.config.exact_use)
+        return reference_completion(problem, rng, exact_use=self.config.exact_use, attempts=self.config.attempts)
 
     def count_solution_classes(self, problem: Problem) -> int:
         """See :func:`count_solution_classes`."""
