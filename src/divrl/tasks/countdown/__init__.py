@@ -16,6 +16,10 @@ Format (what the policy reads and writes)
   completion ends at ``</answer>`` (``CountdownTask.stop``). Reference completions (solver output)
   only have positive integer steps; :attr:`CountdownConfig.max_completion_chars` bounds their length
   (47 for the default config).
+* Search format (``attempts`` > 0, :attr:`CountdownConfig.attempts`; ours, off by default): a reference
+  completion first shows up to ``attempts`` failed chains of true arithmetic over all the numbers, each ended by
+  ``;`` (:func:`failed_attempt`), then the solution: ``10-1=9,9*5=45,45-1=44;...<answer>...</answer>``. A policy
+  warm-started on it sees that a chain can miss and that another can follow.
 * Grading (:func:`verify`): only the expression inside the last ``<answer>...</answer>`` pair is
   graded; the steps before it are not (malformed steps are harmless).
 
