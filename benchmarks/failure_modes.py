@@ -12,7 +12,8 @@ and of the chain-of-thought steps ``a op b = c`` written before the answer (the 
 ``7*7=49,10+49=59<answer>10+7*7</answer>``): the share of the steps before a sample's last one whose arithmetic is
 false (``false inner``), the share of samples whose last step is false (``false last``), and the share of the wrong
 samples whose last step claims the target (``claims target``: the model writes ``... = target`` although its answer
-does not reach it).
+does not reach it). In the search format (task option ``attempts``) failed chains ended by ``;`` may come first:
+``attempts`` is their mean number per sample, their steps count as inner ones, and "last step" is the final chain's.
 
     python benchmarks/failure_modes.py builtin:countdown4-tiny runs/grpo/checkpoint-000120 --split val --problems 200
 
@@ -48,14 +49,23 @@ def outcome(reason: str, correct: bool) -> str:
     return "other"
 
 
-def steps(completion: str) -> list[bool | None]:
-    """Each written step before the answer tag: True if its arithmetic holds, False if not, None if it is no
-    ``a op b = c`` step (e.g. cut off, or ``50=20``).
+def chains(completion: str) -> list[str]:
+    """The chains written before the answer tag: failed ones (each ended by ``;``), then the final one.
+
+    >>> chains("1+2=3;3*4=12<answer>3*4</answer>")
+    ['1+2=3', '3*4=12']
+    """
+    return completion.split("<answer>", 1)[0].split(";")
+
+
+def steps(chain: str) -> list[bool | None]:
+    """Each written step of one chain (text after an answer tag is ignored): True if its arithmetic holds, False if
+    not, None if it is no ``a op b = c`` step (e.g. cut off, or ``50=20``).
 
     >>> steps("7*7=49,10+49=58,(1/2)*4=2<answer>")
     [True, False, True]
     """
-    head = completion.split("<answer>", 1)[0]
+    head = chain.split("<answer>", 1)[0]
     out: list[bool | None] = []
     for part in filter(None, head.split(",")):
         m = _STEP.match(part.strip())
@@ -72,8 +82,8 @@ def steps(completion: str) -> list[bool | None]:
 
 
 def claims_target(completion: str, target: int) -> bool:
-    """The last written step's result is the target (whatever the answer says)."""
-    head = [p for p in completion.split("<answer>", 1)[0].split(",") if p]
+    """The final chain's last written step's result is the target (whatever the answer says)."""
+    head = [p for p in chains(completion)[-1].split(",") if p]
     m = _STEP.match(head[-1].strip()) if head else None
     return m is not None and Fraction(m[4]) == target
 
@@ -92,7 +102,7 @@ def analyse(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
     problems = task.problems(args.split)[: args.problems]
     model, tokenizer = load_policy(model_name)
     counts: collections.Counter[str] = collections.Counter()
-    truncated = inner = false_inner = lasts = false_last = wrong = claims = 0
+    truncated = inner = false_inner = lasts = false_last = wrong = claims = failed_chains = 0
     per_chunk = max(1, 512 // args.n)
     for i in range(0, len(problems), per_chunk):
         chunk = problems[i : i + per_chunk]
@@ -104,10 +114,14 @@ def analyse(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
             verdict = task.verify(problem, text)
             counts[outcome(verdict.reason, verdict.correct)] += 1
             truncated += int(not bool(rollouts.finished[j]))
-            checked = [s for s in steps(text) if s is not None]
+            *failed, final = chains(text)
+            failed_chains += len(failed)
+            earlier = [s for chain in failed for s in steps(chain) if s is not None]
+            checked = [s for s in steps(final) if s is not None]
             if checked:
-                inner, false_inner = inner + len(checked) - 1, false_inner + checked[:-1].count(False)
                 lasts, false_last = lasts + 1, false_last + int(not checked[-1])
+                earlier += checked[:-1]
+            inner, false_inner = inner + len(earlier), false_inner + earlier.count(False)
             if not verdict.correct:
                 wrong += 1
                 claims += int(claims_target(text, problem.target))
@@ -117,6 +131,7 @@ def analyse(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
         "samples": samples,
         **{name: counts[name] / samples for name in OUTCOMES},
         "truncated": truncated / samples,
+        "attempts": failed_chains / samples,
         "false inner": false_inner / max(inner, 1),
         "false last": false_last / max(lasts, 1),
         "claims target": claims / max(wrong, 1),
@@ -139,7 +154,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = [analyse(m, args) for m in args.models]
-    columns = [*OUTCOMES, "truncated", "false inner", "false last", "claims target"]
+    columns = [*OUTCOMES, "truncated", "attempts", "false inner", "false last", "claims target"]
     print(f"{args.split}: first {args.problems} problems x {args.n} samples, T = {args.temperature}, seed {args.seed}")
     print("| model | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))

@@ -176,7 +176,7 @@ def test_failure_modes(tmp_path: Path) -> None:
     small = ("--problems", "2", "--n", "2", "--max-new-tokens", "8", "--threads", "1", "--json", str(raw))
     out = run_script("failure_modes.py", "builtin:countdown4-tiny", *small, cwd=tmp_path)
     assert "val: first 2 problems x 2 samples, T = 1.0, seed 0" in out
-    assert re.search(r"^\| builtin:countdown4-tiny( \| \d\.\d{3}){10} \|$", out, re.M)
+    assert re.search(r"^\| builtin:countdown4-tiny( \| \d\.\d{3}){11} \|$", out, re.M)
     (row,) = json.loads(raw.read_text())
     assert row["samples"] == 4 and row["truncated"] == 1.0  # 8 tokens end no completion
     assert sum(row[k] for k in ("correct", "wrong value", "reused", "not available", "no answer", "other")) == 1.0
@@ -194,6 +194,10 @@ def test_failure_modes_steps() -> None:
     assert fm.claims_target("10-1=9,9*5=45,45-1=25<answer>(10-1)*5-1</answer>", 25)
     assert not fm.claims_target("10-1=9,9*5=45,45-1=44<answer>(10-1)*5-1</answer>", 25)
     assert not fm.claims_target("<answer>1+2</answer>", 3)
+    search = "9*4=36,10*36=360,6+360=366;4*10=40,40-9=30<answer>4*10-9</answer>"  # a failed chain, then a false last
+    assert fm.chains(search) == ["9*4=36,10*36=360,6+360=366", "4*10=40,40-9=30"]
+    assert fm.steps(fm.chains(search)[-1]) == [True, False] and not fm.claims_target(search, 31)
+    assert fm.claims_target(search.replace("=30", "=31"), 31)
     assert fm.outcome("number reused: 10", False) == "reused" and fm.outcome("ok", True) == "correct"
     assert fm.outcome("unparsable: unclosed '(' at 3", False) == "other"
 
