@@ -231,6 +231,12 @@ def eval_(
         "named split, in the current folder when --model is not a folder).",
     ),
     threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
+    samples_out: Path = typer.Option(
+        None,
+        "--samples",
+        help="Also write every completion here, one JSON line per problem: id, prompt, samples, correct, reasons (the "
+        "verifier's), greedy, greedy_correct, greedy_reason (gzip when the name ends in .gz).",
+    ),
 ) -> None:
     """Sample and score; the help text is EVAL_HELP."""
     import torch
@@ -238,7 +244,14 @@ def eval_(
 
     from divrl.config import InputError, yaml_error_line
     from divrl.eval.compare import is_split_name, metrics_filename
-    from divrl.eval.evaluate import evaluate, write_metrics
+    from divrl.eval.evaluate import (
+        generate_samples,
+        grade_samples,
+        sample_records,
+        score_samples,
+        write_jsonl,
+        write_metrics,
+    )
     from divrl.models import load_policy
     from divrl.trainer.common import MANIFEST, checkpoint_problem, input_errors, load_task
     from divrl.trainer.config import TaskConfig
@@ -283,6 +296,8 @@ def eval_(
         out = Path(model) / name if Path(model).is_dir() else Path(name)
     if out.is_dir():
         _fail(f"--out {out}: is a folder; give the path of the metrics JSON file to write")
+    if samples_out is not None and samples_out.is_dir():
+        _fail(f"--samples {samples_out}: is a folder; give the path of the JSONL file to write")
     folder = Path(model)
     if (folder / MANIFEST).is_file() and (problem := checkpoint_problem(folder)) is not None:  # a divrl checkpoint
         _fail(f"--model {model}: checkpoint is {problem}")
@@ -295,17 +310,23 @@ def eval_(
     bind = getattr(the_task, "bind_tokenizer", None)
     if callable(bind):
         bind(tokenizer)
-    metrics = evaluate(
+    generated = generate_samples(
         policy, tokenizer, the_task, chosen, n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
     )
+    graded = grade_samples(the_task, chosen, generated)
+    metrics = score_samples(the_task, chosen, generated, graded)
     metrics.update(
         {"model": model, "task": task, "data": data_file, "split": split, "temperature": temperature, "seed": seed}
     )
     write_metrics(metrics, out)
+    if samples_out is not None:
+        write_jsonl(sample_records(the_task, chosen, generated, graded), samples_out)
     print_metrics({model: metrics})
     for line in metric_footnotes(metrics):
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     console.print(f"wrote {out.resolve()}", soft_wrap=True, highlight=False)
+    if samples_out is not None:
+        console.print(f"wrote {samples_out.resolve()}", soft_wrap=True, highlight=False)
 
 
 def _training_config(model: str) -> tuple[Path, dict[str, Any], int | None] | None:

@@ -18,11 +18,14 @@ from divrl.core import metrics as M
 from divrl.eval.evaluate import (
     EvalSamples,
     generate_samples,
+    grade_samples,
     ks_for,
     metrics_json,
     problem_id,
     recompute,
+    sample_records,
     score_samples,
+    write_jsonl,
     write_metrics,
 )
 from divrl.tasks import get_task
@@ -311,6 +314,52 @@ def test_eval_writes_another_split_beside_the_test_results(tmp_path, monkeypatch
 
     rows = [k for k, v in written.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     assert "pass@1" in rows and not [k for k in rows if metric_note(k) is None]  # every table row is explained
+
+
+def test_sample_records_on_fixed_completions(tmp_path):
+    """The records of `divrl eval --samples` for the hand-made SAMPLES: each verdict and reason, and metrics equal to
+    those computed without the shared grading."""
+    task = get_task("countdown")
+    samples = EvalSamples(SAMPLES, GREEDY)
+    graded = grade_samples(task, [A, B], samples)
+    assert score_samples(task, [A, B], samples, graded) == score_samples(task, [A, B], samples)
+    a, b = sample_records(task, [A, B], samples, graded)
+    assert a["id"] == problem_id(A) and a["prompt"] == task.prompt(A) and a["samples"] == SAMPLES[0]
+    assert a["correct"] == [True, False, True, False] and b["correct"] == [False, True, False, True]
+    assert a["reasons"] == ["ok", "wrong value -7 != 15", "ok", "wrong value 7 != 15"]
+    assert b["reasons"][0].startswith("unparsable") and b["reasons"][2] == "number reused: 12"
+    assert (a["greedy"], a["greedy_correct"], b["greedy_correct"], b["greedy_reason"]) == (
+        GREEDY[0],
+        True,
+        False,
+        "no answer tag",
+    )
+    for name in ("s.jsonl", "s.jsonl.gz"):
+        write_jsonl([a, b], tmp_path / name)
+    import gzip
+
+    lines = (tmp_path / "s.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [a, b]
+    with gzip.open(tmp_path / "s.jsonl.gz", "rt") as fh:
+        assert fh.read().splitlines() == lines
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_eval_writes_samples_on_request(tmp_path, monkeypatch):
+    """`divrl eval --samples F`: one line per problem with n completions, their verdicts agreeing with metrics.json."""
+    monkeypatch.chdir(tmp_path)
+    args = ["eval", "--model", "builtin:countdown-tiny", "--problems", "3", "--n", "4", "--max-new-tokens", "24"]
+    result = CliRunner().invoke(app, [*args, "--threads", "1", "--samples", "s.jsonl"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    per_problem = json.loads((tmp_path / "metrics.json").read_text())["per_problem"]
+    assert [r["id"] for r in records] == [p["id"] for p in per_problem]
+    assert [sum(r["correct"]) for r in records] == [p["correct"] for p in per_problem]
+    assert [r["greedy_correct"] for r in records] == [p["greedy_correct"] for p in per_problem]
+    assert all(len(r["samples"]) == len(r["reasons"]) == 4 for r in records)
+    assert f"wrote {tmp_path.resolve() / 's.jsonl'}" in " ".join(result.output.split())
+    bad = CliRunner().invoke(app, [*args, "--samples", str(tmp_path)])
+    assert bad.exit_code == 2 and "--samples" in bad.output and "is a folder" in bad.output
 
 
 def test_eval_of_a_run_checkpoint_uses_the_run_task_options_and_length(tmp_path):

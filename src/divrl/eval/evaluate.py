@@ -57,11 +57,31 @@ def ks_for(n: int) -> list[int]:
     return ks
 
 
-def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> dict[str, Any]:
-    """All metrics from fixed completions (no model involved; the unit under test for hand-made cases)."""
+@dataclass(frozen=True)
+class Graded:
+    """The verdicts of one evaluation's completions (:func:`grade_samples`).
+
+    Attributes:
+        correct: (P, n) bool, sample j of problem p is correct.
+        keys: ``keys[p][j]``, the solution-class key of sample j of problem p (``None``: no key).
+        reasons: ``reasons[p][j]``, the verifier's reason (``"ok"`` when correct).
+        greedy: (P,) bool, the greedy completion of problem p is correct.
+        greedy_reasons: the verifier's reason for each greedy completion.
+    """
+
+    correct: np.ndarray
+    keys: list[list[str | None]]
+    reasons: list[list[str]]
+    greedy: np.ndarray
+    greedy_reasons: list[str]
+
+
+def grade_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> Graded:
+    """Verify every completion once (the task's batch verifier if it has one)."""
     n = len(samples.samples[0]) if samples.samples else 0
     correct = np.zeros((len(problems), n), dtype=bool)  # (P, n)
     keys: list[list[str | None]] = []
+    reasons: list[list[str]] = []
     flat = [(problem, text) for p, problem in enumerate(problems) for text in samples.samples[p]]
     verdicts = verify_all(task, [pr for pr, _ in flat], [t for _, t in flat])  # the task's batch verifier if any
     for p, problem in enumerate(problems):
@@ -71,7 +91,20 @@ def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> 
             correct[p, j] = verdict.correct
             row.append(verdict.key if verdict.keyed else safe_key(task, problem, text))
         keys.append(row)
-    greedy = np.array([v.correct for v in verify_all(task, list(problems), list(samples.greedy))])
+        reasons.append([verdicts[p * n + j].reason for j in range(n)])
+    greedy_verdicts = verify_all(task, list(problems), list(samples.greedy))
+    greedy = np.array([v.correct for v in greedy_verdicts], dtype=bool)  # (P,)
+    return Graded(correct, keys, reasons, greedy, [v.reason for v in greedy_verdicts])
+
+
+def score_samples(
+    task: Task, problems: Sequence[Any], samples: EvalSamples, graded: Graded | None = None
+) -> dict[str, Any]:
+    """All metrics from fixed completions (no model involved; the unit under test for hand-made cases); ``graded``:
+    their verdicts when :func:`grade_samples` already ran."""
+    n = len(samples.samples[0]) if samples.samples else 0
+    graded = grade_samples(task, problems, samples) if graded is None else graded
+    correct, keys, greedy = graded.correct, graded.keys, graded.greedy
     out: dict[str, Any] = {"num_problems": len(problems), "n": n}
     for k in ks_for(n):
         out[f"pass@{k}"] = M.mean_pass_at_k(correct, k)
@@ -97,6 +130,42 @@ def score_samples(task: Task, problems: Sequence[Any], samples: EvalSamples) -> 
         for p, problem in enumerate(problems)
     ]
     return out
+
+
+def sample_records(task: Task, problems: Sequence[Any], samples: EvalSamples, graded: Graded) -> list[dict[str, Any]]:
+    """One record per problem for ``divrl eval --samples``: ``id`` (as in ``per_problem``), ``prompt``, ``samples``
+    (the n completions), ``correct`` and ``reasons`` (the verifier's verdict on each), ``greedy``, ``greedy_correct``
+    and ``greedy_reason``."""
+    return [
+        {
+            "id": problem_id(problem),
+            "prompt": task.prompt(problem),
+            "samples": list(samples.samples[p]),
+            "correct": [bool(c) for c in graded.correct[p]],
+            "reasons": list(graded.reasons[p]),
+            "greedy": samples.greedy[p],
+            "greedy_correct": bool(graded.greedy[p]),
+            "greedy_reason": graded.greedy_reasons[p],
+        }
+        for p, problem in enumerate(problems)
+    ]
+
+
+def write_jsonl(records: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Write one JSON object per line atomically (a temporary file, then a rename); gzip when ``path`` ends in
+    ``.gz``."""
+    import gzip
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if path.suffix == ".gz":
+        with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def recompute(per_problem: Sequence[dict[str, Any]], k: int) -> dict[str, float]:
