@@ -156,15 +156,15 @@ def write_jsonl(records: Sequence[dict[str, Any]], path: str | Path) -> None:
     ``.gz``."""
     import gzip
 
-    path = Path(path)
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    _replace(Path(path), gzip.compress(data) if Path(path).suffix == ".gz" else data)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed over it (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if path.suffix == ".gz":
-        with gzip.open(tmp, "wt", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     tmp.replace(path)
 
 
@@ -269,8 +269,4 @@ def metrics_json(metrics: dict[str, Any]) -> str:
 
 def write_metrics(metrics: dict[str, Any], path: str | Path) -> None:
     """Write ``metrics.json`` atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(metrics_json(metrics) + "\n")
-    tmp.replace(path)
+    _replace(Path(path), (metrics_json(metrics) + "\n").encode("utf-8"))
